@@ -1,0 +1,33 @@
+"""Errors a user can act on. Each message says what is wrong and what to do; the CLI prints it as one line."""
+
+
+class BudgetplanError(Exception):
+    """Base class: the message is shown to the user verbatim, on one line."""
+
+
+class ModelLoadError(BudgetplanError):
+    """A model file or name could not be loaded."""
+
+
+class LayoutError(BudgetplanError):
+    """The block stack of a model could not be found."""
+
+
+class ConfigError(BudgetplanError):
+    """A configuration, context or option value is invalid."""
+
+
+class DeviceError(BudgetplanError):
+    """A device class is unknown or its file is malformed."""
+
+
+class InfeasibleError(BudgetplanError):
+    """No plan fits the budget."""
+
+
+class PlanError(BudgetplanError):
+    """A plan or profile file is malformed, of another schema version, or for another model."""
+
+
+class DataError(BudgetplanError):
+    """A dataset is unknown or not installed."""
