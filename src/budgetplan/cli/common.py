@@ -1,0 +1,63 @@
+"""Shared CLI plumbing: one-line errors, the console, command registration."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from budgetplan.errors import BudgetplanError
+
+console = Console()
+error_console = Console(stderr=True, soft_wrap=True)
+
+# Command modules, each exposing `register(app)`. Missing modules are skipped so optional parts can be absent.
+COMMAND_MODULES = (
+    "budgetplan.cli.profile_cmd",
+    "budgetplan.cli.solve_cmd",
+    "budgetplan.cli.run_cmd",
+    "budgetplan.cli.flower_cmd",
+)
+
+
+def register_all(app: typer.Typer) -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line naming the problem and the fix, then exit non-zero."""
+    error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func):
+    """Turn BudgetplanError (and a few predictable OS errors) into one line and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BudgetplanError as exc:
+            fail(str(exc).replace("\n", " "))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+        except MemoryError:
+            fail("ran out of memory; use a smaller --batch-size or --seq-len")
+        except OSError as exc:
+            fail(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'I/O'}); check the path and permissions")
+
+    return wrapper
+
+
+def echo_json(text: str) -> None:
+    sys.stdout.write(text + "\n")

@@ -1,0 +1,92 @@
+"""Profile JSON: write and read the versioned profile file (spec: docs/profile-format.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from budgetplan.errors import PlanError
+from budgetplan.profile.types import (
+    SCHEMA_VERSION,
+    BlockProfile,
+    ConfigCost,
+    ModelInfo,
+    ModelProfile,
+    PartCost,
+    ProfileContext,
+)
+
+PROFILE_KIND = "budgetplan-profile"
+
+
+def profile_to_dict(profile: ModelProfile) -> dict:
+    data = asdict(profile)
+    data = {"kind": PROFILE_KIND, **data}
+    for config in data["configs"]:
+        config["block_states"] = list(config["block_states"])
+    return data
+
+
+def write_profile(profile: ModelProfile, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(profile_to_dict(profile), indent=1) + "\n")
+
+
+def _part(data: dict) -> PartCost:
+    return PartCost(**data)
+
+
+def _states(data: dict) -> dict[str, dict[str, PartCost]]:
+    return {state: {boundary: _part(cost) for boundary, cost in by_boundary.items()} for state, by_boundary in data.items()}
+
+
+def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
+    if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
+        raise PlanError(f"{origin} is not a budgetplan profile (no \"kind\": \"{PROFILE_KIND}\"); "
+                        "create one with 'budgetplan profile MODEL --json PATH'")
+    version = str(data.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise PlanError(f"{origin} has profile schema version {version or 'none'}; this budgetplan reads "
+                        f"{SCHEMA_VERSION.split('.')[0]}.x: re-run 'budgetplan profile' to regenerate it")
+    try:
+        context = dict(data["context"])
+        context["lora_ranks"] = tuple(context["lora_ranks"])
+        context["lora_targets"] = tuple(context["lora_targets"])
+        blocks = tuple(
+            BlockProfile(
+                index=b["index"], name=b["name"], states=_states(b["states"]),
+                trainable_names={k: tuple(v) for k, v in b["trainable_names"].items()},
+            )
+            for b in data["blocks"]
+        )
+        configs = tuple(ConfigCost(**{**c, "block_states": tuple(c["block_states"])}) for c in data["configs"])
+        return ModelProfile(
+            schema_version=version,
+            generator=data["generator"],
+            model=ModelInfo(**data["model"]),
+            context=ProfileContext(**context),
+            pre=_states(data["pre"]),
+            post={boundary: _part(cost) for boundary, cost in data["post"].items()},
+            blocks=blocks,
+            resident_bytes=data["resident_bytes"],
+            boundary_bytes=data["boundary_bytes"],
+            pre_trainable_names=tuple(data["pre_trainable_names"]),
+            post_trainable_names=tuple(data["post_trainable_names"]),
+            configs=configs,
+            measurement=data.get("measurement", {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"{origin} is missing or has a malformed field ({exc!s}); "
+                        "regenerate it with 'budgetplan profile MODEL --json PATH'") from None
+
+
+def read_profile(path: str | Path) -> ModelProfile:
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"profile file {path} does not exist; create it with 'budgetplan profile MODEL --json {path}'")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PlanError(f"profile file {path} is not valid JSON ({exc.__class__.__name__} at "
+                        f"{getattr(exc, 'lineno', '?')}:{getattr(exc, 'colno', '?')}); regenerate it") from None
+    return profile_from_dict(data, origin=f"profile file {path}")

@@ -1,0 +1,170 @@
+"""Plain data passed from the profiler to the solver, the plan and the executor.
+
+Vocabulary
+- A *part* is the embeddings-and-everything-before-the-blocks ("pre"), one block, or everything after the
+  last block including the head and the loss ("post").
+- A block's *state* is one of FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED or "lora-R" (peft LoRA of rank R on
+  the block's attention and MLP linears, base weights frozen).
+- A part's *boundary* says whether the gradient must flow out of its input: INPUT_GRAD when some part below
+  it is trainable, NO_INPUT_GRAD otherwise. Frozen states fix it (frozen_outside never has an input
+  gradient, frozen_in_path always has); trained and LoRA parts are measured both ways, because the lowest
+  trained part computes no input gradient and keeps fewer tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = "1.0"
+
+FROZEN_OUTSIDE = "frozen_outside"
+FROZEN_IN_PATH = "frozen_in_path"
+TRAINED = "trained"
+LORA_PREFIX = "lora-"
+
+INPUT_GRAD = "input_grad"
+NO_INPUT_GRAD = "no_input_grad"
+
+MEASURED = "measured"
+DERIVED = "derived"
+
+
+def lora_state(rank: int) -> str:
+    return f"{LORA_PREFIX}{rank}"
+
+
+def lora_rank(state: str) -> int | None:
+    """The LoRA rank of a state name, or None when the state is not a LoRA state."""
+    if not state.startswith(LORA_PREFIX):
+        return None
+    return int(state[len(LORA_PREFIX):])
+
+
+def is_trainable(state: str) -> bool:
+    return state == TRAINED or lora_rank(state) is not None
+
+
+def boundaries_of(state: str) -> tuple[str, ...]:
+    """The gradient boundaries under which a block in `state` can occur."""
+    if state == FROZEN_OUTSIDE:
+        return (NO_INPUT_GRAD,)
+    if state == FROZEN_IN_PATH:
+        return (INPUT_GRAD,)
+    return (INPUT_GRAD, NO_INPUT_GRAD)
+
+
+@dataclass(frozen=True)
+class PartCost:
+    """Measured cost of one part in one state under one boundary, for one batch of the profiling context.
+
+    FLOPs = 2 x MACs for matmul-class ops, plus the stated per-element formulas in profile/flops.py.
+    Byte counts are whole storages (a view of a large tensor costs its whole storage).
+    """
+
+    flops_forward: int
+    flops_backward: int
+    # Tensors autograd keeps for backward, unique storages, parameters and boundary tensors excluded.
+    activation_bytes: int
+    # Whether the part keeps its input / output hidden state for backward (counted once per boundary).
+    saves_input: bool
+    saves_output: bool
+    # Saved tensors that are inputs shared by every block (attention masks, rotary tables): name -> bytes.
+    shared_saved_bytes: dict[str, int]
+    # Live bytes above the part's starting point, at its highest, beyond what it keeps, while it runs.
+    forward_extra_bytes: int
+    backward_extra_bytes: int
+    # Peak temporary bytes of the optimizer step over this part's parameters (CPU steps one tensor at a time).
+    step_extra_bytes: int
+    param_bytes: int
+    trainable_params: int
+    # Gradient bytes = upload bytes of the part (trained tensors in their dtype).
+    trainable_bytes: int
+    optimizer_state_bytes: int
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    source: str = MEASURED
+
+
+@dataclass(frozen=True)
+class BlockProfile:
+    index: int
+    name: str  # dotted module path, e.g. "encoder.layer.3"
+    # state -> boundary -> cost
+    states: dict[str, dict[str, PartCost]]
+    # Exact names of the parameters trained in each trainable state (task-model names).
+    trainable_names: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fingerprint: str  # sha256 over (name, shape, dtype) of every parameter of the task model, without LoRA
+    num_blocks: int
+    block_path: str  # dotted path of the block ModuleList
+    family: str  # e.g. "bert", "vit", "gpt2", "custom"
+    num_params: int
+    library_versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ProfileContext:
+    batch_size: int
+    seq_len: int | None  # text models
+    image_size: int | None  # vision models
+    dtype: str
+    optimizer: str  # "sgd", "sgd-momentum", "adam", "adamw"
+    num_labels: int
+    task: str  # "classification" or "lm"
+    train_embeddings: bool
+    lora_ranks: tuple[int, ...]
+    lora_alpha_per_rank: float  # alpha = this x rank
+    lora_targets: tuple[str, ...]  # module names inside a block that LoRA adapts
+    device: str  # "cpu" or "cuda"
+
+
+@dataclass(frozen=True)
+class ConfigCost:
+    """Cost of one whole configuration (a state per block) for one training step on one batch."""
+
+    block_states: tuple[str, ...]
+    flops_forward: int
+    flops_backward: int
+    activation_bytes: int
+    peak_bytes_predicted: int
+    peak_bytes_measured: int | None
+    trainable_params: int
+    upload_bytes: int
+    optimizer_state_bytes: int
+    # Sources: everything composed from parts is derived; a peak measured by running the step is measured.
+    flops_source: str = DERIVED
+    peak_predicted_source: str = DERIVED
+    peak_measured_source: str = MEASURED
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    schema_version: str
+    generator: str
+    model: ModelInfo
+    context: ProfileContext
+    # "pre" part: state ("frozen_outside" or "trained") -> boundary -> cost (pre never has an input gradient)
+    pre: dict[str, dict[str, PartCost]]
+    # "post" part (head and loss, always trained): boundary -> cost
+    post: dict[str, PartCost]
+    blocks: tuple[BlockProfile, ...]
+    # Bytes live for the whole step whatever the configuration: every parameter and buffer, and the batch.
+    # Optimizer state and gradients are added per part.
+    resident_bytes: int
+    # Bytes of one hidden-state tensor passed between blocks (and of its gradient).
+    boundary_bytes: int
+    pre_trainable_names: tuple[str, ...]
+    post_trainable_names: tuple[str, ...]
+    configs: tuple[ConfigCost, ...] = ()
+    measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def block_state_names(self) -> tuple[str, ...]:
+        return tuple(self.blocks[0].states) if self.blocks else ()

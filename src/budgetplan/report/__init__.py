@@ -1,0 +1,1 @@
+"""Rich tables and plots. Only the CLI imports this package."""
