@@ -1,0 +1,233 @@
+"""Load a model safely: a bundled name, a Hugging Face directory, or a model.pt file.
+
+model.pt holds {"config": <transformers config dict>, "state_dict": ...} and is read with weights_only=True.
+A pickled whole nn.Module runs code when loaded, so it loads only with trust_pickle=True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers.utils import logging as hf_logging
+
+from budgetplan.errors import ModelLoadError
+from budgetplan.models import bundled
+from budgetplan.models.layout import BlockLayout, find_blocks
+from budgetplan.models.task import TaskModel
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+TASK_PREFIX = "base."  # the base network's parameters live under this prefix in the task model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    model: TaskModel
+    layout: BlockLayout  # path relative to the task model, e.g. "base.encoder.layer"
+    family: str
+    input_kind: str  # "text" or "image"
+    vocab_size: int | None
+    max_positions: int | None
+    image_size: int | None
+    num_channels: int | None
+    fingerprint: str
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.get_submodule(self.layout.path)
+
+
+def load_model(spec: str, *, num_labels: int | None = None, task: str = "classification",
+               trust_pickle: bool = False, blocks: str | None = None) -> LoadedModel:
+    """Load `spec` (bundled name, HF directory or model file) and wrap it with a task head."""
+    base, config, head_state = _load_base(spec, trust_pickle)
+    _use_eager_attention(base)
+    if getattr(base, "pooler", None) is not None:
+        base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
+    hidden = _hidden_size(base, config)
+    labels = _num_labels(num_labels, head_state, task, config)
+    model = TaskModel(base, hidden, labels, task)
+    if head_state is not None:
+        model.head.load_state_dict(head_state)
+    override = f"{TASK_PREFIX}{blocks}" if blocks else None
+    layout = find_blocks(model, override)
+    return LoadedModel(
+        name=_display_name(spec), model=model, layout=layout, family=_family(base, config),
+        input_kind="image" if _is_vision(config) else "text",
+        vocab_size=getattr(config, "vocab_size", None) if config is not None else None,
+        max_positions=_max_positions(config), image_size=getattr(config, "image_size", None),
+        num_channels=getattr(config, "num_channels", None), fingerprint=fingerprint(model),
+    )
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 over (name, shape, dtype) of every parameter, LoRA adapters excluded."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            continue
+        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}\n".encode())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def save_model_file(loaded: LoadedModel, path: str | Path) -> None:
+    """Write the safe model.pt format (config dict + full task state dict)."""
+    config = getattr(loaded.model.base, "config", None)
+    if config is None:
+        raise ModelLoadError("only transformers models can be saved as model.pt; save a plain module yourself")
+    torch.save({"config": config.to_dict(), "state_dict": loaded.model.state_dict(), "task": loaded.model.task},
+               path)
+
+
+def _load_base(spec: str, trust_pickle: bool):
+    if spec in bundled.tiny_configs():
+        return _build_tiny(spec)
+    if spec == bundled.MINILM_NAME:
+        return _load_hf_dir(bundled.minilm_path())
+    path = Path(spec)
+    if not path.exists():
+        names = ", ".join(bundled.bundled_names())
+        raise ModelLoadError(f"model '{spec}' not found: give an existing model.pt, a Hugging Face model directory, "
+                             f"or a bundled name ({names})")
+    if path.is_dir():
+        return _load_hf_dir(path)
+    return _load_file(path, trust_pickle)
+
+
+def _build_tiny(name: str):
+    config = bundled.tiny_config(name)
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(bundled.TINY_SEED)
+        base = AutoModel.from_config(config)
+    return base, config, None
+
+
+def _load_hf_dir(path: Path):
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        config._attn_implementation = "eager"
+        base = AutoModel.from_pretrained(path, config=config)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first[:160]}); "
+                             "check config.json and the weights file") from None
+    return base, config, None
+
+
+def _load_file(path: Path, trust_pickle: bool):
+    if trust_pickle:
+        obj = _torch_load(path, weights_only=False)
+        if isinstance(obj, nn.Module):
+            return obj, getattr(obj, "config", None), None
+    else:
+        obj = _torch_load(path, weights_only=True)
+    return _from_checkpoint_dict(obj, path)
+
+
+def _torch_load(path: Path, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "weights_only" in str(exc).lower() and "GLOBAL" in str(exc):
+            raise ModelLoadError(
+                f"{path} contains pickled Python objects (e.g. a whole nn.Module), and loading it would run code "
+                "from the file; pass --trust-pickle only if you trust its origin, or re-save it as "
+                "torch.save({'config': config.to_dict(), 'state_dict': model.state_dict()})"
+            ) from None
+        raise _corrupt(path, exc) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
+
+
+def _from_checkpoint_dict(obj, path: Path):
+    if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
+        raise ModelLoadError(f"{path} is not a budgetplan model file: expected a dict with 'config' "
+                             "(a transformers config dict) and 'state_dict'")
+    config = _config_from_dict(obj["config"], path)
+    config._attn_implementation = "eager"
+    base = AutoModel.from_config(config)
+    state = obj["state_dict"]
+    head_state = None
+    if any(k.startswith(TASK_PREFIX) for k in state):
+        head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+        state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
+    state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    missing, unexpected = base.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("pooler.")]
+    if missing or unexpected:
+        raise ModelLoadError(f"{path}: state_dict does not match its config (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}); save the config and weights of the same model")
+    return base, config, head_state or None
+
+
+def _config_from_dict(data, path: Path) -> PretrainedConfig:
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ModelLoadError(f"{path}: 'config' must be a transformers config dict with a 'model_type'")
+    data = dict(data)
+    model_type = data.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: unknown model_type '{model_type}' ({exc}); use a transformers model type") from None
+
+
+def _use_eager_attention(base: nn.Module) -> None:
+    """Eager attention: the fused SDPA CPU kernel is invisible to FLOP counters."""
+    config = getattr(base, "config", None)
+    if config is not None and hasattr(config, "_attn_implementation"):
+        config._attn_implementation = "eager"
+
+
+def _hidden_size(base: nn.Module, config) -> int:
+    for attr in ("hidden_size", "n_embd", "d_model"):
+        if config is not None and getattr(config, attr, None):
+            return int(getattr(config, attr))
+    layers = [m for m in base.modules() if isinstance(m, nn.LayerNorm)]
+    if layers:
+        return int(layers[-1].normalized_shape[-1])
+    raise ModelLoadError("cannot tell the model's hidden size; give a transformers model or one ending in LayerNorm")
+
+
+def _num_labels(num_labels, head_state, task, config) -> int:
+    if head_state is not None:
+        return int(head_state["weight"].shape[0])
+    if task == "lm":
+        return int(config.vocab_size)
+    return int(num_labels or 2)
+
+
+def _is_vision(config) -> bool:
+    return config is not None and hasattr(config, "image_size") and hasattr(config, "patch_size")
+
+
+def _max_positions(config) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions"):
+        if config is not None and getattr(config, attr, None):
+            return int(getattr(config, attr))
+    return None
+
+
+def _family(base: nn.Module, config) -> str:
+    return getattr(config, "model_type", None) or type(base).__name__.lower()
+
+
+def _display_name(spec: str) -> str:
+    return spec if spec in bundled.bundled_names() else Path(spec).name

@@ -1,0 +1,134 @@
+"""Put a task model into a configuration: a state per block, LoRA where asked, the head always trained.
+
+Parts: "pre" is every parameter outside the blocks that runs before the first block (embeddings), "post"
+every parameter outside the blocks that runs after the last one (final norm, head). Embeddings are frozen
+unless train_embeddings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from budgetplan.errors import ConfigError
+from budgetplan.models.load import LoadedModel
+from budgetplan.profile.types import FROZEN_IN_PATH, FROZEN_OUTSIDE, TRAINED, lora_rank
+
+LORA_ALPHA_PER_RANK = 2.0  # alpha = 2 x rank, the common choice; recorded in profiles and plans
+ADAPTER = "default"
+
+
+@dataclass(frozen=True)
+class PartNames:
+    """Parameter names of the task model, by part."""
+
+    pre: tuple[str, ...]
+    blocks: tuple[tuple[str, ...], ...]
+    post: tuple[str, ...]
+
+
+def lora_targets(loaded: LoadedModel) -> tuple[str, ...]:
+    """Names, relative to a block, of the linear layers LoRA adapts (attention and MLP projections)."""
+    block = loaded.blocks[0]
+    names = tuple(name for name, module in block.named_modules() if _is_linear(module))
+    if not names:
+        raise ConfigError(f"block class {loaded.layout.block_class} has no linear layers for LoRA to adapt")
+    return names
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def part_names(loaded: LoadedModel) -> PartNames:
+    """Split parameters into pre / blocks / post by when their module first runs in a forward pass."""
+    model, prefix = loaded.model, loaded.layout.path + "."
+    blocks = tuple(
+        tuple(f"{prefix}{i}.{n}" for n, _ in block.named_parameters()) for i, block in enumerate(loaded.blocks)
+    )
+    in_blocks = {n for names in blocks for n in names}
+    order = _first_run_order(loaded)
+    first_block = order.get(loaded.layout.path + ".0", 0)
+    pre, post = [], []
+    for name, _ in model.named_parameters():
+        if name in in_blocks or "lora_" in name:
+            continue
+        owner = name.rsplit(".", 1)[0]
+        (pre if order.get(owner, first_block + 1) < first_block else post).append(name)
+    return PartNames(tuple(pre), blocks, tuple(post))
+
+
+def _first_run_order(loaded: LoadedModel) -> dict[str, int]:
+    from budgetplan.profile.batch import make_batch  # local: batch depends on models only
+
+    order: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(module, args):  # returns None: a pre-hook's return value would replace the inputs
+            order.setdefault(name, len(order))
+        return hook
+
+    handles = [module.register_forward_pre_hook(record(name)) for name, module in loaded.model.named_modules()]
+    try:
+        with torch.no_grad():
+            loaded.model(make_batch(loaded, batch_size=1, seq_len=4))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def inject_lora(loaded: LoadedModel, ranks: dict[int, int], alpha_per_rank: float = LORA_ALPHA_PER_RANK) -> None:
+    """Add LoRA adapters (rank per block index) to the attention and MLP linears of those blocks."""
+    if not ranks:
+        return
+    prefix = loaded.layout.path
+    targets = lora_targets(loaded)
+    names = {f"{prefix}.{i}.{t}": r for i, r in ranks.items() for t in targets}
+    first = next(iter(names.values()))
+    config = LoraConfig(
+        r=first,
+        lora_alpha=alpha_per_rank * first,
+        target_modules=list(names),
+        rank_pattern={re.escape(n): r for n, r in names.items()},
+        alpha_pattern={re.escape(n): alpha_per_rank * r for n, r in names.items()},
+        lora_dropout=0.0,
+        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in loaded.blocks[0].modules()),
+    )
+    inject_adapter_in_model(config, loaded.model, adapter_name=ADAPTER)
+
+
+def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embeddings: bool = False,
+                       alpha_per_rank: float = LORA_ALPHA_PER_RANK) -> tuple[str, ...]:
+    """Configure `loaded.model` in place; returns the names of the trained parameters, in model order.
+
+    LoRA is injected into a model that has none yet (load a fresh model per configuration).
+    """
+    if len(states) != loaded.layout.num_blocks:
+        raise ConfigError(f"{len(states)} block states given for a model with {loaded.layout.num_blocks} blocks")
+    ranks = {i: lora_rank(s) for i, s in enumerate(states) if lora_rank(s) is not None}
+    inject_lora(loaded, ranks, alpha_per_rank)
+    parts = part_names(loaded)
+    trained = set(parts.post) | (set(parts.pre) if train_embeddings else set())
+    prefix = loaded.layout.path + "."
+    for i, state in enumerate(states):
+        _check_state(i, state)
+        if state == TRAINED:
+            trained.update(parts.blocks[i])
+        elif i in ranks:
+            block_prefix = f"{prefix}{i}."
+            trained.update(n for n, _ in loaded.model.named_parameters()
+                           if n.startswith(block_prefix) and "lora_" in n)
+    for name, param in loaded.model.named_parameters():
+        param.requires_grad_(name in trained)
+    return tuple(n for n, p in loaded.model.named_parameters() if p.requires_grad)
+
+
+def _check_state(index: int, state: str) -> None:
+    if state in (TRAINED, FROZEN_OUTSIDE, FROZEN_IN_PATH, "frozen") or lora_rank(state) is not None:
+        return
+    raise ConfigError(f"block {index}: unknown state '{state}'; use frozen, trained or lora-R (e.g. lora-8)")
