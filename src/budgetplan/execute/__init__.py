@@ -1,0 +1,1 @@
+"""Federated execution of a plan: datasets and partitions, client training, layer-wise aggregation, rounds."""
