@@ -194,6 +194,8 @@ def _use_eager_attention(base: nn.Module) -> None:
     config = getattr(base, "config", None)
     if config is not None and hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = False  # training keeps no KV cache; a cache would also leak between profiled runs
 
 
 def _hidden_size(base: nn.Module, config) -> int:

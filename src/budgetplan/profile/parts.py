@@ -1,0 +1,219 @@
+"""Measure each part once per state and boundary.
+
+pre   one forward of the whole model, attributed to pre until the first block starts; it also captures every
+      block's inputs (hidden state and shared inputs such as masks) for the block runs.
+block the block alone on its captured inputs, its input requiring grad or not (the boundary); backward is
+      driven by a gradient of ones on its output, exactly the work autograd does inside a whole model.
+post  the whole model with the last block's output detached (requiring grad or not), so backward stops there.
+Forward/backward FLOPs are read from the counter between phases; extras are peaks above the phase start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from budgetplan.models.load import LoadedModel
+from budgetplan.profile.flops import OpCounter
+from budgetplan.profile.measure import measure_optimizer
+from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes, storage_key
+from budgetplan.profile.types import INPUT_GRAD, MEASURED, PartCost
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """A block's captured call: the hidden state is args[0] or kwargs['hidden_states']."""
+
+    args: tuple
+    kwargs: dict
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.args[0] if self.args and isinstance(self.args[0], torch.Tensor) else self.kwargs["hidden_states"]
+
+    def shared(self) -> dict[str, torch.Tensor]:
+        """Tensor inputs other than the hidden state, by name (shared by every block)."""
+        named = {f"arg{i}": a for i, a in enumerate(self.args[1:], start=1)}
+        named.update({k: v for k, v in self.kwargs.items() if k != "hidden_states"})
+        flat = {}
+        for name, value in named.items():
+            for j, leaf in enumerate(tree_flatten(value)[0]):
+                if isinstance(leaf, torch.Tensor):
+                    flat[f"{name}.{j}" if not isinstance(value, torch.Tensor) else name] = leaf
+        return flat
+
+    def with_hidden(self, hidden: torch.Tensor) -> tuple[tuple, dict]:
+        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
+        args, kwargs = tree_map(detach, self.args), tree_map(detach, self.kwargs)
+        if self.args and isinstance(self.args[0], torch.Tensor):
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+
+def first_tensor(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else next(t for t in tree_flatten(output)[0]
+                                                                   if isinstance(t, torch.Tensor))
+
+
+@dataclass
+class _Phase:
+    """Counters of one measured phase."""
+
+    tracker: LiveTracker
+    counter: OpCounter
+    saved: SavedTensors
+
+
+def _new_phase(module: nn.Module, resident: list[torch.Tensor]) -> _Phase:
+    tracker = LiveTracker()
+    tracker.track([*module.parameters(), *module.buffers(), *resident])
+    return _Phase(tracker, OpCounter(), SavedTensors(module.parameters()))
+
+
+def _saved_split(saved: SavedTensors, label: str, inputs: set[int], outputs: set[int],
+                 shared: dict[str, torch.Tensor]) -> tuple[int, bool, bool, dict[str, int]]:
+    """Split one label's saved storages into internal bytes, boundary flags and shared inputs."""
+    shared_keys = {storage_key(t): name for name, t in shared.items()}
+    internal, saves_in, saves_out, shared_bytes = 0, False, False, {}
+    for key, (nbytes, who) in saved.saved.items():
+        if who != label:
+            continue
+        if key in inputs:
+            saves_in = True
+        elif key in outputs:
+            saves_out = True
+        elif key in shared_keys:
+            shared_bytes[shared_keys[key]] = nbytes
+        else:
+            internal += nbytes
+    return internal, saves_in, saves_out, shared_bytes
+
+
+def _cost(params: list[nn.Parameter], flops: tuple[int, int], saved: tuple, extras: tuple[int, int],
+          optimizer: tuple[int, int], uncounted: dict[str, int]) -> PartCost:
+    trainable = [p for p in params if p.requires_grad]
+    internal, saves_in, saves_out, shared = saved
+    return PartCost(
+        flops_forward=flops[0], flops_backward=flops[1], activation_bytes=internal, saves_input=saves_in,
+        saves_output=saves_out, shared_saved_bytes=shared, forward_extra_bytes=extras[0],
+        backward_extra_bytes=extras[1], step_extra_bytes=optimizer[1], param_bytes=storage_bytes(params),
+        trainable_params=sum(p.numel() for p in trainable), trainable_bytes=storage_bytes(trainable),
+        optimizer_state_bytes=optimizer[0], uncounted_ops=uncounted, source=MEASURED,
+    )
+
+
+def _backward(phase: _Phase, outputs: torch.Tensor, grads: torch.Tensor | None) -> tuple[int, int]:
+    """(backward FLOPs, peak bytes above the backward's start)."""
+    before = phase.counter.flops
+    start = phase.tracker.reset_peak()
+    torch.autograd.backward(outputs, grads)
+    return phase.counter.flops - before, phase.tracker.peak_bytes - start
+
+
+def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: str) -> PartCost:
+    """One block alone, in whatever state its parameters are set to, under `boundary`."""
+    block.train()
+    hidden = call.hidden.detach().clone().requires_grad_(boundary == INPUT_GRAD)
+    args, kwargs = call.with_hidden(hidden)
+    shared = call.shared()
+    phase = _new_phase(block, [hidden, *shared.values()])
+    with phase.tracker:
+        with phase.counter:
+            start = phase.tracker.reset_peak()
+            with phase.saved:
+                out = first_tensor(block(*args, **kwargs))
+            flops_fwd, fwd_extra = phase.counter.flops, phase.tracker.peak_bytes - start
+            flops_bwd = bwd_extra = 0
+            if out.requires_grad:
+                flops_bwd, bwd_extra = _backward(phase, out, torch.ones_like(out))
+        saved = _saved_split(phase.saved, "", {storage_key(hidden)}, {storage_key(out)}, shared)
+        del out
+        opt = measure_optimizer(list(block.parameters()), optimizer, phase.tracker)
+    cost = _cost(list(block.parameters()), (flops_fwd, flops_bwd), saved, (fwd_extra, bwd_extra), opt,
+                 dict(phase.counter.uncounted))
+    block.zero_grad(set_to_none=True)
+    return cost
+
+
+def _set_trainable(model: nn.Module, names: set[str]) -> list[nn.Parameter]:
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+    return [p for n, p in model.named_parameters() if n in names]
+
+
+def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tuple[str, ...],
+                train: bool) -> tuple[PartCost, list[BlockCall]]:
+    """Everything before the first block; also returns each block's captured call."""
+    model = loaded.model.train()
+    _set_trainable(model, set(pre_names) if train else set())
+    params = [p for n, p in model.named_parameters() if n in set(pre_names)]
+    phase = _new_phase(model, list(batch.values()))
+    calls: list[BlockCall] = []
+    mark: dict = {}
+
+    def capture(module, args, kwargs):
+        calls.append(BlockCall(args, kwargs))
+        if len(calls) == 1:
+            mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, uncounted=dict(phase.counter.uncounted))
+            phase.saved.label = "later"
+
+    handles = [b.register_forward_pre_hook(capture, with_kwargs=True) for b in loaded.blocks]
+    try:
+        with phase.tracker:
+            with phase.counter:
+                start = phase.tracker.reset_peak()
+                phase.saved.label = "pre"
+                with phase.saved:
+                    model(batch)
+                h0 = calls[0].hidden
+                flops_bwd = bwd_extra = 0
+                if train:
+                    flops_bwd, bwd_extra = _backward(phase, h0, torch.ones_like(h0))
+            saved = _saved_split(phase.saved, "pre", set(), {storage_key(h0)}, calls[0].shared())
+            opt = measure_optimizer(params, optimizer, phase.tracker)
+    finally:
+        for handle in handles:
+            handle.remove()
+    cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
+    model.zero_grad(set_to_none=True)
+    return cost, calls
+
+
+def measure_post(loaded: LoadedModel, batch: dict, optimizer: str, post_names: tuple[str, ...],
+                 boundary: str) -> PartCost:
+    """Everything after the last block (head and loss), with its input requiring grad or not."""
+    model = loaded.model.train()
+    params = _set_trainable(model, set(post_names))
+    phase = _new_phase(model, list(batch.values()))
+    mark: dict = {}
+
+    def cut(module, args, output):
+        out = first_tensor(output)
+        hidden = out.detach().requires_grad_(boundary == INPUT_GRAD)
+        mark.update(flops=phase.counter.flops, live=phase.tracker.reset_peak(), hidden=hidden,
+                    uncounted=dict(phase.counter.uncounted))
+        phase.saved.label = "post"
+        return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
+
+    handle = loaded.blocks[-1].register_forward_hook(cut)
+    try:
+        with phase.tracker:
+            with phase.counter:
+                phase.saved.label = "before"
+                with phase.saved:
+                    loss = model(batch)
+                flops_fwd, fwd_extra = phase.counter.flops - mark["flops"], phase.tracker.peak_bytes - mark["live"]
+                flops_bwd, bwd_extra = _backward(phase, loss, None)
+            saved = _saved_split(phase.saved, "post", {storage_key(mark["hidden"])}, set(), {})
+            del loss
+            opt = measure_optimizer(params, optimizer, phase.tracker)
+    finally:
+        handle.remove()
+    uncounted = {k: v - mark["uncounted"].get(k, 0) for k, v in phase.counter.uncounted.items()
+                 if v > mark["uncounted"].get(k, 0)}
+    cost = _cost(params, (flops_fwd, flops_bwd), saved, (fwd_extra, bwd_extra), opt, uncounted)
+    model.zero_grad(set_to_none=True)
+    return cost

@@ -1,0 +1,171 @@
+"""The profile stage: measure every part once per state and boundary, then compose the standard configurations.
+
+Direct runs grow with blocks x states (each block: frozen_outside, frozen_in_path, trained twice, each LoRA
+rank twice), never with the number of configurations, which are composed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import peft
+import torch
+import transformers
+
+import budgetplan
+from budgetplan.models.load import LoadedModel
+from budgetplan.profile import compose as composer
+from budgetplan.profile.batch import check_context, make_batch
+from budgetplan.profile.configure import LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names
+from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
+from budgetplan.profile.memory import storage_bytes
+from budgetplan.profile.parts import measure_block, measure_post, measure_pre
+from budgetplan.errors import ConfigError
+from budgetplan.profile.types import (
+    FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
+    ModelInfo, ModelProfile, ProfileContext, boundaries_of, is_trainable, lora_state,
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    batch_size: int = 8
+    seq_len: int | None = 128
+    optimizer: str = "adamw"
+    lora_ranks: tuple[int, ...] = (4, 8, 16)
+    train_embeddings: bool = False
+    measure_configs: bool = True  # also run each standard configuration once to measure its real peak
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.optimizer}: unknown; use one of {', '.join(OPTIMIZERS)}")
+        bad = [r for r in self.lora_ranks if r < 1]
+        if bad:
+            raise ConfigError(f"--lora-ranks: ranks must be positive integers, got {bad[0]}")
+
+    @property
+    def block_states(self) -> tuple[str, ...]:
+        return (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, *(lora_state(r) for r in self.lora_ranks))
+
+
+def count_part_runs(num_blocks: int, request: ProfileRequest) -> int:
+    per_block = sum(len(boundaries_of(s)) for s in request.block_states)
+    return 2 + 2 + num_blocks * per_block
+
+
+def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
+    """A copy of the model with every block in `state` (frozen states share the frozen copy)."""
+    variant = copy.deepcopy(loaded)
+    block_state = "frozen" if not is_trainable(state) else state
+    apply_block_states(variant, (block_state,) * loaded.layout.num_blocks)
+    return variant
+
+
+def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[BlockProfile, ...]:
+    states: list[dict] = [dict() for _ in range(loaded.layout.num_blocks)]
+    names: list[dict] = [dict() for _ in range(loaded.layout.num_blocks)]
+    variants = {FROZEN_OUTSIDE: _variant(loaded, FROZEN_OUTSIDE)}
+    for state in request.block_states:
+        variant = variants.get(state) if state in (FROZEN_OUTSIDE, FROZEN_IN_PATH) else None
+        variant = variant or variants[FROZEN_OUTSIDE] if not is_trainable(state) else _variant(loaded, state)
+        for i, block in enumerate(variant.blocks):
+            states[i][state] = {}
+            for boundary in boundaries_of(state):
+                tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
+                states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+            if is_trainable(state):
+                prefix = f"{loaded.layout.path}.{i}."
+                names[i][state] = tuple(n for n, p in variant.model.named_parameters()
+                                        if p.requires_grad and n.startswith(prefix))
+    return tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", states[i], names[i]) for i in range(len(states)))
+
+
+def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress = lambda _: None) -> ModelProfile:
+    """Measure `loaded` under `request` and compose the standard configurations."""
+    check_context(loaded, request.batch_size, request.seq_len)
+    started = time.perf_counter()
+    batch = make_batch(loaded, request.batch_size, request.seq_len)
+    parts = part_names(loaded)
+    work = _variant(loaded, FROZEN_OUTSIDE)
+    tick("pre (embeddings) frozen")
+    pre_frozen, calls = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
+    tick("pre (embeddings) trained")
+    pre_trained, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True)
+    post = {}
+    for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
+        tick(f"post (head and loss, {boundary.replace('_', ' ')})")
+        post[boundary] = measure_post(work, batch, request.optimizer, parts.post, boundary)
+    blocks = _block_profiles(loaded, request, calls, tick)
+    parts_seconds = time.perf_counter() - started
+    profile = ModelProfile(
+        schema_version=SCHEMA_VERSION, generator=f"budgetplan {budgetplan.__version__}",
+        model=_model_info(loaded), context=_context(loaded, request),
+        pre={FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}},
+        post=post, blocks=blocks,
+        resident_bytes=storage_bytes([*loaded.model.parameters(), *loaded.model.buffers(), *batch.values()]),
+        boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
+        pre_trainable_names=parts.pre, post_trainable_names=parts.post,
+        measurement={"part_runs": count_part_runs(loaded.layout.num_blocks, request),
+                     "part_seconds": round(parts_seconds, 3)},
+    )
+    return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def with_standard_configs(profile: ModelProfile, loaded: LoadedModel, batch: dict, request: ProfileRequest,
+                          tick: Progress) -> ModelProfile:
+    configs = []
+    started = time.perf_counter()
+    for states in composer.standard_configs(profile):
+        cost = composer.compose(profile, states)
+        if request.measure_configs:
+            tick(f"measure step: {describe_states(cost.block_states)}")
+            cost = replace(cost, peak_bytes_measured=measure_config(loaded, states, batch, request).peak_bytes)
+        configs.append(cost)
+    measurement = {**profile.measurement, "config_runs": len(configs) if request.measure_configs else 0,
+                   "config_seconds": round(time.perf_counter() - started, 3)}
+    return replace(profile, configs=tuple(configs), measurement=measurement)
+
+
+def measure_config(loaded: LoadedModel, states, batch: dict, request: ProfileRequest):
+    """Directly measure one configuration's training step on a fresh copy of the model."""
+    fresh = copy.deepcopy(loaded)
+    apply_block_states(fresh, tuple(states), train_embeddings=request.train_embeddings)
+    return measure_training_step(fresh.model, batch, request.optimizer)
+
+
+def describe_states(states: tuple[str, ...]) -> str:
+    trained = [i for i, s in enumerate(states) if s == TRAINED]
+    lora = sorted({s for s in states if s.startswith("lora-")})
+    if lora and len(lora) == 1 and all(s == lora[0] for s in states):
+        return f"{lora[0]} on all blocks"
+    if not trained and not lora:
+        return "head only"
+    if len(trained) == len(states):
+        return "full"
+    return f"train blocks {','.join(map(str, trained))}" + (f" + {','.join(lora)}" if lora else "")
+
+
+def _model_info(loaded: LoadedModel) -> ModelInfo:
+    return ModelInfo(
+        name=loaded.name, fingerprint=loaded.fingerprint, num_blocks=loaded.layout.num_blocks,
+        block_path=loaded.layout.path, family=loaded.family,
+        num_params=sum(p.numel() for p in loaded.model.parameters()),
+        library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                          "peft": peft.__version__, "budgetplan": budgetplan.__version__},
+    )
+
+
+def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
+    text = loaded.input_kind == "text"
+    return ProfileContext(
+        batch_size=request.batch_size, seq_len=request.seq_len if text else None,
+        image_size=None if text else loaded.image_size, dtype=str(next(loaded.model.parameters()).dtype),
+        optimizer=request.optimizer, num_labels=loaded.model.head.out_features, task=loaded.model.task,
+        train_embeddings=request.train_embeddings, lora_ranks=tuple(request.lora_ranks),
+        lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=lora_targets(loaded), device="cpu",
+    )
