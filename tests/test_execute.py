@@ -1,0 +1,109 @@
+"""Client training under a class configuration, the round loop, drop-and-report, checkpoint and resume."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from budgetplan.errors import BudgetplanError, ConfigError, PlanError
+from budgetplan.execute import rounds
+from budgetplan.execute.client import TrainSettings, global_state_of, train_client
+from budgetplan.execute.data import load_dataset
+from fl_helpers import LAST_ONE, LORA_ALL, class_plan, tiny_bert, tiny_config, tiny_plan
+
+
+def _data():
+    return load_dataset("drugreview", tiny_bert(), seq_len=16, max_train=20, max_test=4)
+
+
+def test_client_uploads_exactly_the_class_keys_and_is_deterministic():
+    plan, data = class_plan("weak", 1.0, LAST_ONE), _data()
+    state = global_state_of(tiny_bert())
+    a = train_client(tiny_bert(), state, plan, data.train, TrainSettings(local_steps=2, batch_size=4), seed=5)
+    b = train_client(tiny_bert(), state, plan, data.train, TrainSettings(local_steps=2, batch_size=4), seed=5)
+    assert tuple(a.upload) == plan.upload_keys
+    assert all(k.startswith(("base.encoder.layer.3.", "head.")) for k in a.upload)
+    assert all(torch.equal(a.upload[k], b.upload[k]) for k in a.upload)
+    assert any(not torch.equal(a.upload[k], state[k]) for k in a.upload)  # it did train
+    assert a.num_examples == 20
+
+
+def test_lora_client_uploads_adapters_only():
+    plan = class_plan("lora", 1.0, LORA_ALL)
+    result = train_client(tiny_bert(), global_state_of(tiny_bert()), plan, _data().train,
+                          TrainSettings(local_steps=1, batch_size=4), seed=0)
+    assert all("lora_" in k or k.startswith("head.") for k in result.upload)
+
+
+def _run(tmp_path, name, **kw):
+    return rounds.run(tiny_plan(), tiny_config(**kw), tmp_path / name)
+
+
+def test_frozen_parameters_keep_their_values_through_rounds(tmp_path):
+    plan = tiny_plan(class_plan("weak", 1.0, LAST_ONE))
+    start = global_state_of(tiny_bert())
+    result = rounds.run(plan, tiny_config(rounds=1), tmp_path / "r")
+    for key, value in result.global_state.items():
+        trained = key.startswith(("base.encoder.layer.3.", "head."))
+        assert torch.equal(value, start[key]) != trained, key
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_ends_identical_to_an_uninterrupted_run(tmp_path):
+    full = _run(tmp_path, "full", rounds=3)
+
+    def kill_in_round_3(kind, payload):
+        if kind == "client_done" and payload["round"] == 3:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        rounds.run(tiny_plan(), tiny_config(rounds=3), tmp_path / "killed", on_event=kill_in_round_3)
+    saved = torch.load(tmp_path / "killed" / rounds.CHECKPOINT, weights_only=True)
+    assert saved["round"] == 2  # rounds 1 and 2 were aggregated and kept
+    resumed = rounds.run(tiny_plan(), tiny_config(rounds=3), tmp_path / "killed", resume=True)
+    assert set(resumed.global_state) == set(full.global_state)
+    assert all(torch.equal(resumed.global_state[k], full.global_state[k]) for k in full.global_state)
+    assert [r["accuracy"] for r in resumed.history] == [r["accuracy"] for r in full.history]
+    lines = (tmp_path / "killed" / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    _run(tmp_path, "r", rounds=1)
+    with pytest.raises(ConfigError, match="changed settings.*alpha"):
+        rounds.run(tiny_plan(), tiny_config(rounds=2, alpha=0.9), tmp_path / "r", resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        _run(tmp_path, "r", rounds=1)  # a second run into the same directory
+
+
+def test_failing_clients_are_dropped_and_reported_and_the_round_completes(tmp_path):
+    result = _run(tmp_path, "r", rounds=2, fail_prob=0.5)
+    dropped = [d for r in result.history for d in r["dropped"]]
+    assert dropped and all("simulated device failure" in d["reason"] for d in dropped)
+    for record in result.history:
+        assert len(record["trained"]) + len(record["dropped"]) == len(record["sampled"])
+        assert 0.0 <= record["accuracy"] <= 1.0
+
+
+def test_a_class_over_its_memory_budget_is_dropped(tmp_path):
+    plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE, memory_budget_bytes=1000), class_plan("ok", 0.5, LAST_ONE))
+    result = rounds.run(plan, tiny_config(rounds=1, measure=True), tmp_path / "r")
+    record = result.history[0]
+    assert record["dropped"] and all(d["class"] == "weak" and "memory budget" in d["reason"] for d in record["dropped"])
+    assert all(t["class"] == "ok" for t in record["trained"])
+
+
+def test_plan_for_another_model_is_refused(tmp_path):
+    plan = replace(tiny_plan(), fingerprint="sha256:0000")
+    with pytest.raises(PlanError, match="another model"):
+        rounds.run(plan, tiny_config(rounds=1), tmp_path / "r")
+
+
+def test_plan_with_wrong_upload_keys_is_refused(tmp_path):
+    bad = replace(class_plan("weak", 1.0, LAST_ONE), upload_keys=("base.encoder.layer.0.x",))
+    with pytest.raises(BudgetplanError, match="upload keys"):
+        rounds.run(tiny_plan(bad), tiny_config(rounds=1), tmp_path / "r")
