@@ -17,6 +17,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+
+@app.callback()
+def main() -> None:
+    """Measure, plan and verify layer-wise federated fine-tuning on memory-, compute- and uplink-limited devices."""
+
+
 common.register_all(app)
 
 if __name__ == "__main__":  # pragma: no cover

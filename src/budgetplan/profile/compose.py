@@ -7,11 +7,13 @@ across a boundary (kept by the producer, the consumer, or both) and inputs given
 (attention masks, rotary tables).
 
 The peak is the largest of a few *events* of one training step, each a sum of per-part terms:
-  forward of part k   resident + kept(parts < k) + one hidden state + forward_extra(k)
+  forward of part k   resident + kept(parts < k) + one hidden state + held(k) + forward_extra(k)
   backward of part k  resident + kept(parts <= k) + grads(parts > k) + one hidden gradient + backward_extra(k)
   optimizer step      resident + all grads + max step_extra
 where resident = weights, buffers, the batch and the optimizer state (steady state: state exists before
-the step). The solver states the same events as linear constraints.
+the step), and held(k) = what the model's own forward code keeps live at block k's start (BERT keeps its
+embedding output, GPT-2 its token and position embeddings, every model its masks), minus what is already
+kept for backward. The solver states the same events as linear constraints.
 """
 
 from __future__ import annotations
@@ -106,6 +108,31 @@ def kept_bytes_per_part(parts: list[PlacedPart], boundary_bytes: int) -> list[in
     return kept
 
 
+def boundary_kept(parts: list[PlacedPart], boundary: int) -> bool:
+    """Whether the hidden state entering block `boundary` (parts[boundary + 1]) is saved for backward."""
+    return parts[boundary].cost.saves_output or parts[boundary + 1].cost.saves_input
+
+
+def shared_kept_before(parts: list[PlacedPart], k: int) -> dict[str, int]:
+    """Shared inputs (by name) already kept for backward by the parts before part k."""
+    seen: dict[str, int] = {}
+    for part in parts[:k]:
+        for name, nbytes in part.cost.shared_saved_bytes.items():
+            seen[name] = max(seen.get(name, 0), nbytes)
+    return seen
+
+
+def held_bytes(profile: ModelProfile, parts: list[PlacedPart], k: int) -> int:
+    """Bytes the model's code holds at the start of part k that no earlier part keeps for backward."""
+    block = k - 1
+    if not 0 <= block < len(profile.held_hidden):
+        return 0
+    hidden = [b for b in profile.held_hidden[block] if b != block and not boundary_kept(parts, b)]
+    kept_shared = shared_kept_before(parts, k)
+    shared = sum(max(0, n - kept_shared.get(name, 0)) for name, n in profile.held_shared_bytes[block].items())
+    return len(hidden) * profile.boundary_bytes + shared + profile.held_other_bytes[block]
+
+
 def has_backward(part: PlacedPart) -> bool:
     return part.boundary == INPUT_GRAD or is_trainable(part.state) or part.label == "post"
 
@@ -120,7 +147,9 @@ def peak_events(profile: ModelProfile, parts: list[PlacedPart]) -> dict[str, int
     events: dict[str, int] = {}
     for k, part in enumerate(parts):
         live_input = hidden if k > 0 else 0
-        events[f"forward {part.label}"] = resident + sum(kept[:k]) + live_input + part.cost.forward_extra_bytes
+        events[f"forward {part.label}"] = (
+            resident + sum(kept[:k]) + live_input + held_bytes(profile, parts, k) + part.cost.forward_extra_bytes
+        )
     for k, part in enumerate(parts):
         if not has_backward(part):
             continue

@@ -23,6 +23,7 @@ PROFILE_KIND = "budgetplan-profile"
 def profile_to_dict(profile: ModelProfile) -> dict:
     data = asdict(profile)
     data = {"kind": PROFILE_KIND, **data}
+    data["held_hidden"] = [list(h) for h in data["held_hidden"]]
     for config in data["configs"]:
         config["block_states"] = list(config["block_states"])
     return data
@@ -72,6 +73,9 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
             boundary_bytes=data["boundary_bytes"],
             pre_trainable_names=tuple(data["pre_trainable_names"]),
             post_trainable_names=tuple(data["post_trainable_names"]),
+            held_hidden=tuple(tuple(h) for h in data["held_hidden"]),
+            held_shared_bytes=tuple(dict(h) for h in data["held_shared_bytes"]),
+            held_other_bytes=tuple(data["held_other_bytes"]),
             configs=configs,
             measurement=data.get("measurement", {}),
         )

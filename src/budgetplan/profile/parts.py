@@ -10,10 +10,12 @@ Forward/backward FLOPs are read from the counter between phases; extras are peak
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_map
 
 from budgetplan.models.load import LoadedModel
@@ -44,6 +46,11 @@ class BlockCall:
                 if isinstance(leaf, torch.Tensor):
                     flat[f"{name}.{j}" if not isinstance(value, torch.Tensor) else name] = leaf
         return flat
+
+    def with_hidden_clone(self) -> BlockCall:
+        """The same call with a detached copy of the hidden state (other inputs kept as they are)."""
+        args, kwargs = self.with_hidden(self.hidden.detach().clone())
+        return BlockCall(args, kwargs)
 
     def with_hidden(self, hidden: torch.Tensor) -> tuple[tuple, dict]:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -145,41 +152,77 @@ def _set_trainable(model: nn.Module, names: set[str]) -> list[nn.Parameter]:
 
 
 def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tuple[str, ...],
-                train: bool) -> tuple[PartCost, list[BlockCall]]:
-    """Everything before the first block; also returns each block's captured call."""
+                train: bool) -> tuple[PartCost, list[BlockCall], tuple[HeldAtEntry, ...]]:
+    """Everything before the first block.
+
+    Also returns each block's captured call (hidden state cloned, so that our copy keeps nothing alive) and,
+    per block, the earlier hidden states the model's own code still holds when the block starts (BERT keeps
+    the embedding output for the whole encoder): those are live in the forward whatever the configuration.
+    """
     model = loaded.model.train()
     _set_trainable(model, set(pre_names) if train else set())
     params = [p for n, p in model.named_parameters() if n in set(pre_names)]
     phase = _new_phase(model, list(batch.values()))
     calls: list[BlockCall] = []
+    alive_refs: list[weakref.ref] = []
+    held: list[HeldAtEntry] = []
     mark: dict = {}
 
     def capture(module, args, kwargs):
-        calls.append(BlockCall(args, kwargs))
-        if len(calls) == 1:
-            mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, uncounted=dict(phase.counter.uncounted))
+        call = BlockCall(args, kwargs)
+        held.append(_held_at_entry(call, alive_refs, phase.tracker.live_bytes - mark.get("start", 0)))
+        if not calls:
+            # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
+            mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, h0=call.hidden if train else None,
+                        h0_key=storage_key(call.hidden), uncounted=dict(phase.counter.uncounted))
             phase.saved.label = "later"
+        alive_refs.append(weakref.ref(call.hidden.untyped_storage()))
+        with _disable_current_modes():  # our copy is not the model's memory
+            calls.append(call.with_hidden_clone())
 
     handles = [b.register_forward_pre_hook(capture, with_kwargs=True) for b in loaded.blocks]
     try:
         with phase.tracker:
             with phase.counter:
-                start = phase.tracker.reset_peak()
+                start = mark["start"] = phase.tracker.reset_peak()
                 phase.saved.label = "pre"
                 with phase.saved:
                     model(batch)
-                h0 = calls[0].hidden
-                flops_bwd = bwd_extra = 0
-                if train:
-                    flops_bwd, bwd_extra = _backward(phase, h0, torch.ones_like(h0))
-            saved = _saved_split(phase.saved, "pre", set(), {storage_key(h0)}, calls[0].shared())
+                flops_bwd, bwd_extra, h0_key = _pre_backward(phase, mark, train)
+            saved = _saved_split(phase.saved, "pre", set(), {h0_key}, calls[0].shared())
             opt = measure_optimizer(params, optimizer, phase.tracker)
     finally:
         for handle in handles:
             handle.remove()
     cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
     model.zero_grad(set_to_none=True)
-    return cost, calls
+    return cost, calls, tuple(held)
+
+
+@dataclass(frozen=True)
+class HeldAtEntry:
+    """What the model's own code keeps live when a block starts, besides the block's input (frozen model)."""
+
+    hidden: tuple[int, ...]  # earlier block inputs still alive (0 = the embeddings' output)
+    shared: dict[str, int]  # shared inputs (masks, rotary tables) by name -> bytes
+    other_bytes: int  # anything else the caller holds (e.g. GPT-2's token and position embeddings)
+
+
+def _held_at_entry(call: BlockCall, alive_refs: list, live_above_start: int) -> HeldAtEntry:
+    hidden = tuple(j for j, ref in enumerate(alive_refs) if ref() is not None)
+    hidden_bytes = call.hidden.untyped_storage().nbytes()
+    shared = {name: t.untyped_storage().nbytes() for name, t in call.shared().items()}
+    accounted = hidden_bytes * (1 + len(hidden)) + storage_bytes(call.shared().values())
+    return HeldAtEntry(hidden, shared, max(0, live_above_start - accounted))
+
+
+def _pre_backward(phase: _Phase, mark: dict, train: bool) -> tuple[int, int, int]:
+    """Backward of the embeddings from a gradient of ones on their output (only when they are trained)."""
+    h0 = mark.pop("h0")
+    if not train:
+        return 0, 0, mark["h0_key"]
+    flops, extra = _backward(phase, h0, torch.ones_like(h0))
+    return flops, extra, mark["h0_key"]
 
 
 def measure_post(loaded: LoadedModel, batch: dict, optimizer: str, post_names: tuple[str, ...],

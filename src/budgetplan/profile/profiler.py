@@ -93,9 +93,9 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     parts = part_names(loaded)
     work = _variant(loaded, FROZEN_OUTSIDE)
     tick("pre (embeddings) frozen")
-    pre_frozen, calls = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
+    pre_frozen, calls, held = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
     tick("pre (embeddings) trained")
-    pre_trained, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True)
+    pre_trained, _, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True)
     post = {}
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
@@ -109,7 +109,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
         post=post, blocks=blocks,
         resident_bytes=storage_bytes([*loaded.model.parameters(), *loaded.model.buffers(), *batch.values()]),
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
-        pre_trainable_names=parts.pre, post_trainable_names=parts.post,
+        pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
+        held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
         measurement={"part_runs": count_part_runs(loaded.layout.num_blocks, request),
                      "part_seconds": round(parts_seconds, 3)},
     )

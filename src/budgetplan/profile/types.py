@@ -158,6 +158,13 @@ class ModelProfile:
     boundary_bytes: int
     pre_trainable_names: tuple[str, ...]
     post_trainable_names: tuple[str, ...]
+    # Per block: indices of earlier block inputs (0 = the embeddings' output) that the model's own forward
+    # code still holds when the block starts; live in the forward whatever the configuration.
+    held_hidden: tuple[tuple[int, ...], ...] = ()
+    # Per block: shared inputs (masks, rotary tables) live at its start, name -> bytes, and any other bytes
+    # the forward code holds then (e.g. GPT-2's token and position embeddings).
+    held_shared_bytes: tuple[dict[str, int], ...] = ()
+    held_other_bytes: tuple[int, ...] = ()
     configs: tuple[ConfigCost, ...] = ()
     measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
 

@@ -1,0 +1,71 @@
+"""`budgetplan profile MODEL`: measure every part once, compose the standard configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from budgetplan.cli.common import console, friendly_errors
+from budgetplan.errors import ConfigError
+
+
+def parse_ranks(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--lora-ranks '{text}': give comma-separated integers, e.g. 4,8,16") from None
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+@friendly_errors
+def profile(
+    model: str = typer.Argument(..., help="model.pt, a Hugging Face model directory, or a bundled name "
+                                          "(all-minilm-l6-v2, tiny-bert, tiny-vit, tiny-gpt2, tiny-llama)"),
+    batch_size: int = typer.Option(8, help="samples per training step"),
+    seq_len: int = typer.Option(128, help="tokens per sample (text models)"),
+    optimizer: str = typer.Option("adamw", help="sgd, sgd-momentum, adam or adamw"),
+    lora_ranks: str = typer.Option("4,8,16", help="LoRA ranks to profile, comma-separated ('' for none)"),
+    num_labels: int = typer.Option(2, help="classes of the classification head added to the encoder"),
+    task: str = typer.Option("classification", help="classification or lm (next-token head)"),
+    train_embeddings: bool = typer.Option(False, help="train the embeddings too (frozen by default)"),
+    blocks: str = typer.Option(None, help="dotted path of the block stack when it is not found automatically"),
+    trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module (runs code from the file)"),
+    measure: bool = typer.Option(True, help="also run each standard configuration to measure its real peak"),
+    json_path: Path = typer.Option(None, "--json", help="write the versioned profile JSON here"),
+) -> None:
+    """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations."""
+    from budgetplan.models import load_model
+    from budgetplan.profile.io import write_profile
+    from budgetplan.profile.profiler import ProfileRequest, count_part_runs, profile_model
+    from budgetplan.report.profile_report import profile_table, summary_lines
+
+    if task not in ("classification", "lm"):
+        raise ConfigError(f"--task {task}: use classification or lm")
+    request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                             lora_ranks=parse_ranks(lora_ranks), train_embeddings=train_embeddings,
+                             measure_configs=measure)
+    with console.status(f"loading {model}"):
+        loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
+    total = count_part_runs(loaded.layout.num_blocks, request)
+    total += (loaded.layout.num_blocks + 1 + len(request.lora_ranks)) if measure else 0
+    with progress_bar() as bar:
+        job = bar.add_task("profiling", total=total)
+        result = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
+    console.print(profile_table(result))
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    if json_path:
+        write_profile(result, json_path)
+        console.print(f"profile written to {json_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile)
