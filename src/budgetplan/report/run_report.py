@@ -1,0 +1,129 @@
+"""Rich tables for runs, verification and comparisons. Printing only: no computation beyond formatting."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from budgetplan.verify import PASS, SAT_OUT, VerifyReport
+
+MIB = 2**20
+
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / MIB:.2f}"
+
+
+def _giga(value) -> str:
+    return "-" if value is None else f"{value / 1e9:.3f}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def rounds_table(history: list, title: str = "Rounds") -> Table:
+    table = Table(title=title)
+    for column in ("round", "trained", "dropped", "accuracy", "loss", "upload MiB", "GFLOPs (measured)", "s"):
+        table.add_column(column, justify="right")
+    for r in history:
+        table.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["dropped"])), f"{r['accuracy']:.4f}",
+                      f"{r['loss']:.4f}", _mib(r["upload_bytes"]), _giga(r.get("flops_measured")),
+                      f"{r['seconds']:.1f}")
+    return table
+
+
+def dropped_table(history: list) -> Table | None:
+    rows = [(r["round"], d) for r in history for d in r["dropped"]]
+    if not rows:
+        return None
+    table = Table(title="Dropped clients")
+    for column in ("round", "client", "class", "reason"):
+        table.add_column(column)
+    for round_index, d in rows:
+        table.add_row(str(round_index), str(d["client"]), d["class"], d["reason"])
+    return table
+
+
+def verify_table(report: VerifyReport) -> Table:
+    table = Table(title=f"Verify {report.run_dir} (peak tolerance {report.tolerance:.0%} above plan)")
+    for column in ("class", "peak planned MiB", "peak measured MiB", "error", "memory budget MiB",
+                   "GFLOPs planned", "GFLOPs measured", "upload planned MiB", "upload measured MiB", "status"):
+        table.add_column(column, justify="left" if column in ("class", "status") else "right")
+    for c in report.checks:
+        style = "green" if c.status == PASS else ("yellow" if c.status == SAT_OUT else "red")
+        status = c.status + (f" ({'; '.join(c.reasons)})" if c.reasons and c.status != SAT_OUT else "")
+        table.add_row(c.name, _mib(c.planned_peak_bytes), _mib(c.measured_peak_bytes), _pct(c.peak_error),
+                      _mib(c.memory_budget_bytes), _giga(c.planned_flops), _giga(c.measured_flops),
+                      _mib(c.planned_upload_bytes), _mib(c.measured_upload_bytes), f"[{style}]{status}[/]")
+    return table
+
+
+def print_run(console: Console, history: list) -> None:
+    console.print(rounds_table(history))
+    dropped = dropped_table(history)
+    if dropped is not None:
+        console.print(dropped)
+
+
+def print_verify(console: Console, report: VerifyReport) -> None:
+    console.print(verify_table(report))
+    worst = report.worst_peak_error
+    verdict = "[green]all classes PASS[/]" if report.passed else "[red]some classes FAIL[/]"
+    console.print(f"{verdict}; worst peak error {'-' if worst is None else f'{worst:.2%}'}")
+
+
+def compare_table(rows: list, target: float | None) -> Table:
+    """rows: CompareRow-like dicts with mean/std over seeds."""
+    table = Table(title="Side by side (mean ± std over seeds)")
+    columns = ("scheme", "final acc", "best acc", f"rounds to {target:g}" if target else "rounds to target",
+               "peak MiB per class", "GFLOPs/round", "upload MiB/round", "clients taking part")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("scheme", "peak MiB per class") else "right")
+    for r in rows:
+        table.add_row(r["scheme"], _mean_std(r["final_accuracy"], "{:.4f}"), _mean_std(r["best_accuracy"], "{:.4f}"),
+                      _rounds(r["rounds_to_target"]), r["peak_per_class"], _mean_std(r["gflops_per_round"], "{:.2f}"),
+                      _mean_std(r["upload_mib_per_round"], "{:.2f}"), f"{r['participation']:.0%}")
+    return table
+
+
+def _mean_std(pair, fmt: str) -> str:
+    mean, std = pair
+    return "-" if mean is None else f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def _rounds(values: list) -> str:
+    reached = [v for v in values if v is not None]
+    if not reached:
+        return "not reached"
+    text = f"{sum(reached) / len(reached):.1f}"
+    return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
+
+
+def plot_compare(out_dir, summaries, path) -> None:
+    """Accuracy per round, mean over seeds, one line per scheme (matplotlib, optional)."""
+    import json
+    from pathlib import Path
+
+    from budgetplan.errors import ConfigError
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib (the table is printed without it)") from None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for s in summaries:
+        curves = []
+        for seed in s.seeds:
+            lines = (Path(out_dir) / s.scheme / f"seed{seed}" / "rounds.jsonl").read_text().splitlines()
+            curves.append([json.loads(line)["accuracy"] for line in lines])
+        length = min(len(c) for c in curves)
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+        axis.plot(range(1, length + 1), mean, label=s.scheme)
+    axis.set_xlabel("round")
+    axis.set_ylabel("test accuracy")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
