@@ -17,7 +17,7 @@ def profile_table(profile: ModelProfile) -> Table:
         caption="derived = composed from per-part measurements; measured = a real step run under the live-tensor "
                 "tracker. FLOPs = 2 x MACs for matmuls plus stated per-element formulas.",
     )
-    table.add_column("configuration")
+    table.add_column("configuration", no_wrap=True)
     table.add_column("trainable\nparams", justify="right")
     table.add_column("FLOPs fwd\n(derived)", justify="right")
     table.add_column("FLOPs bwd\n(derived)", justify="right")
