@@ -1,0 +1,139 @@
+"""budgetplan's ClientApp: apply the received plan slice to the model, train, return exactly its upload keys.
+
+Training is the embedded executor's `train_client`, with the same per-(seed, round, client) seed, data
+partition and simulated failures, so a client trains the same tensors on either engine. A node is client
+`partition-id` of its node_config; its device class is node_config["device-class"] when set (deployment),
+else the class the executor assigns to that partition (simulation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from budgetplan.errors import BudgetplanError, ConfigError, PlanError
+from budgetplan.execute import rounds
+from budgetplan.execute.client import train_client
+from budgetplan.execute.plans import RunPlan, read_run_plan
+from budgetplan.execute.rounds import RunConfig, Setup
+from budgetplan.integrations.flower import records as rec
+from budgetplan.integrations.flower.settings import run_config_from_values
+
+IDENTIFY_ACTION = rec.IDENTIFY_MESSAGE.split(".", 1)[1]
+_SETUPS: dict[str, Setup] = {}  # one prepared model + dataset per process (a Ray actor serves many nodes)
+
+
+@dataclass(frozen=True)
+class ClientSource:
+    """Where the ClientApp finds its plan and run settings: given in-process, or a plan file + run config."""
+
+    plan: RunPlan | None = None
+    config: RunConfig | None = None
+    plan_file: str | None = None
+
+    def resolve(self, context: Context) -> tuple[RunPlan, RunConfig]:
+        plan = self.plan or _read_plan(self.plan_file)
+        config = self.config or run_config_from_values(context.run_config)
+        return plan, config
+
+
+def _read_plan(plan_file: str | None) -> RunPlan:
+    if plan_file is None:
+        raise ConfigError("the ClientApp was given neither a plan nor a plan file; build it with "
+                          "make_client_app(plan=...) or make_client_app(plan_file=...)")
+    return read_run_plan(plan_file)
+
+
+def node_setup(plan: RunPlan, config: RunConfig) -> Setup:
+    """The model, dataset and partition for this plan and config, prepared once per process."""
+    key = plan.digest() + json.dumps(asdict(config), sort_keys=True, default=str)
+    if key not in _SETUPS:
+        _SETUPS.clear()  # one run per process at a time; do not keep an old run's data alive
+        _SETUPS[key] = rounds.prepare(plan, config)
+    return _SETUPS[key]
+
+
+def node_client(context: Context, setup: Setup) -> tuple[int, str]:
+    """(client index, device class) of this node."""
+    node_config = context.node_config
+    if rec.PARTITION_ID not in node_config:
+        raise ConfigError(f"node has no '{rec.PARTITION_ID}' in its node config; start its SuperNode with "
+                          f"--node-config '{rec.PARTITION_ID}=<0..{setup.config.clients - 1}>'")
+    client = int(node_config[rec.PARTITION_ID])
+    if not 0 <= client < setup.config.clients:
+        raise ConfigError(f"{rec.PARTITION_ID}={client} is outside 0..{setup.config.clients - 1}; the run config "
+                          f"has clients={setup.config.clients}: give each node its own id in that range")
+    device_class = node_config.get(rec.DEVICE_CLASS) or setup.class_of[client]
+    return client, str(device_class)
+
+
+def identify(source: ClientSource, message: Message, context: Context) -> Message:
+    """Answer the server's identity query: device class, client index, model fingerprint."""
+    try:
+        plan, config = source.resolve(context)
+        setup = node_setup(plan, config)
+        client, device_class = node_client(context, setup)
+    except BudgetplanError as exc:
+        return _error_reply(message, exc)
+    answer = ConfigRecord({rec.DEVICE_CLASS: device_class, rec.PARTITION_ID: client,
+                           rec.MODEL_FINGERPRINT: setup.template.fingerprint})
+    return Message(RecordDict({rec.IDENTITY: answer}), reply_to=message)
+
+
+def train(source: ClientSource, message: Message, context: Context) -> Message:
+    """Train this node's client under the plan slice in the message; a dropped client replies with an Error."""
+    try:
+        plan, config = source.resolve(context)
+        setup = node_setup(plan, config)
+        client, device_class = node_client(context, setup)
+        slice_config = message.content.config_records[rec.CONFIG]
+        class_plan = rec.slice_from_config(slice_config)
+        _check_slice(class_plan.name, device_class, str(slice_config.get(rec.MODEL_FINGERPRINT, "")), setup)
+        round_index = int(slice_config[rec.SERVER_ROUND])
+        global_state = rec.to_state(message.content.array_records[rec.ARRAYS])
+        settings = replace(config.train, fail_at_step=rounds.simulated_failure(setup, round_index, client))
+        data = setup.dataset.train.subset(setup.parts.clients[client])
+        result = train_client(setup.template, global_state, class_plan, data, settings,
+                              rounds.client_seed(config.seed, round_index, client))
+    except (BudgetplanError, RuntimeError, ValueError, MemoryError) as exc:  # the embedded loop drops these too
+        return _error_reply(message, exc)
+    content = RecordDict({rec.ARRAYS: rec.to_arrays(result.upload),
+                          rec.METRICS: rec.to_metrics(result.num_examples, result.metrics)})
+    return Message(content, reply_to=message)
+
+
+def _error_reply(message: Message, exc: Exception) -> Message:
+    """A one-line Error reply: the server logs it and goes on without this node."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+
+
+def _check_slice(slice_class: str, device_class: str, fingerprint: str, setup: Setup) -> None:
+    if slice_class != device_class:
+        raise PlanError(f"received the plan slice of class '{slice_class}' but this node is '{device_class}'; "
+                        "the server's view of the node is stale: restart the run")
+    if fingerprint != setup.template.fingerprint:
+        raise PlanError(f"the plan slice is for model {fingerprint} but this node runs "
+                        f"{setup.template.fingerprint}; load the plan's model on the node")
+
+
+def make_client_app(plan: RunPlan | None = None, config: RunConfig | None = None,
+                    plan_file: str | Path | None = None) -> ClientApp:
+    """A ClientApp running budgetplan's client side (identity query + training) for a plan."""
+    source = ClientSource(plan, config, None if plan_file is None else str(plan_file))
+    app = ClientApp()
+
+    @app.query(IDENTIFY_ACTION)
+    def _identify(message: Message, context: Context) -> Message:
+        return identify(source, message, context)
+
+    @app.train()
+    def _train(message: Message, context: Context) -> Message:
+        return train(source, message, context)
+
+    return app
