@@ -71,7 +71,10 @@ def _get(data: dict, *paths, default=None):
     return default
 
 
-def class_plan_from_dict(name: str, data: dict, alpha_per_rank: float) -> ClassPlan:
+def class_plan_from_dict(name: str, data: dict, alpha_per_rank: float, num_blocks: int | None = None) -> ClassPlan:
+    if not data.get("active", True) and "block_states" not in data and num_blocks:
+        # nothing fits this class: its clients sit out, so any configuration is a placeholder
+        data = {**data, "block_states": ["frozen_outside"] * num_blocks, "upload_keys": []}
     if "block_states" not in data:
         raise PlanError(f"plan class '{name}' has no block_states; regenerate the plan with 'budgetplan solve'")
     flops_f = _get(data, "predicted.flops_forward", "flops_forward")
@@ -106,7 +109,8 @@ def run_plan_from_dict(data: dict, origin: str = "plan") -> RunPlan:
     if not isinstance(model, str) or not isinstance(fingerprint, str):
         raise PlanError(f"{origin} does not name its model and fingerprint; regenerate it with 'budgetplan solve'")
     try:
-        parsed = tuple(class_plan_from_dict(str(n), c, alpha) for n, c in classes.items())
+        num_blocks = _get(data, "model.num_blocks")
+        parsed = tuple(class_plan_from_dict(str(n), c, alpha, num_blocks) for n, c in classes.items())
         return RunPlan(model=model, fingerprint=fingerprint,
                        task=_get(data, "context.task", default="classification"),
                        num_labels=_get(data, "context.num_labels"),
@@ -153,6 +157,10 @@ def read_run_plan(path: str | Path) -> RunPlan:
         raise PlanError(f"plan file {path} is not valid JSON ({type(exc).__name__}); regenerate it") from None
     if isinstance(data, dict) and data.get("kind") == "budgetplan-run-plan":
         return run_plan_from_run_dict(data)
+    if isinstance(data, dict) and data.get("kind") == "budgetplan-plan":
+        from budgetplan.plan import validate_plan
+
+        validate_plan(data, origin=f"plan file {path}")
     return run_plan_from_dict(data, origin=f"plan file {path}")
 
 
