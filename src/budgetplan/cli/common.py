@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from budgetplan.errors import BudgetplanError
 
@@ -36,7 +38,8 @@ def register_all(app: typer.Typer) -> None:
 
 def fail(message: str, code: int = 2) -> None:
     """Print one line naming the problem and the fix, then exit non-zero."""
-    error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # escape: a message may hold brackets (pip install 'budgetplan[flower]') that are not rich markup
+    error_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -55,6 +58,13 @@ def friendly_errors(func):
             fail("ran out of memory; use a smaller --batch-size or --seq-len")
         except OSError as exc:
             fail(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'I/O'}); check the path and permissions")
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug, not bad input: one line, the traceback on request
+            if os.environ.get("BUDGETPLAN_DEBUG"):
+                raise
+            fail(f"internal error {type(exc).__name__}: {exc}; please report it (BUDGETPLAN_DEBUG=1 shows the "
+                 "traceback)", code=70)
 
     return wrapper
 

@@ -1,0 +1,221 @@
+"""`budgetplan solve`, `devices` and `plan`: thin commands over budgetplan.solve, budgetplan.devices and budgetplan.plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from budgetplan.cli.common import console, friendly_errors
+from budgetplan.errors import ConfigError, InfeasibleError
+
+BUNDLED_PROFILE = Path(__file__).resolve().parents[1] / "assets" / "minilm-profile.json"
+BUNDLED_PROFILE_NAME = "bundled:minilm"
+
+
+def resolve_profile_path(spec: str | Path, base_dir: Path | None = None) -> Path:
+    """A profile JSON path; 'bundled:minilm' is the measured all-MiniLM-L6-v2 profile shipped with budgetplan."""
+    if str(spec) == BUNDLED_PROFILE_NAME:
+        return BUNDLED_PROFILE
+    path = Path(spec)
+    if not path.is_absolute() and not path.exists() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+def _devices(names: list[str], files: list[Path]):
+    from budgetplan.devices import load_device, read_device_file
+
+    devices = [load_device(n) for n in names] + [read_device_file(f) for f in files]
+    if not devices:
+        from budgetplan.devices import list_devices
+
+        known = ", ".join(d.name for d in list_devices())
+        raise ConfigError(f"name a device class: --device NAME (known: {known}), --device-file PATH or --fleet FILE")
+    seen = set()
+    for device in devices:
+        if device.name in seen:
+            raise ConfigError(f"device class '{device.name}' is given twice; name each class once")
+        seen.add(device.name)
+    return devices
+
+
+def _solve_devices(profile, devices, settings, importance):
+    from budgetplan.plan import PlannedClass
+    from budgetplan.solve import solve_device
+
+    planned, failures = [], []
+    for device in devices:
+        try:
+            solution = solve_device(profile, device, settings.objective, settings.contiguous, settings.time_limit_s,
+                                    settings.seed, settings.workers, importance)
+            planned.append(PlannedClass(solution, device, 1 / len(devices)))
+        except InfeasibleError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise InfeasibleError("; ".join(failures))
+    return planned
+
+
+def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance):
+    from budgetplan.plan import PlannedClass
+    from budgetplan.profile.io import read_profile
+    from budgetplan.report.progress import counting_bar
+    from budgetplan.solve.fleet import read_fleet, solve_fleet
+
+    fleet = read_fleet(fleet_path)
+    base = Path(fleet.origin).parent
+    paths = profile_paths or [resolve_profile_path(p, base) for p in fleet.model_paths]
+    profiles = [read_profile(p) for p in paths]
+    with counting_bar(console, "solving fleet classes") as tick:
+        result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
+                             settings.seed, settings.workers, importance, progress=tick)
+    chosen = result.chosen
+    planned = [PlannedClass(sol, member.device, member.share, reason)
+               for member, sol, reason in zip(fleet.classes, chosen.solutions, chosen.reasons)]
+    candidates = [{"model": c.profile.model.name, "fingerprint": c.profile.model.fingerprint, "score": c.score,
+                   "classes": len(c.solutions), "classes_fit": sum(s is not None for s in c.solutions),
+                   "chosen": c is chosen} for c in result.candidates]
+    summary = {"name": fleet.name, "file": str(fleet_path), "status": result.status, "solve_s": result.solve_s,
+               "score": chosen.score, "candidates": candidates}
+    return chosen.profile, planned, summary
+
+
+@friendly_errors
+def solve(
+    device: List[str] = typer.Option([], "--device", "-d", help="bundled device class (repeat for several)"),
+    device_file: List[Path] = typer.Option([], "--device-file", help="your own device class TOML (repeatable)"),
+    fleet: Optional[Path] = typer.Option(None, "--fleet", help="fleet TOML: classes with shares and candidate models"),
+    profile: List[str] = typer.Option([], "--profile", "-p",
+                                      help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
+                                           "with --fleet: the candidate models, overriding the file's)"),
+    objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
+                                                 "importance (per-block weights)"),
+    importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
+    contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
+    time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
+    seed: int = typer.Option(0, help="CP-SAT random seed"),
+    workers: int = typer.Option(1, help="CP-SAT worker threads"),
+    model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the plan JSON here"),
+) -> None:
+    """Choose, per device class, the configuration of best objective that fits memory, compute and upload."""
+    from budgetplan.plan import SolverSettings, build_plan, write_plan
+    from budgetplan.profile.io import read_profile
+    from budgetplan.report.solve_report import fleet_table, plan_table
+    from budgetplan.solve.objective import read_importance
+
+    settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
+    weights = read_importance(importance) if importance else None
+    paths = [resolve_profile_path(p) for p in profile]
+    if fleet is not None:
+        if device or device_file:
+            raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
+        model, planned, summary = _solve_fleet(fleet, paths, settings, weights)
+    else:
+        if len(paths) > 1:
+            raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
+        model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
+        planned, summary = _solve_devices(model, _devices(device, device_file), settings, weights), None
+    plan = build_plan(model, planned, settings, model_spec, summary)
+    if summary:
+        console.print(fleet_table(summary))
+    console.print(plan_table(plan))
+    proved = all(e.get("status") == "OPTIMAL" for e in plan["classes"].values() if e["active"])
+    console.print("every class solved to proven optimality (OPTIMAL)" if proved else
+                  "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
+    if json_path:
+        write_plan(plan, json_path)
+        console.print(f"plan written to {json_path} (schema {plan['schema_version']}; see docs/plan-format.md)")
+
+
+devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
+
+
+@devices_app.command("list")
+@friendly_errors
+def devices_list() -> None:
+    """The bundled device classes with their budgets."""
+    from budgetplan.devices import list_devices
+    from budgetplan.report.device_report import devices_table
+
+    console.print(devices_table(list_devices()))
+
+
+@devices_app.command("show")
+@friendly_errors
+def devices_show(
+    name: str = typer.Argument(..., help="a bundled device name"),
+    device_file: Optional[Path] = typer.Option(None, "--device-file", help="show this file instead"),
+) -> None:
+    """Every field of one device class with where its number comes from."""
+    from budgetplan.devices import load_device, read_device_file
+    from budgetplan.report.device_report import device_table
+
+    console.print(device_table(read_device_file(device_file) if device_file else load_device(name)))
+
+
+@devices_app.command("detect")
+@friendly_errors
+def devices_detect(
+    out: Path = typer.Option(Path("this-machine.toml"), "--out", help="device file to write"),
+    name: str = typer.Option("this-machine", help="name of the device class"),
+    seconds: float = typer.Option(2.0, help="length of the matmul + backward benchmark"),
+) -> None:
+    """Measure this machine (memory, sustained FLOP/s) and write a device file; confirm the uplink yourself."""
+    from budgetplan.devices import detect_device, write_device_file
+    from budgetplan.report.device_report import device_table
+
+    if seconds <= 0:
+        raise ConfigError(f"--seconds {seconds}: give a positive duration")
+    with console.status(f"measuring sustained FLOP/s for {seconds:g} s"):
+        device = detect_device(name, seconds)
+    write_device_file(device, out)
+    console.print(device_table(device))
+    console.print(f"written to {out}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
+
+
+plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
+
+
+@plan_app.command("show")
+@friendly_errors
+def plan_show(plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan solve --json'")) -> None:
+    """The plan as a table."""
+    from budgetplan.plan import read_plan
+    from budgetplan.report.solve_report import plan_table
+
+    console.print(plan_table(read_plan(plan)))
+
+
+@plan_app.command("validate")
+@friendly_errors
+def plan_validate(
+    plan: Path = typer.Argument(..., help="plan JSON"),
+    model: Optional[str] = typer.Option(None, "--model", help="also check the plan was made for this model"),
+    trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module"),
+) -> None:
+    """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint."""
+    from budgetplan.plan import check_model, read_plan
+
+    data = read_plan(plan)
+    line = f"{plan}: valid plan (schema {data['schema_version']}, {len(data['classes'])} classes, " \
+           f"model {data['model']['name']})"
+    if model:
+        from budgetplan.models import load_model
+
+        ctx = data["context"]
+        loaded = load_model(model, num_labels=ctx.get("num_labels"), task=ctx["task"], trust_pickle=trust_pickle)
+        check_model(data, loaded.fingerprint, model)
+        line += f"; matches {model}"
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("solve")(solve)
+    app.add_typer(devices_app, name="devices")
+    app.add_typer(plan_app, name="plan")
+
+
+__all__ = ["register", "resolve_profile_path"]
