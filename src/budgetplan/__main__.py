@@ -1,0 +1,5 @@
+"""`python -m budgetplan` runs the CLI."""
+
+from budgetplan.cli import app
+
+app()
