@@ -3,7 +3,10 @@
 Costs are random, deterministic by seed, and loosely shaped like a real profile (frozen_outside runs no
 backward, trained costs more than LoRA) so that budgets between "head only" and "everything" are interesting.
 The random flags (saves_input / saves_output) and shared saved tensors of varying size exercise the boundary
-dedup and the shared-tensor union in the peak model.
+dedup and the shared-tensor union in the peak model. Random held tensors (what a model's forward code keeps
+live at a block's start: earlier hidden states, masks, other bytes) exercise compose.held_bytes; the bundled
+MiniLM profile holds the embeddings' output (boundary 0) at every block after the first, GPT-2 profiles also
+hold token and position embeddings as other bytes.
 """
 
 from __future__ import annotations
@@ -68,6 +71,20 @@ def _states(rng, state_names, params, optimizer_factor, name_prefix):
     return states, names
 
 
+def _held(seed: int, num_blocks: int) -> dict:
+    """Random held tensors per block, from their own stream so the part costs stay those of the seed.
+
+    Block b holds a subset of the earlier boundaries 0..b (b itself sometimes: compose skips it, it is the
+    block's live input), shared inputs sized like the saved ones (so both "already kept" and "held beyond the
+    kept" occur) and sometimes other bytes."""
+    rng = random.Random(seed * 7919 + 1)
+    hidden = tuple(tuple(i for i in range(b + 1) if rng.random() < (0.3 if i < b else 0.2)) for b in range(num_blocks))
+    shared = tuple({n: rng.choice((256, 512, 1024, 2048)) for n in SHARED_NAMES if rng.random() < 0.5}
+                   for _ in range(num_blocks))
+    other = tuple(rng.choice((0, 0, rng.randint(100, 3_000))) for _ in range(num_blocks))
+    return {"held_hidden": hidden, "held_shared_bytes": shared, "held_other_bytes": other}
+
+
 def make_profile(
     num_blocks: int = 4,
     lora_ranks: tuple[int, ...] = (4,),
@@ -75,8 +92,10 @@ def make_profile(
     train_embeddings: bool = False,
     optimizer_factor: int = 2,
     name: str = "synthetic",
+    held: bool = True,
 ) -> ModelProfile:
-    """A random profile with states frozen_outside, frozen_in_path, trained and lora-R for each R."""
+    """A random profile with states frozen_outside, frozen_in_path, trained and lora-R for each R
+    (with random held tensors unless held=False)."""
     rng = random.Random(seed)
     state_names = (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, *(lora_state(r) for r in lora_ranks))
     blocks = []
@@ -103,6 +122,7 @@ def make_profile(
         boundary_bytes=rng.randint(1_000, 3_000),
         pre_trainable_names=("embeddings.word_embeddings.weight",),
         post_trainable_names=("classifier.weight", "classifier.bias"),
+        **(_held(seed, num_blocks) if held else {}),
     )
 
 

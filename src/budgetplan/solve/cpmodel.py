@@ -7,12 +7,13 @@ frozen_in_path only with an input gradient, so a block is frozen_outside exactly
 trains, and a trainable block uses its no-input-gradient cost exactly when it is the lowest one.
 
 Every quantity of compose() is then a linear expression over the option booleans; the two shared terms of
-the kept bytes get auxiliary variables (see _kept_prefix). Budgets are variables whose domain is fixed
+the kept bytes get auxiliary variables (see solve/memory.py). Budgets are variables whose domain is fixed
 before each solve, so one built model serves every device class of a fleet.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,39 +27,16 @@ from budgetplan.profile.types import (
     NO_INPUT_GRAD,
     TRAINED,
     ModelProfile,
-    PartCost,
     boundaries_of,
     is_trainable,
 )
 from budgetplan.solve.budget import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD
+from budgetplan.solve.memory import Option, Part, add_memory, peak_bound
 from budgetplan.solve.objective import Objective
 
 # With primary x weight + peak below this, one solve is exact (CP-SAT's LP works in doubles); above it
 # the solver maximises the primary objective first, then minimises the peak with the primary held.
 LEXICOGRAPHIC_LIMIT = 2**53
-
-
-@dataclass(frozen=True)
-class Option:
-    """One (state, boundary) a part can take, with its cost."""
-
-    state: str
-    boundary: str
-    cost: PartCost
-    adapter_bytes: int  # parameter bytes beyond the frozen base weights (LoRA adapters)
-
-
-@dataclass(frozen=True)
-class Part:
-    label: str
-    options: tuple[Option, ...]
-    literals: tuple  # one per option: a BoolVar, a negated BoolVar or the constant 1
-
-    def total(self, value: Callable[[Option], int]) -> cp_model.LinearExpr:
-        return cp_model.LinearExpr.weighted_sum(list(self.literals), [int(value(o)) for o in self.options])
-
-    def largest(self, value: Callable[[Option], int]) -> int:
-        return max(int(value(o)) for o in self.options)
 
 
 @dataclass(frozen=True)
@@ -78,6 +56,10 @@ class StateModel:
     primary: cp_model.LinearExpr  # the objective, scaled to integers
     primary_floor: cp_model.IntVar  # primary >= this; raised for the second, tie-breaking solve
     lexicographic_weight: int | None  # primary x weight - peak in one solve; None: two solves
+    # The last tie-break, making every answer unique: (variable, largest value) per chunk of blocks, each the
+    # blocks' state indices (the profile's state order) read as base-n digits, block 0 most significant.
+    ties: tuple = ()
+    primary_bound: int = 0  # the largest the primary objective can be
 
     def quantity(self, name: str) -> cp_model.LinearExpr:
         return {MEMORY: self.peak, COMPUTE: self.flops_per_step, UPLOAD: self.upload_bytes}[name]
@@ -141,114 +123,22 @@ def _post_part(profile: ModelProfile, grad_out) -> Part:
     return Part("post", options, (grad_out, ~grad_out))
 
 
-def _either_saves(model, producer: Part, consumer: Part):
-    """1 when the producer keeps its output or the consumer keeps its input (the boundary is kept once)."""
-    out = [int(o.cost.saves_output) for o in producer.options]
-    inp = [int(o.cost.saves_input) for o in consumer.options]
-    if min(out) == 1 or min(inp) == 1:
-        return 1
-    if max(out) == 0 and max(inp) == 0:
-        return 0
-    kept = model.new_bool_var(f"kept_boundary_{consumer.label}")
-    saves_out = producer.total(lambda o: o.cost.saves_output)
-    saves_in = consumer.total(lambda o: o.cost.saves_input)
-    model.add(kept >= saves_out)
-    model.add(kept >= saves_in)
-    model.add(kept <= saves_out + saves_in)
-    return kept
-
-
-def _shared_prefix_max(model, parts: list[Part], name: str) -> list:
-    """Bytes of shared tensor `name` kept by parts 0..k (the largest any of them saves), for each k."""
-    prefix, running, bound = [], 0, 0
-    for part in parts:
-        sizes = [o.cost.shared_saved_bytes.get(name, 0) for o in part.options]
-        bound = max(bound, *sizes)
-        if isinstance(running, int) and len(set(sizes)) == 1:
-            running = max(running, sizes[0])
-        elif max(sizes) > 0:
-            new = model.new_int_var(0, bound, f"shared_{name}_{part.label}")
-            model.add_max_equality(new, [running, part.total(lambda o: o.cost.shared_saved_bytes.get(name, 0))])
-            running = new
-        prefix.append(running)
-    return prefix
-
-
-def _int(model, expr, bound: int, name: str):
-    """An integer variable equal to expr: events share these sums instead of repeating hundreds of terms,
-    which keeps presolve fast."""
-    var = model.new_int_var(0, bound, name)
-    model.add(var == expr)
-    return var
-
-
-def _kept_prefix(model, profile: ModelProfile, parts: list[Part], bound: int) -> list:
-    """sum(kept[: k + 1]) of compose.kept_bytes_per_part, for each part k."""
-    names = sorted({n for p in parts for o in p.options for n in o.cost.shared_saved_bytes})
-    shared = [_shared_prefix_max(model, parts, name) for name in names]
-    prefix, running = [], 0
-    for k, part in enumerate(parts):
-        own = part.total(lambda o: o.cost.activation_bytes)
-        if k > 0:
-            own += profile.boundary_bytes * _either_saves(model, parts[k - 1], part)
-        running = _int(model, running + own, bound, f"kept_{part.label}")
-        prefix.append(running + sum(s[k] for s in shared))
-    return prefix
-
-
-def _peak_bound(profile: ModelProfile, parts: list[Part]) -> int:
-    """An upper bound on every event of every configuration (sums of per-part maxima)."""
-    c = lambda o: o.cost  # noqa: E731
-    per_part = sum(p.largest(lambda o: o.adapter_bytes + c(o).optimizer_state_bytes + c(o).activation_bytes
-                             + c(o).trainable_bytes + sum(c(o).shared_saved_bytes.values())) for p in parts)
-    extras = max(p.largest(lambda o: max(c(o).forward_extra_bytes, c(o).backward_extra_bytes, c(o).step_extra_bytes))
-                 for p in parts)
-    return profile.resident_bytes + per_part + profile.boundary_bytes * (len(parts) + 1) + extras
-
-
-def _add_memory(model, profile: ModelProfile, parts: list[Part], cap, bound: int):
-    """One linear constraint per event of compose.peak_events, each also a lower bound of the peak variable."""
-    kept = _kept_prefix(model, profile, parts, bound)
-    hidden = profile.boundary_bytes
-    later_grads = [0]  # gradient bytes of parts after k, built from the top
-    for part in reversed(parts[1:]):
-        later_grads.insert(0, _int(model, later_grads[0] + part.total(lambda o: o.cost.trainable_bytes), bound,
-                                   f"grads_after_{part.label}"))
-    all_grads = later_grads[0] + parts[0].total(lambda o: o.cost.trainable_bytes)
-    resident = _int(model, profile.resident_bytes + sum(
-        p.total(lambda o: o.adapter_bytes + o.cost.optimizer_state_bytes) for p in parts), bound, "resident")
-    events = []  # (live bytes, literal that switches the event off or None)
-    for k, part in enumerate(parts):
-        before = kept[k - 1] + hidden if k > 0 else 0
-        events.append((resident + before + part.total(lambda o: o.cost.forward_extra_bytes), None))
-    for k, part in enumerate(parts):
-        off = _no_backward(part)
-        if isinstance(off, int):  # the part never runs backward
-            continue
-        grad_in = hidden if k < len(parts) - 1 else 0
-        live = resident + kept[k] + later_grads[k] + grad_in + part.total(lambda o: o.cost.backward_extra_bytes)
-        events.append((live, off))
-    events += [(resident + all_grads + p.total(lambda o: o.cost.step_extra_bytes), None) for p in parts]
-    peak = model.new_int_var(0, bound, "peak_bytes")
-    for live, off in events:
-        within_budget = model.add(live <= cap)
-        below_peak = model.add(live <= peak)
-        if off is not None:
-            within_budget.only_enforce_if(~off)
-            below_peak.only_enforce_if(~off)
-    # peak >= every event; minimising it (the tie-break) makes it the largest. Stating peak = max exactly
-    # (add_max_equality over these long sums) made presolve 100x slower; run.py reads the exact max.
-    return peak, events
-
-
-def _no_backward(part: Part):
-    """compose.has_backward negated: 1 (never runs backward), None (always does) or the frozen_outside literal."""
-    if part.label == "post":
-        return None
-    for option, lit in zip(part.options, part.literals):
-        if option.state == FROZEN_OUTSIDE:
-            return 1 if len(part.options) == 1 else lit
-    return None
+def _tie_break(model, blocks: list[Part]) -> tuple:
+    """Chunks of the state-index number of a configuration, each below LEXICOGRAPHIC_LIMIT (see StateModel.ties)."""
+    orders = [list(dict.fromkeys(o.state for o in part.options)) for part in blocks]
+    base = max(len(order) for order in orders)
+    per_chunk = max(1, int(math.log(LEXICOGRAPHIC_LIMIT, base)) - 1) if base > 1 else len(blocks)
+    ties = []
+    for start in range(0, len(blocks), per_chunk):
+        chunk = list(zip(blocks, orders))[start:start + per_chunk]
+        digits = [base ** (len(chunk) - 1 - i) for i in range(len(chunk))]
+        expr = sum(part.total(lambda o, d=d, order=order: d * order.index(o.state))
+                   for d, (part, order) in zip(digits, chunk))
+        bound = sum(d * (base - 1) for d in digits)
+        var = model.new_int_var(0, bound, f"tie_{start}")
+        model.add(var == expr)
+        ties.append((var, bound))
+    return tuple(ties)
 
 
 def build_state_model(profile: ModelProfile, objective: Objective, contiguous: bool = False) -> StateModel:
@@ -260,20 +150,21 @@ def build_state_model(profile: ModelProfile, objective: Objective, contiguous: b
     parts = [_pre_part(profile), *blocks, _post_part(profile, grad[-1])]
     flops = sum(p.total(lambda o: o.cost.flops_forward + o.cost.flops_backward) for p in parts)
     upload = sum(p.total(lambda o: o.cost.trainable_bytes) for p in parts)
-    bounds = {MEMORY: _peak_bound(profile, parts),
+    bounds = {MEMORY: peak_bound(profile, parts),
               COMPUTE: sum(p.largest(lambda o: o.cost.flops_forward + o.cost.flops_backward) for p in parts),
               UPLOAD: sum(p.largest(lambda o: o.cost.trainable_bytes) for p in parts)}
     caps = {name: model.new_int_var(0, bounds[name], f"{name}_cap") for name in BUDGET_NAMES}
-    peak, events = _add_memory(model, profile, parts, caps[MEMORY], bounds[MEMORY])
+    peak, events = add_memory(model, profile, parts, caps[MEMORY], bounds[MEMORY])
     model.add(flops <= caps[COMPUTE])
     model.add(upload <= caps[UPLOAD])
     params = sum(p.total(lambda o: o.cost.trainable_params) for p in parts)
-    primary = sum(w * t for w, t in zip(objective.block_weights, trainable) if w) + objective.params_weight * params
-    primary_bound = sum(objective.block_weights) + objective.params_weight * sum(
+    earned = [p.total(lambda o, w=w: w.get(o.state, 0)) for p, w in zip(blocks, objective.state_weights)]
+    primary = sum(earned) + objective.params_weight * params
+    primary_bound = sum(max(w.values(), default=0) for w in objective.state_weights) + objective.params_weight * sum(
         p.largest(lambda o: o.cost.trainable_params) for p in parts)
     floor = model.new_int_var(0, primary_bound, "primary_floor")
     model.add(primary >= floor)
     weight = bounds[MEMORY] + 1
     lexicographic = weight if (primary_bound + 1) * weight < LEXICOGRAPHIC_LIMIT else None
     return StateModel(model, tuple(parts), tuple(trainable), caps, bounds, peak, tuple(events), flops, upload,
-                      params, primary, floor, lexicographic)
+                      params, primary, floor, lexicographic, _tie_break(model, blocks), primary_bound)

@@ -1,15 +1,25 @@
 """Solve a built StateModel under given budget caps: the lexicographic objective, statuses, and the minimum
-of one quantity (used to explain an infeasible budget)."""
+of one quantity (used to explain an infeasible budget).
+
+Every answer is unique, so it is a function of the caps alone (the fleet reuses answers across device
+classes on that basis, see solve/classes.py). The order of configurations is lexicographic:
+  best:        the largest objective, then the smallest peak, then the smallest state-index number
+  minimum of q: the smallest q, then the smallest state-index number
+Terms are packed into one integer objective while the product of their ranges stays below 2**53
+(CP-SAT's LP works in doubles); after each solve the packed terms are held at their optimum for the next.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from ortools.sat.python import cp_model
 from ortools.util.python.sorted_interval_list import Domain
 
 from budgetplan.solve.budget import BUDGET_NAMES
-from budgetplan.solve.cpmodel import StateModel
+from budgetplan.solve.cpmodel import LEXICOGRAPHIC_LIMIT, StateModel
 
 OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN = "OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"
 _STATUS = {cp_model.OPTIMAL: OPTIMAL, cp_model.FEASIBLE: FEASIBLE, cp_model.INFEASIBLE: INFEASIBLE}
@@ -17,7 +27,7 @@ _STATUS = {cp_model.OPTIMAL: OPTIMAL, cp_model.FEASIBLE: FEASIBLE, cp_model.INFE
 
 @dataclass(frozen=True)
 class SolverParams:
-    time_limit_s: float = 10.0  # per CP-SAT solve
+    time_limit_s: float = 10.0  # per answer (all the lexicographic solves of it together)
     seed: int = 0
     workers: int = 1
 
@@ -40,25 +50,76 @@ class Outcome:
         return self.status in (OPTIMAL, FEASIBLE)
 
 
+@dataclass(frozen=True)
+class Term:
+    """One level of a lexicographic order: an expression in [0, bound], and how to hold it at its optimum."""
+
+    expr: object
+    bound: int
+    maximize: bool
+    hold: Callable[[int], None]
+
+
+def _fix(var) -> Callable[[int], None]:
+    return lambda value: var.with_domain(Domain(value, value))
+
+
 def set_caps(sm: StateModel, caps: dict[str, int | None]) -> None:
-    """Fix each budget variable; None relaxes the budget (the cap becomes the largest possible value)."""
+    """Fix each budget variable; None relaxes the budget (the cap becomes the largest possible value).
+    Also releases what an earlier solve held (the objective floor and the tie-break variables)."""
     for name in BUDGET_NAMES:
         bound = sm.cap_bounds[name]
         value = bound if caps.get(name) is None else max(0, min(int(caps[name]), bound))
         sm.caps[name].with_domain(Domain(value, value))
+    sm.primary_floor.with_domain(Domain(0, 0))
+    for var, bound in sm.ties:
+        var.with_domain(Domain(0, bound))
 
 
-def _solver(params: SolverParams, time_limit_s: float | None = None) -> cp_model.CpSolver:
+def _tie_terms(sm: StateModel) -> list[Term]:
+    return [Term(var, bound, False, _fix(var)) for var, bound in sm.ties]
+
+
+def best_terms(sm: StateModel) -> list[Term]:
+    """The largest objective, then the smallest peak (held through the memory cap), then the tie-break."""
+    return [Term(sm.primary, sm.primary_bound, True, _fix(sm.primary_floor)),
+            Term(sm.peak, sm.cap_bounds["memory"], False, _fix(sm.caps["memory"])), *_tie_terms(sm)]
+
+
+def min_terms(sm: StateModel, quantity: str) -> list[Term]:
+    """The smallest `quantity` (held through its cap), then the tie-break."""
+    return [Term(sm.quantity(quantity), sm.cap_bounds[quantity], False, _fix(sm.caps[quantity])), *_tie_terms(sm)]
+
+
+def _packs(terms: list[Term]) -> list[list[Term]]:
+    packs, size = [], LEXICOGRAPHIC_LIMIT
+    for term in terms:
+        if size * (term.bound + 1) >= LEXICOGRAPHIC_LIMIT:
+            packs.append([])
+            size = 1
+        packs[-1].append(term)
+        size *= term.bound + 1
+    return packs
+
+
+def _pack_objective(pack: list[Term]):
+    """One minimised expression ordering the pack lexicographically (maximised terms negated)."""
+    objective, weight = 0, 1
+    for term in reversed(pack):
+        objective += (-weight if term.maximize else weight) * term.expr
+        weight *= term.bound + 1
+    return objective
+
+
+def _solver(params: SolverParams, time_limit_s: float) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s if time_limit_s is not None else params.time_limit_s, 0.01)
+    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.random_seed = params.seed
     solver.parameters.num_workers = params.workers
     return solver
 
 
 def _outcome(sm: StateModel, solver: cp_model.CpSolver, status: str, wall_s: float) -> Outcome:
-    if status not in (OPTIMAL, FEASIBLE):
-        return Outcome(status, wall_s=wall_s)
     return Outcome(
         status=status,
         block_states=sm.block_states(solver.boolean_value),
@@ -71,37 +132,44 @@ def _outcome(sm: StateModel, solver: cp_model.CpSolver, status: str, wall_s: flo
     )
 
 
-def solve_best(sm: StateModel, caps: dict[str, int | None], params: SolverParams) -> Outcome:
-    """Maximise the objective; among equal objectives, minimise the predicted peak."""
+def _hint(sm: StateModel, solver: cp_model.CpSolver) -> None:
+    sm.model.clear_hints()
+    for part in sm.parts[1:-1]:
+        for literal in part.literals:
+            sm.model.add_hint(literal, solver.boolean_value(literal))
+
+
+def solve_lex(sm: StateModel, caps: dict[str, int | None], terms: list[Term], params: SolverParams) -> Outcome:
+    """The first configuration in the order of `terms` that fits `caps`; OPTIMAL only when every step was proved."""
     set_caps(sm, caps)
-    sm.primary_floor.with_domain(Domain(0, 0))
-    if sm.lexicographic_weight is not None:
-        sm.model.maximize(sm.primary * sm.lexicographic_weight - sm.peak)
-        solver = _solver(params)
+    sm.model.clear_hints()
+    start, best, proved = time.perf_counter(), None, True
+    for pack in _packs(terms):
+        sm.model.minimize(_pack_objective(pack))
+        solver = _solver(params, params.time_limit_s - (time.perf_counter() - start))
         status = _STATUS.get(solver.solve(sm.model), UNKNOWN)
-        return _outcome(sm, solver, status, solver.wall_time)
-    sm.model.maximize(sm.primary)
-    first = _solver(params)
-    status = _STATUS.get(first.solve(sm.model), UNKNOWN)
-    if status not in (OPTIMAL, FEASIBLE):
-        return Outcome(status, wall_s=first.wall_time)
-    best = int(first.value(sm.primary))
-    sm.primary_floor.with_domain(Domain(best, best))
-    sm.model.minimize(sm.peak)
-    second = _solver(params, params.time_limit_s - first.wall_time)
-    second_status = _STATUS.get(second.solve(sm.model), UNKNOWN)
-    sm.primary_floor.with_domain(Domain(0, 0))
-    if second_status not in (OPTIMAL, FEASIBLE):  # out of time: keep the first solve's configuration
-        return _outcome(sm, first, FEASIBLE, first.wall_time + second.wall_time)
-    both_proved = status == OPTIMAL and second_status == OPTIMAL
-    return _outcome(sm, second, OPTIMAL if both_proved else FEASIBLE, first.wall_time + second.wall_time)
+        if status not in (OPTIMAL, FEASIBLE):  # infeasible, or out of time: keep the last step's answer
+            if best is None:
+                return Outcome(status, wall_s=time.perf_counter() - start)
+            proved = False
+            break
+        best = _outcome(sm, solver, status, 0.0)
+        if status != OPTIMAL:
+            proved = False
+            break
+        for term in pack:
+            term.hold(int(solver.value(term.expr)))
+        _hint(sm, solver)
+    sm.model.clear_hints()
+    wall = time.perf_counter() - start
+    return Outcome(**{**best.__dict__, "status": OPTIMAL if proved else FEASIBLE, "wall_s": wall})
+
+
+def solve_best(sm: StateModel, caps: dict[str, int | None], params: SolverParams) -> Outcome:
+    """Maximise the objective; among equal objectives, minimise the predicted peak; then the tie-break."""
+    return solve_lex(sm, caps, best_terms(sm), params)
 
 
 def solve_min(sm: StateModel, caps: dict[str, int | None], quantity: str, params: SolverParams) -> Outcome:
     """The configuration with the smallest `quantity` (a budget name) under the given caps."""
-    set_caps(sm, caps)
-    sm.primary_floor.with_domain(Domain(0, 0))
-    sm.model.minimize(sm.quantity(quantity))
-    solver = _solver(params)
-    status = _STATUS.get(solver.solve(sm.model), UNKNOWN)
-    return _outcome(sm, solver, status, solver.wall_time)
+    return solve_lex(sm, caps, min_terms(sm, quantity), params)
