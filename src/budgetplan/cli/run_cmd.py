@@ -15,7 +15,8 @@ from budgetplan.errors import ConfigError
 from budgetplan.execute.client import TrainSettings
 from budgetplan.execute.compare import SCHEMES
 from budgetplan.execute.plans import read_run_plan
-from budgetplan.execute.rounds import RunConfig, run
+from budgetplan.execute.rounds import RunConfig
+from budgetplan.integrations.flower.engine import run_experiment
 from budgetplan.report import run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
@@ -72,6 +73,8 @@ def run_command(
     resume: bool = typer.Option(False, "--resume", help="continue the stopped run in --out"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure each class's first local step"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+    engine: str = typer.Option("embedded", "--engine",
+                               help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan[flower])"),
 ) -> None:
     """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
     run_plan = read_run_plan(plan)
@@ -83,7 +86,7 @@ def run_command(
                        measure=measure)
     run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
     with progress_bar() as progress:
-        result = run(run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
+        result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
     report = verify_run(run_dir) if measure else None
     if as_json:
         common.echo_json(json.dumps({"run_dir": str(run_dir), "rounds": result.history,

@@ -7,7 +7,9 @@ is Flower's: the strategy sends plan slices to virtual SuperNodes whose ClientAp
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,8 @@ def backend_config(resources: RayResources) -> dict:
     total = resources.cpus_total or os.cpu_count() or 1
     return {"client_resources": {"num_cpus": resources.cpus_per_client, "num_gpus": 0.0},
             "init_args": {"num_cpus": total, "num_gpus": 0, "object_store_memory": resources.object_store_bytes,
-                          "logging_level": resources.logging_level, "log_to_driver": False}}
+                          "logging_level": resources.logging_level, "log_to_driver": False,
+                          "include_dashboard": False}}
 
 
 def begin(plan: RunPlan, config: RunConfig, run_dir: Path, resume: bool, on_event: rounds.Event):
@@ -55,21 +58,51 @@ def begin(plan: RunPlan, config: RunConfig, run_dir: Path, resume: bool, on_even
 
 
 def run_on_flower(plan: RunPlan, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                  on_event: rounds.Event | None = None, *, resources: RayResources = RayResources()) -> RunResult:
-    """rounds.run's experiment with Flower's round loop: one virtual SuperNode per client, ClientApps on Ray."""
+                  on_event: rounds.Event | None = None, *, resources: RayResources = RayResources(),
+                  quiet: bool = True) -> RunResult:
+    """rounds.run's experiment with Flower's round loop: one virtual SuperNode per client, ClientApps on Ray.
+
+    quiet keeps Flower's own INFO lines out of the console; budgetplan's one-line warnings still show.
+    """
     on_event = on_event or (lambda kind, payload: None)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU only; silences a Ray notice
     run_dir = Path(run_dir)
     setup, state = begin(plan, config, run_dir, resume, on_event)
     final: list[RunState] = [state]
+    failures: list[BaseException] = []
     server_app = ServerApp()
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        final.append(serve(grid, setup, state, run_dir, on_event))
+        try:
+            final.append(serve(grid, setup, state, run_dir, on_event))
+        except Exception as exc:  # re-raised below: Flower would only log it, with a traceback
+            failures.append(exc)
 
     if config.rounds > state.round:
-        run_simulation(server_app=server_app, client_app=make_client_app(plan, config),
-                       num_supernodes=config.clients, backend_config=backend_config(resources))
+        with flower_logs(quiet):
+            run_simulation(server_app=server_app, client_app=make_client_app(plan, config),
+                           num_supernodes=config.clients, backend_config=backend_config(resources))
+    if failures:
+        raise failures[0]
     end = final[-1]
     return RunResult(run_dir, end.history, end.measurements, end.global_state)
+
+
+class _DropNotices(logging.Filter):
+    """Flower's INFO progress and its run_simulation deprecation notice; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and "DEPRECATED FEATURE" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def flower_logs(quiet: bool):
+    """Within: Flower's logger shows only warnings (budgetplan's one-line node/reply problems among them)."""
+    logger, dropper = logging.getLogger("flwr"), _DropNotices()
+    if quiet:
+        logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropper)

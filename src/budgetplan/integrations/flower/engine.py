@@ -1,0 +1,39 @@
+"""`budgetplan run --engine`: which round loop runs an experiment, the embedded executor's or Flower's.
+
+Both engines take the same plan, RunConfig and run directory and return the same RunResult; with the same
+seed they sample the same clients, train the same tensors and end with the same global weights (to float
+rounding). This module imports no flwr, so the embedded engine works without the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from budgetplan.errors import ConfigError
+from budgetplan.execute import rounds
+from budgetplan.execute.plans import RunPlan
+from budgetplan.execute.rounds import RunConfig, RunResult
+from budgetplan.integrations.flower import FlowerMissingError
+
+ENGINES = ("embedded", "flower")
+EXTRA_HINT = "the flower engine needs the extra: pip install 'budgetplan[flower]'"
+
+
+def flower_extra_installed() -> bool:
+    """flwr and ray both importable (run_simulation exits the process when ray is missing)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("flwr", "ray"))
+
+
+def run_experiment(engine: str, plan: RunPlan, config: RunConfig, run_dir: str | Path, resume: bool = False,
+                   on_event: rounds.Event | None = None) -> RunResult:
+    """rounds.run on the chosen engine: 'embedded' (in-process loop) or 'flower' (Flower simulation on Ray)."""
+    if engine == "embedded":
+        return rounds.run(plan, config, run_dir, resume=resume, on_event=on_event)
+    if engine != "flower":
+        raise ConfigError(f"--engine {engine}: unknown engine; use one of: {', '.join(ENGINES)}")
+    if not flower_extra_installed():
+        raise FlowerMissingError(EXTRA_HINT)
+    from budgetplan.integrations.flower.simulation import run_on_flower
+
+    return run_on_flower(plan, config, run_dir, resume=resume, on_event=on_event)

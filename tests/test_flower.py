@@ -1,0 +1,224 @@
+"""Flower integration: the flower engine against the embedded one, the strategy's layer-wise mean against
+numpy.average, one-line handling of bad nodes and replies, and the exported app.
+
+Tests that need flwr call pytest.importorskip("flwr") (CI installs the extra); the missing-extra message is
+checked without it.
+"""
+
+import importlib.util
+import json
+import logging
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from budgetplan.cli import app
+from budgetplan.execute.plans import ClassPlan, RunPlan, run_plan_to_dict
+from budgetplan.integrations.flower import engine
+from fl_helpers import LAST_ONE, class_plan, tiny_plan
+
+runner = CliRunner()
+LORA_TOP = ("frozen", "frozen", "lora-4", "lora-4")
+HEAD_ONLY = ("frozen",) * 4
+SMALL = ["--data", "drugreview", "--rounds", "2", "--clients", "4", "--clients-per-round", "3", "--local-steps",
+         "2", "--max-train", "80", "--max-test", "16", "--seq-len", "16", "--seed", "3", "--no-measure"]
+# Both engines run the same code from the same seeds, so they agree bit for bit here (one torch thread on
+# the server and in each Ray actor); the tolerance leaves room for thread-count-dependent summation order.
+ATOL = 1e-6
+
+
+@pytest.fixture()
+def mixed_plan_file(tmp_path):
+    plan = tiny_plan(class_plan("weak", 1 / 3, LAST_ONE), class_plan("lora", 1 / 3, LORA_TOP),
+                     class_plan("head", 1 / 3, HEAD_ONLY))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(run_plan_to_dict(plan)))
+    return path
+
+
+# ---- (a) both engines, same seed, same global weights ---------------------------------------------------
+
+def test_flower_engine_ends_with_the_embedded_engines_weights(mixed_plan_file, tmp_path):
+    pytest.importorskip("flwr")
+    runs = {}
+    for name in ("embedded", "flower"):
+        out = tmp_path / name
+        result = runner.invoke(app, ["run", str(mixed_plan_file), *SMALL, "--engine", name, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[name] = torch.load(out / "checkpoint.pt", weights_only=True)
+    embedded, flower = runs["embedded"]["global_state"], runs["flower"]["global_state"]
+    assert set(embedded) == set(flower)
+    for key in embedded:
+        assert torch.allclose(embedded[key], flower[key], rtol=0, atol=ATOL), key
+    history = {name: json.loads(run["history"]) for name, run in runs.items()}
+    for a, b in zip(history["embedded"], history["flower"]):
+        assert (a["sampled"], a["accuracy"]) == (b["sampled"], b["accuracy"])
+        assert [t["client"] for t in a["trained"]] == [t["client"] for t in b["trained"]]
+    trained_classes = {t["class"] for r in history["flower"] for t in r["trained"]}
+    assert trained_classes == {"weak", "lora", "head"}  # every kind of upload took part
+
+
+def test_missing_extra_and_unknown_engine_are_one_line(mixed_plan_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "flower_extra_installed", lambda: False)
+    result = runner.invoke(app, ["run", str(mixed_plan_file), *SMALL, "--engine", "flower", "--out", str(tmp_path / "r")])
+    _one_line_error(result, "the flower engine needs the extra: pip install 'budgetplan[flower]'")
+    result = runner.invoke(app, ["run", str(mixed_plan_file), *SMALL, "--engine", "spark", "--out", str(tmp_path / "s")])
+    _one_line_error(result, "--engine spark", "embedded, flower")
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    for word in words:
+        assert word in text, text
+
+
+# ---- the strategy on hand-built replies -----------------------------------------------------------------
+# A synthetic model: two "blocks", a head and an embedding no class trains. Classes: "full" trains block 1
+# and the head, "lora" adapts block 0 (rank 2) and trains the head, "head" trains the head only.
+
+A_KEY, B_KEY = "blk.0.lora_A.default.weight", "blk.0.lora_B.default.weight"
+SCALING = 2.0  # lora_alpha_per_rank: the adapter adds SCALING * B @ A to blk.0.weight
+
+
+def _global():
+    g = torch.Generator().manual_seed(0)
+    shapes = {"embed.weight": (5, 3), "blk.0.weight": (4, 3), "blk.1.weight": (4, 3), "head.bias": (2,)}
+    return {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+
+
+def _plan() -> RunPlan:
+    def cls(name, keys):
+        return ClassPlan(name=name, share=1 / 3, block_states=("frozen", "trained"), train_embeddings=False,
+                         upload_keys=keys, lora_alpha_per_rank=SCALING)
+    classes = (cls("full", ("blk.1.weight", "head.bias")), cls("lora", (A_KEY, B_KEY, "head.bias")),
+               cls("head", ("head.bias",)))
+    return RunPlan(model="synthetic", fingerprint="sha256:synthetic", task="classification", num_labels=2,
+                   batch_size=4, seq_len=8, optimizer="adamw", classes=classes)
+
+
+class FakeGrid:
+    """The two Grid calls the strategy makes; nodes answer the identity query from a table."""
+
+    def __init__(self, identities: dict[int, tuple[str, int, str]]):
+        self.identities = identities  # node id -> (device class, partition id, model fingerprint)
+
+    def get_node_ids(self):
+        return list(self.identities)
+
+    def send_and_receive(self, messages, timeout=None):
+        from flwr.app import ConfigRecord, Message, RecordDict
+        from budgetplan.integrations.flower import records as rec
+
+        replies = []
+        for message in messages:
+            device_class, partition, fingerprint = self.identities[message.metadata.dst_node_id]
+            answer = ConfigRecord({rec.DEVICE_CLASS: device_class, rec.PARTITION_ID: partition,
+                                   rec.MODEL_FINGERPRINT: fingerprint})
+            replies.append(Message(RecordDict({rec.IDENTITY: answer}), reply_to=message))
+        return replies
+
+
+def _upload(keys, seed):
+    g = torch.Generator().manual_seed(seed)
+    shapes = {**{k: tuple(v.shape) for k, v in _global().items()}, A_KEY: (2, 3), B_KEY: (4, 2)}
+    return {k: torch.randn(shapes[k], generator=g) for k in keys}
+
+
+def _one_round(identities, uploads, counts):
+    """Identify, configure and aggregate one round; uploads/counts by node id. Returns (strategy, new state)."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from budgetplan.integrations.flower import records as rec
+    from budgetplan.integrations.flower.strategy import LayerwiseStrategy
+
+    strategy = LayerwiseStrategy(_plan(), clients_per_round=len(identities), min_nodes=len(identities),
+                                 reply_timeout_s=1.0)
+    messages = strategy.configure_train(1, rec.to_arrays(_global()), ConfigRecord(), FakeGrid(identities))
+    replies = []
+    for message in messages:
+        node = message.metadata.dst_node_id
+        content = RecordDict({rec.ARRAYS: rec.to_arrays(uploads[node]), rec.METRICS: rec.to_metrics(counts[node], {})})
+        replies.append(Message(content, reply_to=message))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    return strategy, rec.to_state(arrays)
+
+
+def _numpy_average(tensors, weights):
+    return np.average(np.stack([t.numpy().astype(np.float64) for t in tensors]), axis=0, weights=weights)
+
+
+def test_strategy_aggregate_is_numpy_average_over_the_nodes_that_sent_each_key():
+    pytest.importorskip("flwr")
+    fp = _plan().fingerprint
+    identities = {11: ("full", 0, fp), 12: ("full", 1, fp), 13: ("lora", 2, fp), 14: ("head", 3, fp)}
+    keys = {11: ("blk.1.weight", "head.bias"), 12: ("blk.1.weight", "head.bias"), 13: (A_KEY, B_KEY, "head.bias"),
+            14: ("head.bias",)}
+    uploads = {node: _upload(k, seed=node) for node, k in keys.items()}
+    counts = {11: 10, 12: 30, 13: 5, 14: 20}
+    _, new = _one_round(identities, uploads, counts)
+    start = _global()
+    lora_weight = start["blk.0.weight"] + SCALING * uploads[13][B_KEY] @ uploads[13][A_KEY]  # node 13's effective weight
+    expected = {
+        "blk.1.weight": _numpy_average([uploads[11]["blk.1.weight"], uploads[12]["blk.1.weight"]], [10, 30]),
+        "blk.0.weight": _numpy_average([lora_weight], [5]),
+        "head.bias": _numpy_average([uploads[n]["head.bias"] for n in (11, 12, 13, 14)], [10, 30, 5, 20]),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(new[key].numpy(), value.astype(np.float32), rtol=1e-6, atol=1e-6)
+    assert torch.equal(new["embed.weight"], start["embed.weight"])  # sent by nobody: kept
+
+
+def test_bad_nodes_and_replies_are_one_log_line_each_and_the_round_goes_on(caplog):
+    pytest.importorskip("flwr")
+    fp = _plan().fingerprint
+    identities = {21: ("tablet", 0, fp), 22: ("full", 1, "sha256:other-model"), 23: ("full", 2, fp),
+                  24: ("head", 3, fp)}
+    uploads = {23: _upload(("blk.1.weight", "head.bias"), 23), 24: _upload(("head.bias", "blk.1.weight"), 24)}
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy, new = _one_round(identities, uploads, {23: 8, 24: 8})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budgetplan:")]
+    assert all("\n" not in line for line in lines)
+    for node, words in ((21, "device class 'tablet' is not in the plan"), (22, "runs model sha256:other-model"),
+                        (24, "1 unexpected (e.g. blk.1.weight)")):
+        matching = [line for line in lines if f"node {node}" in line]
+        assert len(matching) == 1 and words in matching[0], lines
+    assert not [line for line in lines if "node 23" in line]
+    assert [t["client"] for t in strategy.rounds[1].trained] == [2]  # node 23 only
+    assert torch.equal(new["head.bias"], uploads[23]["head.bias"])
+    assert torch.equal(new["blk.1.weight"], uploads[23]["blk.1.weight"])
+
+
+# ---- (d) the exported app -------------------------------------------------------------------------------
+
+def test_export_writes_an_app_whose_config_round_trips_and_whose_modules_import(mixed_plan_file, tmp_path):
+    pytest.importorskip("flwr")
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+    from budgetplan.integrations.flower.export import PACKAGE
+    from budgetplan.integrations.flower.settings import run_config_from_values
+
+    out = tmp_path / "app"
+    result = runner.invoke(app, ["export", "--format", "flower", str(mixed_plan_file), str(out), "--data",
+                                 "drugreview", "--rounds", "2", "--clients", "3", "--local-steps", "2",
+                                 "--max-train", "80", "--seq-len", "16", "--lr", "0.001"])
+    assert result.exit_code == 0, result.output
+    assert 'num-supernodes=3' in result.output
+    project = tomllib.loads((out / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert project["components"] == {"serverapp": f"{PACKAGE}.server_app:app",
+                                     "clientapp": f"{PACKAGE}.client_app:app"}
+    config = run_config_from_values(project["config"])
+    assert (config.data, config.rounds, config.clients, config.train.local_steps, config.train.lr,
+            config.max_train, config.seq_len) == ("drugreview", 2, 3, 2, 0.001, 80, 16)
+    apps = {name: _import(out / PACKAGE / f"{name}.py").app for name in ("server_app", "client_app")}
+    assert isinstance(apps["server_app"], ServerApp) and isinstance(apps["client_app"], ClientApp)
+
+
+def _import(path):
+    spec = importlib.util.spec_from_file_location(f"exported_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
