@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "budgetplan.cli.solve_cmd",
     "budgetplan.cli.run_cmd",
     "budgetplan.cli.flower_cmd",
+    "budgetplan.cli.demo_cmd",
 )
 
 

@@ -11,11 +11,11 @@ MIB = 2**20
 
 
 def _mib(value) -> str:
-    return "-" if value is None else f"{value / MIB:.2f}"
+    return "-" if value is None else f"{value / MIB:.1f}"
 
 
 def _giga(value) -> str:
-    return "-" if value is None else f"{value / 1e9:.3f}"
+    return "-" if value is None else f"{value / 1e9:.2f}"
 
 
 def _pct(value) -> str:
@@ -45,17 +45,27 @@ def dropped_table(history: list) -> Table | None:
     return table
 
 
+def _planned_measured(planned, measured, fmt) -> str:
+    return f"{fmt(planned)} → {fmt(measured)}"
+
+
 def verify_table(report: VerifyReport) -> Table:
-    table = Table(title=f"Verify {report.run_dir} (peak tolerance {report.tolerance:.0%} above plan)")
-    for column in ("class", "peak planned MiB", "peak measured MiB", "error", "memory budget MiB",
-                   "GFLOPs planned", "GFLOPs measured", "upload planned MiB", "upload measured MiB", "status"):
-        table.add_column(column, justify="left" if column in ("class", "status") else "right")
+    table = Table(title=f"Verify {report.run_dir}: each class's first local step, measured against its plan",
+                  caption=f"PASS = measured peak within the memory budget and at most {report.tolerance:.0%} above "
+                          "the plan, FLOPs within budget, upload exactly as planned. Peak error = (measured - "
+                          "planned) / planned.")
+    table.add_column("class", overflow="fold")
+    for column in ("peak MiB\nplanned → measured", "error", "budget\nMiB", "GFLOP / step\nplanned → measured",
+                   "upload MiB\nplanned → measured", "status"):
+        table.add_column(column, justify="left" if column == "status" else "right")
     for c in report.checks:
         style = "green" if c.status == PASS else ("yellow" if c.status == SAT_OUT else "red")
-        status = c.status + (f" ({'; '.join(c.reasons)})" if c.reasons and c.status != SAT_OUT else "")
-        table.add_row(c.name, _mib(c.planned_peak_bytes), _mib(c.measured_peak_bytes), _pct(c.peak_error),
-                      _mib(c.memory_budget_bytes), _giga(c.planned_flops), _giga(c.measured_flops),
-                      _mib(c.planned_upload_bytes), _mib(c.measured_upload_bytes), f"[{style}]{status}[/]")
+        status = c.status + (f"\n{'; '.join(c.reasons)}" if c.reasons and c.status != SAT_OUT else "")
+        table.add_row(c.name, _planned_measured(c.planned_peak_bytes, c.measured_peak_bytes, _mib),
+                      _pct(c.peak_error), _mib(c.memory_budget_bytes),
+                      _planned_measured(c.planned_flops, c.measured_flops, _giga),
+                      _planned_measured(c.planned_upload_bytes, c.measured_upload_bytes, _mib),
+                      f"[{style}]{status}[/]", end_section=True)
     return table
 
 

