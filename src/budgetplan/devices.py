@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from budgetplan.errors import DeviceError
+from budgetplan.files import read_toml
 
 # The bundled classes live at the repository root (profiles/*.toml); BUDGETPLAN_DEVICES_DIR overrides it.
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -72,17 +72,8 @@ def device_from_dict(data: dict, origin: str) -> DeviceClass:
 
 
 def read_device_file(path: str | Path) -> DeviceClass:
-    path = Path(path)
-    if not path.is_file():
-        raise DeviceError(f"device file {path} does not exist; copy one from 'budgetplan devices list' or run "
-                          "'budgetplan devices detect --out PATH'")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise DeviceError(f"device file {path} is not valid TOML: {exc}; fix the file at that line") from None
-    except UnicodeDecodeError:
-        raise DeviceError(f"device file {path} is not UTF-8 text; save it as a TOML file") from None
-    return device_from_dict(data, origin=str(path))
+    fix = "copy one from 'budgetplan devices list' or run 'budgetplan devices detect --out PATH'"
+    return device_from_dict(read_toml(path, "device file", fix, DeviceError), origin=str(path))
 
 
 def list_devices() -> tuple[DeviceClass, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from budgetplan import __version__
 from budgetplan.errors import PlanError
+from budgetplan.files import check_format, read_json
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import ModelProfile, lora_rank
 from budgetplan.solve.budget import COMPUTE, MEMORY, UPLOAD, budget_of, step_flops_cap
@@ -156,13 +157,8 @@ def validate_plan(data, origin: str = "plan") -> dict:
     """Check kind, major schema version and every required field; PlanError (one line) otherwise."""
     import jsonschema
 
-    if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
-        raise PlanError(f"{origin} is not a budgetplan plan (no \"kind\": \"{PLAN_KIND}\"); "
-                        "create one with 'budgetplan solve --json PATH'")
-    version = str(data.get("schema_version", ""))
-    if version.split(".")[0] != PLAN_SCHEMA_VERSION.split(".")[0]:
-        raise PlanError(f"{origin} has plan schema version {version or 'none'}; this budgetplan reads "
-                        f"{PLAN_SCHEMA_VERSION.split('.')[0]}.x: solve again with this version")
+    check_format(data, PLAN_KIND, PLAN_SCHEMA_VERSION, origin, "solve again with 'budgetplan solve --json PATH'",
+                 PlanError)
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(plan_schema()).iter_errors(data))
     if error is not None:
         raise PlanError(f"{origin}: {error.message} at {_path_of(error)}; regenerate it with 'budgetplan solve'")
@@ -170,13 +166,7 @@ def validate_plan(data, origin: str = "plan") -> dict:
 
 
 def read_plan(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise PlanError(f"plan file {path} does not exist; create one with 'budgetplan solve --json {path}'")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} is not valid JSON ({type(exc).__name__}); regenerate it") from None
+    data = read_json(path, "plan file", f"create one with 'budgetplan solve --json {path}'", PlanError)
     return validate_plan(data, origin=f"plan file {path}")
 
 

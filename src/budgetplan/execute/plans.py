@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from budgetplan.errors import PlanError
+from budgetplan.files import read_json
 
 
 @dataclass(frozen=True)
@@ -148,13 +149,7 @@ def run_plan_from_run_dict(data: dict) -> RunPlan:
 
 
 def read_run_plan(path: str | Path) -> RunPlan:
-    path = Path(path)
-    if not path.is_file():
-        raise PlanError(f"plan file {path} does not exist; create one with 'budgetplan solve' or check the path")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} is not valid JSON ({type(exc).__name__}); regenerate it") from None
+    data = read_json(path, "plan file", "create one with 'budgetplan solve --json PATH' or check the path", PlanError)
     if isinstance(data, dict) and data.get("kind") == "budgetplan-run-plan":
         return run_plan_from_run_dict(data)
     if isinstance(data, dict) and data.get("kind") == "budgetplan-plan":

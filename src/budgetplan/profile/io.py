@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from budgetplan.errors import PlanError
+from budgetplan.files import check_format, read_json
 from budgetplan.profile.types import (
     SCHEMA_VERSION,
     BlockProfile,
@@ -42,13 +43,8 @@ def _states(data: dict) -> dict[str, dict[str, PartCost]]:
 
 
 def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
-    if not isinstance(data, dict) or data.get("kind") != PROFILE_KIND:
-        raise PlanError(f"{origin} is not a budgetplan profile (no \"kind\": \"{PROFILE_KIND}\"); "
-                        "create one with 'budgetplan profile MODEL --json PATH'")
-    version = str(data.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise PlanError(f"{origin} has profile schema version {version or 'none'}; this budgetplan reads "
-                        f"{SCHEMA_VERSION.split('.')[0]}.x: re-run 'budgetplan profile' to regenerate it")
+    check_format(data, PROFILE_KIND, SCHEMA_VERSION, origin, "re-run 'budgetplan profile MODEL --json PATH'",
+                 PlanError)
     try:
         context = dict(data["context"])
         context["lora_ranks"] = tuple(context["lora_ranks"])
@@ -62,7 +58,7 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
         )
         configs = tuple(ConfigCost(**{**c, "block_states": tuple(c["block_states"])}) for c in data["configs"])
         return ModelProfile(
-            schema_version=version,
+            schema_version=str(data["schema_version"]),
             generator=data["generator"],
             model=ModelInfo(**data["model"]),
             context=ProfileContext(**context),
@@ -85,12 +81,5 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
 
 
 def read_profile(path: str | Path) -> ModelProfile:
-    path = Path(path)
-    if not path.is_file():
-        raise PlanError(f"profile file {path} does not exist; create it with 'budgetplan profile MODEL --json {path}'")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"profile file {path} is not valid JSON ({exc.__class__.__name__} at "
-                        f"{getattr(exc, 'lineno', '?')}:{getattr(exc, 'colno', '?')}); regenerate it") from None
+    data = read_json(path, "profile file", f"create it with 'budgetplan profile MODEL --json {path}'", PlanError)
     return profile_from_dict(data, origin=f"profile file {path}")

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from budgetplan.devices import DeviceClass, load_device, read_device_file
 from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
+from budgetplan.files import read_toml
 from budgetplan.profile.types import ModelProfile
 from budgetplan.solve.budget import budget_of
 from budgetplan.solve.classes import ProfileSolver
@@ -122,14 +122,7 @@ def _fleet_from_dict(data: dict, path: Path) -> Fleet:
 def read_fleet(path: str | Path) -> Fleet:
     """A fleet file (see the module docstring); ConfigError / DeviceError with one line naming what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"fleet file {path} does not exist; see profiles/fleets/mixed-edge.toml for the format")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"fleet file {path} is not valid TOML: {exc}; fix the file at that line") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"fleet file {path} is not UTF-8 text; save it as a TOML file") from None
+    data = read_toml(path, "fleet file", "see profiles/fleets/mixed-edge.toml for the format", ConfigError)
     return _fleet_from_dict(data, path)
 
 
