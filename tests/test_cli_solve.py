@@ -107,3 +107,27 @@ def test_plan_validate_refuses_other_model_and_other_version(tmp_path):
     out.write_text(json.dumps(data))
     assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out)]), "schema version 2.1")
     assert_one_line_error(runner.invoke(app, ["plan", "show", str(tmp_path / "none.json")]), "does not exist")
+
+
+def test_fleet_chooses_one_model_and_keeps_shares(tmp_path, tiny_profiles):
+    from budgetplan.profile.io import write_profile
+
+    tiny = tmp_path / "tiny.json"
+    write_profile(tiny_profiles["tiny-bert"][1], tiny)
+    fleet = BUNDLED_PROFILE.parents[3] / "profiles" / "fleets" / "mixed-edge.toml"
+    out = tmp_path / "plan.json"
+    result = runner.invoke(app, ["solve", "--fleet", str(fleet), "--profile", str(tiny), "--profile", "bundled:minilm",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = validate_plan(json.loads(out.read_text()))
+    scores = {c["model"]: c["score"] for c in plan["fleet"]["candidates"]}
+    assert set(scores) == {"tiny-bert", "all-minilm-l6-v2"}
+    assert plan["model"]["name"] == max(scores, key=scores.get)
+    assert abs(sum(c["share"] for c in plan["classes"].values()) - 1) < 1e-9
+    assert plan["classes"]["raspberry-pi-4-4gb"]["share"] == 0.15
+
+
+def test_fleet_and_device_together_is_refused():
+    fleet = BUNDLED_PROFILE.parents[3] / "profiles" / "fleets" / "demo.toml"
+    assert_one_line_error(runner.invoke(app, ["solve", "--fleet", str(fleet), "--device", "jetson-nano"]),
+                          "--fleet names its own device classes")
