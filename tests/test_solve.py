@@ -17,7 +17,7 @@ from budgetplan.profile.types import TRAINED, is_trainable
 from budgetplan.solve import solve_device
 from budgetplan.solve.budget import MEMORY, format_quantity
 from budgetplan.solve.classes import BUDGET_FIELDS
-from budgetplan.solve.fleet import BUNDLED_MINILM_PATH
+from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_MINILM_PATH
 from budgetplan.solve.objective import make_objective
 
 FIELDS = ("memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s", "round_deadline_s",

@@ -140,6 +140,19 @@ def build_plan(profile: ModelProfile, classes: list[PlannedClass], solver: Solve
     }
 
 
+def plan_from_fleet(result, settings: SolverSettings, model_spec: str | None = None) -> dict:
+    """The plan of a fleet solve (budgetplan.solve.FleetSolution): the chosen model, every class, the candidates."""
+    chosen, fleet = result.chosen, result.fleet
+    planned = [PlannedClass(solution, member.device, member.share, reason)
+               for member, solution, reason in zip(fleet.classes, chosen.solutions, chosen.reasons)]
+    candidates = [{"model": c.profile.model.name, "fingerprint": c.profile.model.fingerprint, "score": c.score,
+                   "classes": len(c.solutions), "classes_fit": sum(s is not None for s in c.solutions),
+                   "chosen": c is chosen} for c in result.candidates]
+    summary = {"name": fleet.name, "file": fleet.origin, "status": result.status, "solve_s": result.solve_s,
+               "score": chosen.score, "candidates": candidates}
+    return build_plan(chosen.profile, planned, settings, model_spec, summary)
+
+
 def write_plan(plan: dict, path: str | Path) -> None:
     validate_plan(plan, origin="the new plan")  # never write a plan that the reader would refuse
     Path(path).write_text(json.dumps(plan, indent=1) + "\n")

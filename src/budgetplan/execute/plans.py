@@ -15,6 +15,9 @@ from pathlib import Path
 from budgetplan.errors import PlanError
 from budgetplan.files import read_json
 
+# The schemes `budgetplan compare` runs side by side: (a) the plan, (b) CAFF last-k, (c) LoRA, (d) full, (e) head.
+SCHEMES = ("budgetplan", "caff", "lora", "full", "head")
+
 
 @dataclass(frozen=True)
 class ClassPlan:

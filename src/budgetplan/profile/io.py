@@ -19,6 +19,15 @@ from budgetplan.profile.types import (
 )
 
 PROFILE_KIND = "budgetplan-profile"
+# The measured all-MiniLM-L6-v2 profile shipped in the package (batch 32, seq 128, AdamW), and its name in
+# fleet files and on the command line.
+BUNDLED_PROFILE_NAME = "bundled:minilm"
+BUNDLED_PROFILE_PATH = Path(__file__).resolve().parents[1] / "assets" / "minilm-profile.json"
+
+
+def profile_path(spec: str | Path) -> Path:
+    """A profile JSON path, with 'bundled:minilm' meaning the bundled profile."""
+    return BUNDLED_PROFILE_PATH if str(spec) == BUNDLED_PROFILE_NAME else Path(spec)
 
 
 def profile_to_dict(profile: ModelProfile) -> dict:
