@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -59,11 +60,8 @@ def test_small_class_trains_less_than_large(bert_plan):
 def test_lora_spec_names_ranks_alpha_and_targets(tiny_profiles):
     _, profile, _ = tiny_profiles["tiny-bert"]
     d = device("lora-only", 10**12)
-    from budgetplan.solve.device import to_solution  # noqa: F401  (solution built through solve_device below)
-
-    solution = solve_device(profile, d, objective="layers")
     states = ("frozen_outside", "lora-4", "lora-4", "trained")
-    planned = PlannedClass(solution.__class__(**{**solution.__dict__, "block_states": states}), d, 1.0)
+    planned = PlannedClass(dataclasses.replace(solve_device(profile, d), block_states=states), d, 1.0)
     entry = build_plan(profile, [planned], SETTINGS)["classes"]["lora-only"]
     assert entry["lora"]["ranks"] == {"1": 4, "2": 4}
     assert entry["lora"]["alpha"] == {"1": 8.0, "2": 8.0}
