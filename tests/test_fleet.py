@@ -104,3 +104,17 @@ def test_no_model_fits_names_each_class():
     with pytest.raises(InfeasibleError) as info:
         solve_fleet([profile], fleet)
     assert "a: " in str(info.value) and "b: " in str(info.value)
+
+
+def test_worker_processes_give_the_same_answers():
+    profiles = [make_profile(num_blocks=n, seed=n, lora_ranks=(4,), name=f"m{n}") for n in (2, 4, 3)]
+    fleet = random_fleet(profiles[1], 12, seed=2)
+    progress = []
+    alone = solve_fleet(profiles, fleet, processes=1)
+    shared = solve_fleet(profiles, fleet, processes=2, progress=lambda done, total: progress.append((done, total)))
+    assert shared.status == alone.status and shared.chosen.profile.model.name == alone.chosen.profile.model.name
+    for a, b in zip(alone.candidates, shared.candidates):
+        assert a.score == b.score and a.reasons == b.reasons
+        assert [s and dataclasses.replace(s, solve_s=0.0) for s in a.solutions] == [
+            s and dataclasses.replace(s, solve_s=0.0) for s in b.solutions]
+    assert progress[-1] == (3 * len(fleet.classes), 3 * len(fleet.classes))

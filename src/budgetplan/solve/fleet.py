@@ -21,12 +21,19 @@ answers reused only where provably identical, so each class gets exactly what so
 A model's score is sum(share x objective value) over the classes it fits (a class that fits nothing sits
 out); a model that fits no class is not eligible; ties go to the lower share-weighted predicted peak, then
 to the earlier model in the list.
+
+Candidate models are independent, so with `processes` > 1 (opt-in) the largest is solved in this process and
+the others in `processes` - 1 worker processes; a model's answers do not depend on where it was solved (each
+has its own ProfileSolver either way), and a worker's model advances the progress all at once when it is done.
+Workers start from a forkserver, so a script that opts in needs the `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -161,6 +168,33 @@ def _solve_model(solver: ProfileSolver, fleet: Fleet, tick: Callable[[], None]):
     return results
 
 
+def _model_results(profile: ModelProfile, fleet: Fleet, objective: str, contiguous: bool, params: SolverParams,
+                   importance: tuple[float, ...] | None, tick: Callable[[], None] = lambda: None) -> list:
+    """Per class (solution, reason, proved) for one candidate model; a worker process runs this too."""
+    solver = ProfileSolver(profile, objective, contiguous, params, importance, relax=True)
+    return _solve_model(solver, fleet, tick)
+
+
+def _all_results(profiles: list[ModelProfile], fleet: Fleet, job: tuple, processes: int,
+                 tick: Callable[[int], None]) -> list[list]:
+    """_model_results for every profile: the largest here, the others in `processes` - 1 worker processes.
+
+    Workers come from a forkserver, not a fork: the caller may run threads (the CLI's progress bar), and a
+    fork copies their locks. A worker's start (importing the solver) overlaps the largest model's solve."""
+    if processes <= 1 or len(profiles) < 2:
+        return [_model_results(p, fleet, *job, tick=lambda: tick(1)) for p in profiles]
+    order = sorted(range(len(profiles)), key=lambda i: -profiles[i].num_blocks)  # the longest job first
+    results: list = [None] * len(profiles)
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(min(processes - 1, len(profiles) - 1), mp_context=context) as pool:
+        futures = {pool.submit(_model_results, profiles[i], fleet, *job): i for i in order[1:]}
+        results[order[0]] = _model_results(profiles[order[0]], fleet, *job, tick=lambda: tick(1))
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            tick(len(fleet.classes))
+    return results
+
+
 def _choice(profile: ModelProfile, fleet: Fleet, results: list) -> ModelChoice:
     solutions = tuple(r[0] for r in results)
     score = sum(c.share * float(s.objective_value) for c, s in zip(fleet.classes, solutions) if s is not None)
@@ -174,23 +208,23 @@ def _weighted_peak(choice: ModelChoice, fleet: Fleet) -> float:
 def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "layers", contiguous: bool = False,
                 time_limit_s: float = 10.0, seed: int = 0, workers: int = 1,
                 importance: tuple[float, ...] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> FleetSolution:
-    """The candidate model with the best share-weighted objective over the fleet, each class solved exactly."""
+                progress: Callable[[int, int], None] | None = None,
+                processes: int = 1) -> FleetSolution:
+    """The candidate model with the best share-weighted objective over the fleet, each class solved exactly.
+    `processes`: processes solving the candidate models, this one included (see the module docstring)."""
     if not profiles:
         raise ConfigError(f"{fleet.origin}: no candidate model to solve for; list profile paths in models")
     start, total, count = time.perf_counter(), len(profiles) * len(fleet.classes), [0]
 
-    def tick() -> None:
-        count[0] += 1
+    def tick(done: int) -> None:
+        count[0] += done
         if progress is not None:
             progress(count[0], total)
 
-    params, candidates, proved = SolverParams(time_limit_s, seed, workers), [], True
-    for profile in profiles:
-        solver = ProfileSolver(profile, objective, contiguous, params, importance, relax=True)
-        results = _solve_model(solver, fleet, tick)
-        proved = proved and all(r[2] for r in results)
-        candidates.append(_choice(profile, fleet, results))
+    job = (objective, contiguous, SolverParams(time_limit_s, seed, workers), importance)
+    all_results = _all_results(profiles, fleet, job, processes, tick)
+    proved = all(r[2] for results in all_results for r in results)
+    candidates = [_choice(p, fleet, results) for p, results in zip(profiles, all_results)]
     eligible = [c for c in candidates if any(s is not None for s in c.solutions)]
     if not eligible:
         first = candidates[0]
