@@ -41,14 +41,13 @@ from typing import Callable
 from budgetplan.devices import DeviceClass, load_device, read_device_file
 from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
 from budgetplan.files import read_toml
+from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.types import ModelProfile
 from budgetplan.solve.budget import budget_of
 from budgetplan.solve.classes import ProfileSolver
 from budgetplan.solve.run import OPTIMAL, SolverParams
 from budgetplan.solve.solution import DeviceSolution
 
-BUNDLED_MINILM = "bundled:minilm"
-BUNDLED_MINILM_PATH = Path(__file__).resolve().parents[1] / "assets" / "minilm-profile.json"
 SHARE_TOLERANCE = 1e-6
 FEASIBLE = "FEASIBLE"
 
@@ -112,7 +111,7 @@ def _fleet_from_dict(data: dict, path: Path) -> Fleet:
     if not isinstance(name, str) or not name:
         raise ConfigError(f'{origin}: name must be a non-empty string, e.g. name = "mixed-edge"')
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
-        raise ConfigError(f'{origin}: models must be a non-empty list of profile paths, e.g. models = ["{BUNDLED_MINILM}"]')
+        raise ConfigError(f'{origin}: models must be a non-empty list of profile paths, e.g. models = ["{BUNDLED_PROFILE_NAME}"]')
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{origin}: the fleet has no [[classes]]; add one per device class with device and share")
     classes = tuple(_class(e, i, path.parent, origin) for i, e in enumerate(entries))
@@ -135,9 +134,7 @@ def read_fleet(path: str | Path) -> Fleet:
 
 def model_path(fleet: Fleet, entry: str) -> Path:
     """Where a `models` entry of the fleet file points: the bundled profile, or a path next to the fleet file."""
-    if entry == BUNDLED_MINILM:
-        return BUNDLED_MINILM_PATH
-    path = Path(entry)
+    path = profile_path(entry)
     return path if path.is_absolute() else Path(fleet.origin).parent / path
 
 
