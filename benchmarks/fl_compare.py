@@ -1,6 +1,6 @@
 """Federated side-by-side on real data with the real pretrained all-MiniLM-L6-v2 (offline).
 
-    .venv/bin/python benchmarks/fl_compare.py                      # the configuration reported in docs/executor.md
+    .venv/bin/python benchmarks/fl_compare.py                      # the configuration reported in docs/benchmarks.md
     .venv/bin/python benchmarks/fl_compare.py --rounds 20 --max-train 20000   # longer, if you have the time
 
 A heterogeneous fleet of three device classes whose memory budgets are fractions of the full fine-tuning
