@@ -55,7 +55,7 @@ def plan_table(plan: dict) -> Table:
         caption="All costs derived: composed from the profile's per-block measurements. "
                 "binds = the budget with the least slack, 'none' when no budget limits the objective.",
     )
-    table.add_column("device class")
+    table.add_column("device class", overflow="fold")
     table.add_column("blocks trained (0 = nearest the input)")
     for column in ("peak memory", "compute / round", "upload / round", "binds"):
         table.add_column(column, justify="right")
