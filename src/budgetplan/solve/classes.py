@@ -11,6 +11,8 @@ Shortcuts, each a solve whose answer the rule above then reuses:
 - with `relax=True` (fleets): the answer under one budget alone, for each budget the unbudgeted answer
   breaks, so classes bound by the same budget share it, and a budget that alone admits nothing proves every
   tighter class infeasible.
+Every best-objective solve also starts from what the stored answers say (AnswerCache.bounds): a floor, a
+ceiling and a starting solution. The optimum meets all three, so they narrow the search, never the answer.
 A class's answer never depends on the shortcuts or on the other classes (tests compare with solve_device).
 """
 
@@ -33,7 +35,7 @@ from budgetplan.solve.budget import (
 )
 from budgetplan.solve.cpmodel import build_state_model
 from budgetplan.solve.objective import make_objective
-from budgetplan.solve.run import INFEASIBLE, OPTIMAL, Outcome, SolverParams, solve_best, solve_min
+from budgetplan.solve.run import INFEASIBLE, OPTIMAL, Known, Outcome, SolverParams, solve_best, solve_min
 from budgetplan.solve.solution import DeviceSolution, caps_of, describe, to_solution
 
 BEST = "best"  # the answer's order: the best objective (run.best_terms), or the least of a budget (run.min_terms)
@@ -61,6 +63,19 @@ class AnswerCache:
                 if outcome.status == INFEASIBLE or fits(outcome, caps):
                     return outcome
         return None
+
+    def bounds(self, caps: Caps, others: list[AnswerCache]) -> Known:
+        """Bounds on the best objective under `caps` (this cache holds BEST answers): a stored configuration that
+        fits gives a floor and a starting solution, an answer under caps no smaller in any budget a ceiling."""
+        floor, hint, ceiling = 0, None, None
+        for cache in (self, *others):
+            for _, outcome in cache.entries:
+                if outcome.found and fits(outcome, caps) and (hint is None or outcome.primary > floor):
+                    floor, hint = outcome.primary, outcome.block_states
+        for known, outcome in self.entries:
+            if outcome.found and all(c <= k for c, k in zip(caps, known)):
+                ceiling = outcome.primary if ceiling is None else min(ceiling, outcome.primary)
+        return Known(floor, ceiling, hint)
 
     def store(self, caps: Caps, outcome: Outcome) -> None:
         if outcome.status in (OPTIMAL, INFEASIBLE):
@@ -91,7 +106,11 @@ class ProfileSolver:
         if known is not None:
             return known
         named = dict(zip(BUDGET_NAMES, caps))
-        outcome = solve_best(self.sm, named, self.params) if kind == BEST else solve_min(self.sm, named, kind, self.params)
+        if kind == BEST:
+            others = [c for k, c in self.caches.items() if k != BEST]
+            outcome = solve_best(self.sm, named, self.params, self.caches[BEST].bounds(caps, others))
+        else:
+            outcome = solve_min(self.sm, named, kind, self.params)
         self.solves += 1
         self.caches[kind].store(caps, outcome)
         return outcome

@@ -55,6 +55,7 @@ class StateModel:
     trainable_params: cp_model.LinearExpr
     primary: cp_model.LinearExpr  # the objective, scaled to integers
     primary_floor: cp_model.IntVar  # primary >= this; raised for the second, tie-breaking solve
+    primary_ceiling: cp_model.IntVar  # primary <= this; lowered where a looser budget's answer bounds it
     lexicographic_weight: int | None  # primary x weight - peak in one solve; None: two solves
     # The last tie-break, making every answer unique: (variable, largest value) per chunk of blocks, each the
     # blocks' state indices (the profile's state order) read as base-n digits, block 0 most significant.
@@ -164,7 +165,9 @@ def build_state_model(profile: ModelProfile, objective: Objective, contiguous: b
         p.largest(lambda o: o.cost.trainable_params) for p in parts)
     floor = model.new_int_var(0, primary_bound, "primary_floor")
     model.add(primary >= floor)
+    ceiling = model.new_int_var(0, primary_bound, "primary_ceiling")
+    model.add(primary <= ceiling)
     weight = bounds[MEMORY] + 1
     lexicographic = weight if (primary_bound + 1) * weight < LEXICOGRAPHIC_LIMIT else None
     return StateModel(model, tuple(parts), tuple(trainable), caps, bounds, peak, tuple(events), flops, upload,
-                      params, primary, floor, lexicographic, _tie_break(model, blocks), primary_bound)
+                      params, primary, floor, ceiling, lexicographic, _tie_break(model, blocks), primary_bound)

@@ -72,6 +72,7 @@ def set_caps(sm: StateModel, caps: dict[str, int | None]) -> None:
         value = bound if caps.get(name) is None else max(0, min(int(caps[name]), bound))
         sm.caps[name].with_domain(Domain(value, value))
     sm.primary_floor.with_domain(Domain(0, 0))
+    sm.primary_ceiling.with_domain(Domain(sm.primary_bound, sm.primary_bound))
     for var, bound in sm.ties:
         var.with_domain(Domain(0, bound))
 
@@ -116,6 +117,10 @@ def _solver(params: SolverParams, time_limit_s: float) -> cp_model.CpSolver:
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.random_seed = params.seed
     solver.parameters.num_workers = params.workers
+    # These models presolve in one pass: further passes and the SAT presolve cost more than they save
+    # (measured on benchmarks/solve_scale.py; answers and proofs unchanged).
+    solver.parameters.max_presolve_iterations = 1
+    solver.parameters.cp_model_use_sat_presolve = False
     return solver
 
 
@@ -139,10 +144,33 @@ def _hint(sm: StateModel, solver: cp_model.CpSolver) -> None:
             sm.model.add_hint(literal, solver.boolean_value(literal))
 
 
-def solve_lex(sm: StateModel, caps: dict[str, int | None], terms: list[Term], params: SolverParams) -> Outcome:
+@dataclass(frozen=True)
+class Known:
+    """What other proved answers say about the best objective under these caps (exact: the optimum satisfies it)."""
+
+    floor: int = 0  # a configuration that fits these caps reaches this objective
+    ceiling: int | None = None  # the best objective under caps at least as large in every budget
+    hint: tuple[str, ...] | None = None  # block states of a configuration that fits (a starting solution)
+
+
+def _hint_states(sm: StateModel, states: tuple[str, ...]) -> None:
+    for part, state in zip(sm.parts[1:-1], states):
+        matching = [lit for option, lit in zip(part.options, part.literals) if option.state == state]
+        for option, lit in zip(part.options, part.literals):
+            if option.state != state or len(matching) == 1:
+                sm.model.add_hint(lit, option.state == state)
+
+
+def solve_lex(sm: StateModel, caps: dict[str, int | None], terms: list[Term], params: SolverParams,
+              known: Known = Known()) -> Outcome:
     """The first configuration in the order of `terms` that fits `caps`; OPTIMAL only when every step was proved."""
     set_caps(sm, caps)
     sm.model.clear_hints()
+    sm.primary_floor.with_domain(Domain(known.floor, known.floor))
+    if known.ceiling is not None:
+        sm.primary_ceiling.with_domain(Domain(known.ceiling, known.ceiling))
+    if known.hint is not None:
+        _hint_states(sm, known.hint)
     start, best, proved = time.perf_counter(), None, True
     for pack in _packs(terms):
         sm.model.minimize(_pack_objective(pack))
@@ -165,9 +193,9 @@ def solve_lex(sm: StateModel, caps: dict[str, int | None], terms: list[Term], pa
     return Outcome(**{**best.__dict__, "status": OPTIMAL if proved else FEASIBLE, "wall_s": wall})
 
 
-def solve_best(sm: StateModel, caps: dict[str, int | None], params: SolverParams) -> Outcome:
+def solve_best(sm: StateModel, caps: dict[str, int | None], params: SolverParams, known: Known = Known()) -> Outcome:
     """Maximise the objective; among equal objectives, minimise the predicted peak; then the tie-break."""
-    return solve_lex(sm, caps, best_terms(sm), params)
+    return solve_lex(sm, caps, best_terms(sm), params, known)
 
 
 def solve_min(sm: StateModel, caps: dict[str, int | None], quantity: str, params: SolverParams) -> Outcome:
