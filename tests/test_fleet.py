@@ -13,7 +13,10 @@ from budgetplan.devices import BUNDLED_DIR
 from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
 from budgetplan.profile.compose import compose
 from budgetplan.solve import Fleet, FleetClass, read_fleet, solve_device, solve_fleet
+from budgetplan.solve.budget import BUDGET_NAMES
+from budgetplan.solve.classes import BEST, ProfileSolver, fits
 from budgetplan.solve.fleet import read_fleet_profiles
+from budgetplan.solve.run import solve_best
 
 MIXED_EDGE = BUNDLED_DIR / "fleets" / "mixed-edge.toml"
 
@@ -118,3 +121,24 @@ def test_worker_processes_give_the_same_answers():
         assert [s and dataclasses.replace(s, solve_s=0.0) for s in a.solutions] == [
             s and dataclasses.replace(s, solve_s=0.0) for s in b.solutions]
     assert progress[-1] == (3 * len(fleet.classes), 3 * len(fleet.classes))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stored_answer_bounds_hold_at_the_fresh_optimum(seed):
+    """AnswerCache.bounds narrows a solve only where the optimum lies: checked against a solver with no cache."""
+    profile = make_profile(num_blocks=5, seed=seed, lora_ranks=(4, 8))
+    cached, fresh = ProfileSolver(profile, relax=True), ProfileSolver(profile)
+    rng, top = random.Random(seed), cached.top
+    narrowed = 0
+    for _ in range(30):
+        caps = tuple(rng.randint(top_i // 20, top_i) for top_i in top)
+        known = cached.caches[BEST].bounds(caps, [])
+        answer = solve_best(fresh.sm, dict(zip(BUDGET_NAMES, caps)), fresh.params)
+        if answer.found:
+            assert known.floor <= answer.primary and (known.ceiling is None or answer.primary <= known.ceiling)
+            narrowed += known.floor > 0 or known.ceiling is not None
+        if known.hint is not None:
+            hinted = next(o for c in cached.caches.values() for _, o in c.entries if o.block_states == known.hint)
+            assert fits(hinted, caps) and hinted.primary == known.floor
+        assert dataclasses.replace(cached.answer(BEST, caps), wall_s=0.0) == dataclasses.replace(answer, wall_s=0.0)
+    assert narrowed > 0
