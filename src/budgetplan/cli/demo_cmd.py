@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from budgetplan.cli.common import console, friendly_errors
-from budgetplan.cli.profile_cmd import progress_bar as profile_bar
+from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
 
@@ -29,20 +29,12 @@ def _step(number: int, text: str) -> None:
 def profile_demo_model(batch_size: int, seq_len: int):
     from budgetplan.execute.data import dataset_info
     from budgetplan.models import load_model
-    from budgetplan.profile.profiler import ProfileRequest, count_part_runs, profile_model
-    from budgetplan.report.profile_report import profile_table, summary_lines
+    from budgetplan.profile.profiler import ProfileRequest
 
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer="adamw", lora_ranks=(4, 8))
     with console.status(f"loading {DEMO_MODEL}"):
         loaded = load_model(DEMO_MODEL, num_labels=dataset_info(DEMO_DATA).num_labels)
-    blocks = loaded.layout.num_blocks
-    with profile_bar() as bar:
-        job = bar.add_task("profiling", total=count_part_runs(blocks, request) + blocks + 1 + len(request.lora_ranks))
-        profile = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
-    console.print(profile_table(profile))
-    for line in summary_lines(profile):
-        console.print(line, highlight=False)
-    return profile
+    return profile_with_progress(loaded, request)
 
 
 def solve_demo_fleet(profile, out: Path) -> Path:

@@ -25,6 +25,23 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn(), console=console, transient=True)
 
 
+def profile_with_progress(loaded, request):
+    """Profile with a progress bar (a tick per direct run), then print the table and the summary lines."""
+    from budgetplan.profile.profiler import count_part_runs, profile_model
+    from budgetplan.report.profile_report import profile_table, summary_lines
+
+    blocks = loaded.layout.num_blocks
+    total = count_part_runs(blocks, request)
+    total += (blocks + 1 + len(request.lora_ranks)) if request.measure_configs else 0  # the standard configurations
+    with progress_bar() as bar:
+        job = bar.add_task("profiling", total=total)
+        result = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
+    console.print(profile_table(result))
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    return result
+
+
 @friendly_errors
 def profile(
     model: str = typer.Argument(..., help="model.pt, a Hugging Face model directory, or a bundled name "
@@ -44,8 +61,7 @@ def profile(
     """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations."""
     from budgetplan.models import load_model
     from budgetplan.profile.io import write_profile
-    from budgetplan.profile.profiler import ProfileRequest, count_part_runs, profile_model
-    from budgetplan.report.profile_report import profile_table, summary_lines
+    from budgetplan.profile.profiler import ProfileRequest
 
     if task not in ("classification", "lm"):
         raise ConfigError(f"--task {task}: use classification or lm")
@@ -54,14 +70,7 @@ def profile(
                              measure_configs=measure)
     with console.status(f"loading {model}"):
         loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
-    total = count_part_runs(loaded.layout.num_blocks, request)
-    total += (loaded.layout.num_blocks + 1 + len(request.lora_ranks)) if measure else 0
-    with progress_bar() as bar:
-        job = bar.add_task("profiling", total=total)
-        result = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
-    console.print(profile_table(result))
-    for line in summary_lines(result):
-        console.print(line, highlight=False)
+    result = profile_with_progress(loaded, request)
     if json_path:
         write_profile(result, json_path)
         console.print(f"profile written to {json_path}")
