@@ -10,7 +10,7 @@ from budgetplan.errors import BudgetplanError, ConfigError, PlanError
 from budgetplan.execute import rounds
 from budgetplan.execute.client import TrainSettings, global_state_of, train_client
 from budgetplan.execute.data import load_dataset
-from fl_helpers import LAST_ONE, LORA_ALL, class_plan, tiny_bert, tiny_config, tiny_plan
+from fl_helpers import LAST_ONE, LAST_TWO, LORA_ALL, class_plan, tiny_bert, tiny_config, tiny_plan
 
 
 def _data():
@@ -107,3 +107,12 @@ def test_plan_with_wrong_upload_keys_is_refused(tmp_path):
     bad = replace(class_plan("weak", 1.0, LAST_ONE), upload_keys=("base.encoder.layer.0.x",))
     with pytest.raises(BudgetplanError, match="upload keys"):
         rounds.run(tiny_plan(bad), tiny_config(rounds=1), tmp_path / "r")
+
+
+def test_a_class_with_no_client_is_reported_not_silently_unmeasured(tmp_path):
+    from budgetplan.verify import FAIL, verify_run
+
+    plan = tiny_plan(class_plan("many", 0.95, LAST_ONE), class_plan("rare", 0.05, LAST_TWO))
+    rounds.run(plan, tiny_config(rounds=1, clients=4, clients_per_round=2, measure=True), tmp_path)
+    (rare,) = [c for c in verify_run(tmp_path).checks if c.name == "rare"]
+    assert rare.status == FAIL and "no client of this class" in rare.reasons[0]

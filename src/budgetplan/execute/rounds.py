@@ -236,7 +236,11 @@ def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict:
     out = {}
     for plan in setup.plan.classes:
         clients = [c for c, name in enumerate(setup.class_of) if name == plan.name]
-        if not plan.active or not clients:
+        if not plan.active:
+            continue
+        if not clients:  # verify then says why this class could not be checked
+            out[plan.name] = {"error": f"no client of this class among the {len(setup.class_of)} clients "
+                                       "(assigned by fleet share); run with more --clients"}
             continue
         on_event("measure", {"class": plan.name})
         data = setup.dataset.train.subset(setup.parts.clients[clients[0]])
