@@ -32,13 +32,16 @@ def _devices(names: list[str], files: list[Path]):
 
 def _solve_devices(profile, devices, settings, importance):
     from budgetplan.plan import PlannedClass
-    from budgetplan.solve import solve_device
+    from budgetplan.solve.classes import ProfileSolver
+    from budgetplan.solve.run import SolverParams
 
+    # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
+    solver = ProfileSolver(profile, settings.objective, settings.contiguous,
+                           SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
     planned, failures = [], []
     for device in devices:
         try:
-            solution = solve_device(profile, device, settings.objective, settings.contiguous, settings.time_limit_s,
-                                    settings.seed, settings.workers, importance)
+            solution = solver.solve(device)
             planned.append(PlannedClass(solution, device, 1 / len(devices)))
         except InfeasibleError as exc:
             failures.append(str(exc))
