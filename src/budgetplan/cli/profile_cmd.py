@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.errors import ConfigError
+from budgetplan.report import progress as report_progress
 
 
 def parse_ranks(text: str) -> tuple[int, ...]:
@@ -21,8 +22,7 @@ def parse_ranks(text: str) -> tuple[int, ...]:
 
 
 def progress_bar() -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+    return report_progress.progress_bar(console, "[progress.description]{task.description:<48}")
 
 
 def profile_with_progress(loaded, request):

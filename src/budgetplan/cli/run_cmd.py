@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
 from budgetplan.execute.plans import SCHEMES, read_run_plan
+from budgetplan.report import progress as report_progress
 from budgetplan.report import run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
 
 
 def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=common.error_console, transient=True)
+    return report_progress.progress_bar(common.error_console)
 
 
 def progress_events(progress: Progress):
