@@ -1,7 +1,7 @@
 """How the solver scales: one device class on a 12-block x 5-state profile, and a fleet of 1,000 classes x 3
 candidate models solved to proven optimality.
 
-Synthetic profiles come from tests/profile_factory.py (the repository's tests directory is put on sys.path):
+Synthetic profiles come from budgetplan.testing:
 BERT-style encoders at real scale (hidden 384, batch 16, sequence 128, fp32, Adam) with states frozen_outside,
 frozen_in_path, trained, lora-4 and lora-8. Budgets are drawn (seeded) around the bundled device classes:
 memory 0.25-8 GiB, sustained 2-300 GFLOP/s, uplink 1-50 Mbit/s, round deadline 60-600 s, upload time 10-120 s,
@@ -17,17 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from profile_factory import make_transformer_profile  # noqa: E402
-
-from budgetplan.devices import DeviceClass  # noqa: E402
-from budgetplan.errors import InfeasibleError  # noqa: E402
-from budgetplan.solve import Fleet, FleetClass, solve_device, solve_fleet  # noqa: E402
+from budgetplan.devices import DeviceClass
+from budgetplan.errors import InfeasibleError
+from budgetplan.solve import Fleet, FleetClass, solve_device, solve_fleet
+from budgetplan.testing import make_transformer_profile
 
 CLASSES, SAMPLE, SEED = 1000, 30, 0
 PROCESSES = 2  # the fleet's candidate models in two processes (solve_fleet's opt-in); answers do not depend on it

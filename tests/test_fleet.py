@@ -6,7 +6,7 @@ import dataclasses
 import random
 
 import pytest
-from profile_factory import make_profile
+from budgetplan.testing import make_profile
 from test_solve import device
 
 from budgetplan.devices import BUNDLED_DIR

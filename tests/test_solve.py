@@ -7,7 +7,7 @@ import random
 from functools import lru_cache
 
 import pytest
-from profile_factory import make_profile
+from budgetplan.testing import make_profile
 
 from budgetplan.devices import DeviceClass, load_device
 from budgetplan.errors import ConfigError, InfeasibleError

@@ -1,4 +1,4 @@
-"""Synthetic but valid ModelProfiles for solver, plan and CLI tests (no profiler, nothing downloaded).
+"""Synthetic but valid ModelProfiles for tests and benchmarks (no profiler, nothing downloaded): budgetplan.testing.
 
 Costs are random, deterministic by seed, and loosely shaped like a real profile (frozen_outside runs no
 backward, trained costs more than LoRA) so that budgets between "head only" and "everything" are interesting.
@@ -108,7 +108,7 @@ def make_profile(
     post = {b: _part(rng, TRAINED, b, 50, optimizer_factor) for b in (INPUT_GRAD, NO_INPUT_GRAD)}
     return ModelProfile(
         schema_version=SCHEMA_VERSION,
-        generator="tests.profile_factory",
+        generator="budgetplan.testing",
         model=ModelInfo(name=name, fingerprint=f"sha256:{name}-{seed}-{num_blocks}", num_blocks=num_blocks,
                         block_path="encoder.layer", family="bert", num_params=10_000, library_versions={}),
         context=ProfileContext(batch_size=8, seq_len=64, image_size=None, dtype="float32", optimizer="adam",
@@ -183,7 +183,7 @@ def make_transformer_profile(num_blocks: int = 6, hidden: int = 384, seq_len: in
             for bd in (INPUT_GRAD, NO_INPUT_GRAD)}
     params = embed_params + num_blocks * block_params + head_params
     return ModelProfile(
-        schema_version=SCHEMA_VERSION, generator="tests.profile_factory",
+        schema_version=SCHEMA_VERSION, generator="budgetplan.testing",
         model=ModelInfo(name=name, fingerprint=f"sha256:{name}-{num_blocks}-{hidden}", num_blocks=num_blocks,
                         block_path="encoder.layer", family="bert", num_params=params, library_versions={}),
         context=base.context.__class__(**{**base.context.__dict__, "batch_size": batch_size, "seq_len": seq_len,
