@@ -23,10 +23,9 @@ from rich.console import Console
 from budgetplan.execute.client import TrainSettings
 from budgetplan.execute.compare import SCHEMES, run_compare, table_rows
 from budgetplan.execute.data import dataset_info
-from budgetplan.execute.plans import ClassPlan, RunPlan, run_plan_to_dict
 from budgetplan.execute.rounds import RunConfig
-from budgetplan.execute.setup import upload_keys_for
 from budgetplan.models import load_model
+from budgetplan.plan import Plan, build_plan, class_from_solution
 from budgetplan.profile.compose import compose
 from budgetplan.profile.io import read_profile, write_profile
 from budgetplan.profile.profiler import ProfileRequest, profile_model
@@ -69,7 +68,7 @@ def get_profile(args, loaded, path: Path):
     return profile
 
 
-def budgetplan_states(profile, name: str, memory_bytes: int) -> tuple[str, ...]:
+def budgetplan_class(profile, name: str, share: float, memory_bytes: int):
     """(a): the solver's configuration for a device class with this memory budget (objective: layers)."""
     from budgetplan.devices import DeviceClass, NUMBER_FIELDS
     from budgetplan.solve import solve_device
@@ -77,25 +76,15 @@ def budgetplan_states(profile, name: str, memory_bytes: int) -> tuple[str, ...]:
     sources = tuple(f"{field}: assumption: benchmark fleet, only memory binds" for field in NUMBER_FIELDS)
     device = DeviceClass(name=name, description="benchmark class", memory_bytes=memory_bytes,
                          total_memory_bytes=memory_bytes, samples_per_round=10**6, sources=sources, **GENEROUS)
-    return tuple(solve_device(profile, device, objective="layers").block_states)
+    return class_from_solution(profile, solve_device(profile, device, objective="layers"), device, share)
 
 
-def base_plan(args, profile, loaded) -> RunPlan:
-    n = profile.num_blocks
-    full = compose(profile, ("trained",) * n).peak_bytes_predicted
-    classes = []
-    for i, (fraction, share) in enumerate(zip(_floats(args.fractions), _floats(args.shares))):
-        name, budget = f"class{i}-{fraction:.0%}", int(full * fraction)
-        states = budgetplan_states(profile, name, budget)
-        cost = compose(profile, states)
-        classes.append(ClassPlan(name=name, share=share, block_states=states, train_embeddings=False,
-                                 upload_keys=upload_keys_for(loaded, states),
-                                 predicted_peak_bytes=cost.peak_bytes_predicted,
-                                 predicted_flops=cost.flops_forward + cost.flops_backward,
-                                 predicted_upload_bytes=cost.upload_bytes, memory_budget_bytes=budget))
-    return RunPlan(model=MODEL, fingerprint=loaded.fingerprint, task="classification", num_labels=3,
-                   batch_size=args.batch_size, seq_len=args.seq_len, optimizer=args.optimizer,
-                   classes=tuple(classes), label="budgetplan")
+def base_plan(args, profile) -> Plan:
+    """The plan for the benchmark fleet (the profile's context: the args' batch size, sequence and optimizer)."""
+    full = compose(profile, ("trained",) * profile.num_blocks).peak_bytes_predicted
+    classes = [budgetplan_class(profile, f"class{i}-{fraction:.0%}", share, int(full * fraction))
+               for i, (fraction, share) in enumerate(zip(_floats(args.fractions), _floats(args.shares)))]
+    return build_plan(profile, classes, model_spec=MODEL, label="budgetplan")
 
 
 def _floats(text: str) -> list[float]:
@@ -110,11 +99,11 @@ def main() -> None:
     torch.manual_seed(0)
     loaded = load_model(MODEL, num_labels=dataset_info(args.data).num_labels)
     profile = get_profile(args, loaded, args.out / "profile.json")
-    plan = base_plan(args, profile, loaded)
-    (args.out / "plan.json").write_text(json.dumps(run_plan_to_dict(plan), indent=1) + "\n")
+    plan = base_plan(args, profile)
+    (args.out / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
     full = compose(profile, ("trained",) * profile.num_blocks).peak_bytes_predicted
     console.print(f"full fine-tuning peak {full / 2**20:.1f} MiB; classes: "
-                  + "; ".join(f"{c.name} budget {c.memory_budget_bytes / 2**20:.1f} MiB -> {c.block_states}"
+                  + "; ".join(f"{c.name} budget {c.budget.memory_bytes / 2**20:.1f} MiB -> {c.block_states}"
                               for c in plan.classes))
     config = RunConfig(data=args.data, rounds=args.rounds, clients=args.clients,
                        clients_per_round=args.clients_per_round,

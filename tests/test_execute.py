@@ -1,6 +1,7 @@
 """Client training under a class configuration, the round loop, drop-and-report, checkpoint and resume."""
 
 import json
+import sys
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from budgetplan.errors import BudgetplanError, ConfigError, PlanError
 from budgetplan.execute import rounds
 from budgetplan.execute.client import TrainSettings, global_state_of, train_client
 from budgetplan.execute.data import load_dataset
-from fl_helpers import LAST_ONE, LAST_TWO, LORA_ALL, class_plan, tiny_bert, tiny_config, tiny_plan
+from fl_helpers import LAST_ONE, LAST_TWO, LORA_ALL, class_plan, memory_budget, tiny_bert, tiny_config, tiny_plan
 
 
 def _data():
@@ -22,7 +23,7 @@ def test_client_uploads_exactly_the_class_keys_and_is_deterministic():
     state = global_state_of(tiny_bert())
     a = train_client(tiny_bert(), state, plan, data.train, TrainSettings(local_steps=2, batch_size=4), seed=5)
     b = train_client(tiny_bert(), state, plan, data.train, TrainSettings(local_steps=2, batch_size=4), seed=5)
-    assert tuple(a.upload) == plan.upload_keys
+    assert tuple(a.upload) == plan.trainable_names
     assert all(k.startswith(("base.encoder.layer.3.", "head.")) for k in a.upload)
     assert all(torch.equal(a.upload[k], b.upload[k]) for k in a.upload)
     assert any(not torch.equal(a.upload[k], state[k]) for k in a.upload)  # it did train
@@ -90,7 +91,7 @@ def test_failing_clients_are_dropped_and_reported_and_the_round_completes(tmp_pa
 
 
 def test_a_class_over_its_memory_budget_is_dropped(tmp_path):
-    plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE, memory_budget_bytes=1000), class_plan("ok", 0.5, LAST_ONE))
+    plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE, budget=memory_budget(1000)), class_plan("ok", 0.5, LAST_ONE))
     result = rounds.run(plan, tiny_config(rounds=1, measure=True), tmp_path / "r")
     record = result.history[0]
     assert record["dropped"] and all(d["class"] == "weak" and "memory budget" in d["reason"] for d in record["dropped"])
@@ -98,14 +99,15 @@ def test_a_class_over_its_memory_budget_is_dropped(tmp_path):
 
 
 def test_plan_for_another_model_is_refused(tmp_path):
-    plan = replace(tiny_plan(), fingerprint="sha256:0000")
+    plan = tiny_plan()
+    plan = replace(plan, model=replace(plan.model, fingerprint="sha256:0000"))
     with pytest.raises(PlanError, match="another model"):
         rounds.run(plan, tiny_config(rounds=1), tmp_path / "r")
 
 
-def test_plan_with_wrong_upload_keys_is_refused(tmp_path):
-    bad = replace(class_plan("weak", 1.0, LAST_ONE), upload_keys=("base.encoder.layer.0.x",))
-    with pytest.raises(BudgetplanError, match="upload keys"):
+def test_plan_with_wrong_trainable_names_is_refused(tmp_path):
+    bad = replace(class_plan("weak", 1.0, LAST_ONE), trainable_names=("base.encoder.layer.0.x",))
+    with pytest.raises(BudgetplanError, match="trainable names"):
         rounds.run(tiny_plan(bad), tiny_config(rounds=1), tmp_path / "r")
 
 
@@ -116,3 +118,35 @@ def test_a_class_with_no_client_is_reported_not_silently_unmeasured(tmp_path):
     rounds.run(plan, tiny_config(rounds=1, clients=4, clients_per_round=2, measure=True), tmp_path)
     (rare,) = [c for c in verify_run(tmp_path).checks if c.name == "rare"]
     assert rare.status == FAIL and "no client of this class" in rare.reasons[0]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: tiny_config(rounds=0), "--rounds must be at least 1, got 0"),
+    (lambda: tiny_config(clients_per_round=0), "--clients-per-round must be at least 1, got 0"),
+    (lambda: tiny_config(fail_prob=1.0), "--fail-prob must be in [0, 1), got 1.0"),
+    (lambda: TrainSettings(local_steps=0), "--local-steps must be at least 1, got 0"),
+    (lambda: TrainSettings(optimizer="lion"), "unknown optimizer 'lion'"),
+    (lambda: TrainSettings(lr=float("nan")), "--lr must be a positive number, got nan"),
+])
+def test_settings_validate_themselves_naming_field_and_value(make, words):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert words in str(info.value)
+
+
+def test_the_embedded_engine_imports_nothing_from_integrations(tmp_path):
+    """`budgetplan run` (embedded) runs a round without loading budgetplan.integrations (the optional extra)."""
+    import subprocess
+
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent)
+    code = (f"import sys, json; sys.path.insert(0, {tests!r}); from fl_helpers import tiny_plan, tiny_config; "
+            "from budgetplan.execute.engine import run_experiment; "
+            f"run_experiment('embedded', tiny_plan(), tiny_config(rounds=1, clients=2, clients_per_round=1, "
+            f"max_train=8, max_test=4), {str(tmp_path / 'r')!r}); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('budgetplan.integrations') "
+            "or m == 'flwr')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -1,5 +1,5 @@
-"""Flower integration: the flower engine against the embedded one, the strategy's layer-wise mean against
-numpy.average, one-line handling of bad nodes and replies, and the exported app.
+"""Flower integration: the flower engine against the embedded one, the loop's layer-wise mean over Flower
+replies against numpy.average, one-line handling of bad nodes and replies, and the exported app.
 
 Tests that need flwr call pytest.importorskip("flwr") (CI installs the extra); the missing-extra message is
 checked without it.
@@ -16,8 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from budgetplan.cli import app
-from budgetplan.execute.plans import ClassPlan, RunPlan, run_plan_to_dict
-from budgetplan.integrations.flower import engine
+from budgetplan.execute import engine
+from budgetplan.plan import ModelRef, Plan, PlanClass, PlanContext
 from fl_helpers import LAST_ONE, class_plan, tiny_plan
 from cli_helpers import assert_one_line_error
 
@@ -36,7 +36,7 @@ def mixed_plan_file(tmp_path):
     plan = tiny_plan(class_plan("weak", 1 / 3, LAST_ONE), class_plan("lora", 1 / 3, LORA_TOP),
                      class_plan("head", 1 / 3, HEAD_ONLY))
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(run_plan_to_dict(plan)))
+    path.write_text(json.dumps(plan.to_dict()))
     return path
 
 
@@ -70,7 +70,7 @@ def test_missing_extra_and_unknown_engine_are_one_line(mixed_plan_file, tmp_path
     assert_one_line_error(result, "--engine spark", "embedded, flower")
 
 
-# ---- the strategy on hand-built replies -----------------------------------------------------------------
+# ---- the Flower trainer and the loop's aggregate on hand-built replies -----------------------------------------------------------------
 # A synthetic model: two "blocks", a head and an embedding no class trains. Classes: "full" trains block 1
 # and the head, "lora" adapts block 0 (rank 2) and trains the head, "head" trains the head only.
 
@@ -84,21 +84,24 @@ def _global():
     return {k: torch.randn(s, generator=g) for k, s in shapes.items()}
 
 
-def _plan() -> RunPlan:
+def _plan() -> Plan:
     def cls(name, keys):
-        return ClassPlan(name=name, share=1 / 3, block_states=("frozen", "trained"), train_embeddings=False,
-                         upload_keys=keys, lora_alpha_per_rank=SCALING)
+        return PlanClass(name=name, share=1 / 3, block_states=("frozen", "trained"), trainable_names=keys,
+                         lora_alpha_per_rank=SCALING)
     classes = (cls("full", ("blk.1.weight", "head.bias")), cls("lora", (A_KEY, B_KEY, "head.bias")),
                cls("head", ("head.bias",)))
-    return RunPlan(model="synthetic", fingerprint="sha256:synthetic", task="classification", num_labels=2,
-                   batch_size=4, seq_len=8, optimizer="adamw", classes=classes)
+    return Plan(model=ModelRef(name="synthetic", fingerprint="sha256:synthetic", num_blocks=2),
+                context=PlanContext(task="classification", num_labels=2, batch_size=4, seq_len=8), classes=classes)
 
 
 class FakeGrid:
-    """The two Grid calls the strategy makes; nodes answer the identity query from a table."""
+    """The two Grid calls the trainer makes; nodes answer the identity query from a table and a training
+    message with their upload from another."""
 
-    def __init__(self, identities: dict[int, tuple[str, int, str]]):
+    def __init__(self, identities: dict[int, tuple[str, int, str]], uploads=None, counts=None):
         self.identities = identities  # node id -> (device class, partition id, model fingerprint)
+        self.uploads, self.counts = uploads or {}, counts or {}  # node id -> upload / num_examples
+        self.sent = []  # training messages, as sent
 
     def get_node_ids(self):
         return list(self.identities)
@@ -109,7 +112,15 @@ class FakeGrid:
 
         replies = []
         for message in messages:
-            device_class, partition, fingerprint = self.identities[message.metadata.dst_node_id]
+            node = message.metadata.dst_node_id
+            if message.metadata.message_type == "train":
+                self.sent.append(message)
+                if node in self.uploads:
+                    content = RecordDict({rec.ARRAYS: rec.to_arrays(self.uploads[node]),
+                                          rec.METRICS: rec.to_metrics(self.counts[node], {})})
+                    replies.append(Message(content, reply_to=message))
+                continue
+            device_class, partition, fingerprint = self.identities[node]
             answer = ConfigRecord({rec.DEVICE_CLASS: device_class, rec.PARTITION_ID: partition,
                                    rec.MODEL_FINGERPRINT: fingerprint})
             replies.append(Message(RecordDict({rec.IDENTITY: answer}), reply_to=message))
@@ -123,21 +134,25 @@ def _upload(keys, seed):
 
 
 def _one_round(identities, uploads, counts):
-    """Identify, configure and aggregate one round; uploads/counts by node id. Returns (strategy, new state)."""
-    from flwr.app import ConfigRecord, Message, RecordDict
-    from budgetplan.integrations.flower import records as rec
-    from budgetplan.integrations.flower.strategy import LayerwiseStrategy
+    """Identify, train every identified node and aggregate one round; uploads/counts by node id.
 
-    strategy = LayerwiseStrategy(_plan(), clients_per_round=len(identities), min_nodes=len(identities),
-                                 reply_timeout_s=1.0)
-    messages = strategy.configure_train(1, rec.to_arrays(_global()), ConfigRecord(), FakeGrid(identities))
-    replies = []
-    for message in messages:
-        node = message.metadata.dst_node_id
-        content = RecordDict({rec.ARRAYS: rec.to_arrays(uploads[node]), rec.METRICS: rec.to_metrics(counts[node], {})})
-        replies.append(Message(content, reply_to=message))
-    arrays, _ = strategy.aggregate_train(1, replies)
-    return strategy, rec.to_state(arrays)
+    Returns (trained infos, dropped infos, new state, the fake grid)."""
+    from budgetplan.execute.client import TrainSettings
+    from budgetplan.execute.loop import Job, aggregate
+    from budgetplan.integrations.flower.trainer import FlowerTrainer
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("task_id", "run_id", "node_id"):  # a ServerApp sets these; Message() reads them
+        if getattr(TaskIdentity, "_" + name) is None:
+            setattr(TaskIdentity, name, 1)
+    plan, grid = _plan(), FakeGrid(identities, uploads, counts)
+    trainer = FlowerTrainer(grid, plan, min_nodes=len(identities), reply_timeout_s=1.0)
+    class_of = trainer.available(None, 1)
+    jobs = [Job(client, plan.by_name(name), TrainSettings(), 0) for client, name in sorted(class_of.items())]
+    replies = trainer.train(None, _global(), 1, jobs, lambda client: None)
+    new, trained, dropped = aggregate(plan, _global(), replies, frozenset())
+    return trained, dropped, new, grid
 
 
 def _numpy_average(tensors, weights):
@@ -146,13 +161,14 @@ def _numpy_average(tensors, weights):
 
 def test_strategy_aggregate_is_numpy_average_over_the_nodes_that_sent_each_key():
     pytest.importorskip("flwr")
-    fp = _plan().fingerprint
+    fp = _plan().model.fingerprint
     identities = {11: ("full", 0, fp), 12: ("full", 1, fp), 13: ("lora", 2, fp), 14: ("head", 3, fp)}
     keys = {11: ("blk.1.weight", "head.bias"), 12: ("blk.1.weight", "head.bias"), 13: (A_KEY, B_KEY, "head.bias"),
             14: ("head.bias",)}
     uploads = {node: _upload(k, seed=node) for node, k in keys.items()}
     counts = {11: 10, 12: 30, 13: 5, 14: 20}
-    _, new = _one_round(identities, uploads, counts)
+    _, _, new, grid = _one_round(identities, uploads, counts)
+    assert len(grid.sent) == 4  # one plan slice per node
     start = _global()
     lora_weight = start["blk.0.weight"] + SCALING * uploads[13][B_KEY] @ uploads[13][A_KEY]  # node 13's effective weight
     expected = {
@@ -167,12 +183,12 @@ def test_strategy_aggregate_is_numpy_average_over_the_nodes_that_sent_each_key()
 
 def test_bad_nodes_and_replies_are_one_log_line_each_and_the_round_goes_on(caplog):
     pytest.importorskip("flwr")
-    fp = _plan().fingerprint
+    fp = _plan().model.fingerprint
     identities = {21: ("tablet", 0, fp), 22: ("full", 1, "sha256:other-model"), 23: ("full", 2, fp),
                   24: ("head", 3, fp)}
     uploads = {23: _upload(("blk.1.weight", "head.bias"), 23), 24: _upload(("head.bias", "blk.1.weight"), 24)}
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        strategy, new = _one_round(identities, uploads, {23: 8, 24: 8})
+        trained, dropped, new, _ = _one_round(identities, uploads, {23: 8, 24: 8})
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budgetplan:")]
     assert all("\n" not in line for line in lines)
     for node, words in ((21, "device class 'tablet' is not in the plan"), (22, "runs model sha256:other-model"),
@@ -180,7 +196,8 @@ def test_bad_nodes_and_replies_are_one_log_line_each_and_the_round_goes_on(caplo
         matching = [line for line in lines if f"node {node}" in line]
         assert len(matching) == 1 and words in matching[0], lines
     assert not [line for line in lines if "node 23" in line]
-    assert [t["client"] for t in strategy.rounds[1].trained] == [2]  # node 23 only
+    assert [t["client"] for t in trained] == [2]  # node 23 only
+    assert [d["client"] for d in dropped] == [3] and "unexpected" in dropped[0]["reason"]  # node 24
     assert torch.equal(new["head.bias"], uploads[23]["head.bias"])
     assert torch.equal(new["blk.1.weight"], uploads[23]["blk.1.weight"])
 

@@ -31,3 +31,7 @@ class PlanError(BudgetplanError):
 
 class DataError(BudgetplanError):
     """A dataset is unknown or not installed."""
+
+
+class ExtraMissingError(BudgetplanError):
+    """An optional extra (e.g. budgetplan[flower]) that a command needs is not installed."""

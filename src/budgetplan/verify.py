@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.plans import ClassPlan, RunPlan, read_run_plan
+from budgetplan.plan import Plan, PlanClass, read_plan
 
 DEFAULT_TOLERANCE = 0.03  # relative peak error allowed above the plan
 PASS, FAIL, SAT_OUT = "PASS", "FAIL", "SAT OUT"
@@ -23,22 +23,22 @@ class ClassCheck:
     name: str
     status: str
     reasons: tuple[str, ...]
-    planned_peak_bytes: int | None
+    predicted_peak_bytes: int | None  # derived (the plan)
     measured_peak_bytes: int | None
     memory_budget_bytes: int | None
-    planned_flops: int | None  # forward + backward of one step
+    predicted_flops: int | None  # forward + backward of one step
     measured_flops: int | None
-    flops_budget: int | None
-    planned_upload_bytes: int | None
+    flops_budget: int | None  # per step
+    predicted_upload_bytes: int | None
     measured_upload_bytes: int | None
     upload_budget_bytes: int | None
 
     @property
     def peak_error(self) -> float | None:
         """(measured - planned) / planned; negative when the plan is conservative."""
-        if not self.planned_peak_bytes or self.measured_peak_bytes is None:
+        if not self.predicted_peak_bytes or self.measured_peak_bytes is None:
             return None
-        return (self.measured_peak_bytes - self.planned_peak_bytes) / self.planned_peak_bytes
+        return (self.measured_peak_bytes - self.predicted_peak_bytes) / self.predicted_peak_bytes
 
 
 @dataclass(frozen=True)
@@ -57,44 +57,65 @@ class VerifyReport:
         return max(errors) if errors else None
 
 
-def check_class(plan: ClassPlan, measured: dict | None, run_plan: RunPlan, tolerance: float) -> ClassCheck:
-    if not plan.active:
-        return _check(plan, SAT_OUT, ("nothing fits this class's budget; its clients sat out",), {})
+@dataclass(frozen=True)
+class Planned:
+    """A class's predicted costs and budgets, None where the plan has none (a hand-made plan)."""
+
+    peak_bytes: int | None
+    flops: int | None  # forward + backward of one step
+    upload_bytes: int | None
+    memory_budget_bytes: int | None
+    flops_budget: int | None  # per step
+    upload_budget_bytes: int | None
+
+    @staticmethod
+    def of(c: PlanClass) -> Planned:
+        p, b = c.predicted, c.budget
+        return Planned(None if p is None else p.peak_bytes, None if p is None else p.flops_per_step,
+                       None if p is None else p.upload_bytes, None if b is None else b.memory_bytes,
+                       None if b is None else b.flops_per_step, None if b is None else b.upload_bytes)
+
+
+def check_class(plan_class: PlanClass, measured: dict | None, plan: Plan, tolerance: float) -> ClassCheck:
+    planned = Planned.of(plan_class)
+    if not plan_class.active:
+        return _check(plan_class.name, planned, SAT_OUT, ("nothing fits this class's budget; its clients sat out",), {})
     if not measured or "peak_bytes" not in measured:
         why = (measured or {}).get("error", "no measurement in this run (was it run with --no-measure?)")
-        return _check(plan, FAIL, (why,), {})
-    reasons = _reasons(plan, measured, run_plan, tolerance)
-    return _check(plan, FAIL if reasons else PASS, tuple(reasons), measured)
+        return _check(plan_class.name, planned, FAIL, (why,), {})
+    reasons = _reasons(planned, measured, plan, tolerance)
+    return _check(plan_class.name, planned, FAIL if reasons else PASS, tuple(reasons), measured)
 
 
-def _reasons(plan: ClassPlan, m: dict, run_plan: RunPlan, tolerance: float) -> list[str]:
+def _reasons(p: Planned, m: dict, plan: Plan, tolerance: float) -> list[str]:
     reasons = []
     flops = m["flops_forward"] + m["flops_backward"]
-    if m.get("batch_size") != run_plan.batch_size or (run_plan.seq_len and m.get("seq_len") != run_plan.seq_len):
+    ctx = plan.context
+    if m.get("batch_size") != ctx.batch_size or (ctx.seq_len and m.get("seq_len") != ctx.seq_len):
         reasons.append(f"measured at batch {m.get('batch_size')} x {m.get('seq_len')}, planned at "
-                       f"{run_plan.batch_size} x {run_plan.seq_len}")
-    if plan.memory_budget_bytes is not None and m["peak_bytes"] > plan.memory_budget_bytes:
+                       f"{ctx.batch_size} x {ctx.seq_len}")
+    if p.memory_budget_bytes is not None and m["peak_bytes"] > p.memory_budget_bytes:
         reasons.append("peak over the memory budget")
-    if plan.predicted_peak_bytes and m["peak_bytes"] > plan.predicted_peak_bytes * (1 + tolerance):
-        over = m["peak_bytes"] / plan.predicted_peak_bytes - 1
+    if p.peak_bytes and m["peak_bytes"] > p.peak_bytes * (1 + tolerance):
+        over = m["peak_bytes"] / p.peak_bytes - 1
         reasons.append(f"plan underestimates the peak by {over:.1%} (> {tolerance:.0%})")
-    if plan.flops_budget is not None and flops > plan.flops_budget:
+    if p.flops_budget is not None and flops > p.flops_budget:
         reasons.append("FLOPs over the compute budget")
-    if plan.predicted_upload_bytes is not None and m["upload_bytes"] != plan.predicted_upload_bytes:
-        reasons.append(f"upload {m['upload_bytes']} B differs from the planned {plan.predicted_upload_bytes} B")
-    if plan.upload_budget_bytes is not None and m["upload_bytes"] > plan.upload_budget_bytes:
+    if p.upload_bytes is not None and m["upload_bytes"] != p.upload_bytes:
+        reasons.append(f"upload {m['upload_bytes']} B differs from the planned {p.upload_bytes} B")
+    if p.upload_budget_bytes is not None and m["upload_bytes"] > p.upload_budget_bytes:
         reasons.append("upload over the uplink budget")
     return reasons
 
 
-def _check(plan: ClassPlan, status: str, reasons: tuple[str, ...], m: dict) -> ClassCheck:
+def _check(name: str, p: Planned, status: str, reasons: tuple[str, ...], m: dict) -> ClassCheck:
     flops = m["flops_forward"] + m["flops_backward"] if "flops_forward" in m else None
     return ClassCheck(
-        name=plan.name, status=status, reasons=reasons, planned_peak_bytes=plan.predicted_peak_bytes,
-        measured_peak_bytes=m.get("peak_bytes"), memory_budget_bytes=plan.memory_budget_bytes,
-        planned_flops=plan.predicted_flops, measured_flops=flops, flops_budget=plan.flops_budget,
-        planned_upload_bytes=plan.predicted_upload_bytes, measured_upload_bytes=m.get("upload_bytes"),
-        upload_budget_bytes=plan.upload_budget_bytes,
+        name=name, status=status, reasons=reasons, predicted_peak_bytes=p.peak_bytes,
+        measured_peak_bytes=m.get("peak_bytes"), memory_budget_bytes=p.memory_budget_bytes,
+        predicted_flops=p.flops, measured_flops=flops, flops_budget=p.flops_budget,
+        predicted_upload_bytes=p.upload_bytes, measured_upload_bytes=m.get("upload_bytes"),
+        upload_budget_bytes=p.upload_budget_bytes,
     )
 
 
@@ -107,7 +128,7 @@ def verify_run(run_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> Ver
         raise ConfigError(f"{run_dir} is not a run directory (no plan.json); give the --out of a 'budgetplan run'")
     if tolerance < 0:
         raise ConfigError(f"--tolerance must be non-negative, got {tolerance}")
-    plan = read_run_plan(run_dir / "plan.json")
+    plan = read_plan(run_dir / "plan.json")
     path = run_dir / "measurements.json"
     measurements = json.loads(path.read_text()) if path.is_file() else {}
     checks = tuple(check_class(c, measurements.get(c.name), plan, tolerance) for c in plan.classes)

@@ -48,23 +48,23 @@ def solve_demo_fleet(profile, out: Path) -> Path:
     path = out / "plan.json"
     write_plan(plan, path)
     console.print(plan_table(plan))
-    console.print(f"solved {len(plan['classes'])} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
+    console.print(f"solved {len(plan.classes)} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
     return path
 
 
 def run_and_verify(plan_path: Path, out: Path, rounds: int, clients: int, max_train: int, seq_len: int):
     from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.plans import read_run_plan
     from budgetplan.execute.rounds import RunConfig, run
+    from budgetplan.plan import read_plan
     from budgetplan.report import run_report
     from budgetplan.verify import verify_run
 
-    run_plan = read_run_plan(plan_path)
+    run_plan = read_plan(plan_path)
     if (out / "run" / "run.json").is_file():  # the demo's own previous run: start afresh
         shutil.rmtree(out / "run")
     config = RunConfig(data=DEMO_DATA, rounds=rounds, clients=clients, clients_per_round=max(1, clients // 2),
-                       train=TrainSettings(local_steps=3, batch_size=run_plan.batch_size,
-                                           optimizer=run_plan.optimizer, lr=5e-4),
+                       train=TrainSettings(local_steps=3, batch_size=run_plan.context.batch_size,
+                                           optimizer=run_plan.context.optimizer, lr=5e-4),
                        seq_len=seq_len, max_train=max_train, max_test=200)
     with run_bar() as progress:
         result = run(run_plan, config, out / "run", on_event=progress_events(progress))

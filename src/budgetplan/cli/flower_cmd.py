@@ -11,7 +11,7 @@ import typer
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
-from budgetplan.execute.plans import read_run_plan
+from budgetplan.plan import read_plan
 
 FORMATS = ("flower",)
 
@@ -40,17 +40,15 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
 ) -> None:
     """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`)."""
-    from budgetplan.execute import rounds as rounds_mod
     from budgetplan.integrations.flower.export import export_flower_app
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: unknown format; use one of: {', '.join(FORMATS)}")
-    run_plan = read_run_plan(plan)
+    run_plan = read_plan(plan)
     config = opts.run_config(
         run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
         local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
         seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test, measure=False)
-    rounds_mod._check(config)
     app = export_flower_app(run_plan, config, out_dir, run_dir, overwrite=force)
     if as_json:
         common.echo_json(json.dumps({"app": str(app.root), "files": [str(f) for f in app.files],

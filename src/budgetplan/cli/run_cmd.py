@@ -13,7 +13,8 @@ from rich.progress import Progress
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
-from budgetplan.execute.plans import SCHEMES, read_run_plan
+from budgetplan.execute.compare import SCHEMES
+from budgetplan.plan import read_plan
 from budgetplan.report import progress as report_progress
 from budgetplan.report import run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
@@ -73,9 +74,9 @@ def run_command(
                                help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan[flower])"),
 ) -> None:
     """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
-    from budgetplan.integrations.flower.engine import run_experiment
+    from budgetplan.execute.engine import run_experiment
 
-    run_plan = read_run_plan(plan)
+    run_plan = read_plan(plan)
     config = opts.run_config(
         run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
         local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
@@ -141,10 +142,11 @@ def compare_command(
     from budgetplan.execute.data import dataset_info
     from budgetplan.profile.io import read_profile
 
-    run_plan, model_profile = read_run_plan(plan), read_profile(profile)
+    run_plan, model_profile = read_plan(plan), read_profile(profile)
     seed_list = _int_list(seeds, "--seeds")
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
-    settings = TrainSettings(local_steps=local_steps, batch_size=run_plan.batch_size, optimizer=run_plan.optimizer, lr=lr)
+    settings = TrainSettings(local_steps=local_steps, batch_size=run_plan.context.batch_size,
+                             optimizer=run_plan.context.optimizer, lr=lr)
     config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
                        train=settings, partition=partition, alpha=alpha, seq_len=seq_len, data_dir=data_dir,
                        max_train=max_train, max_test=max_test)

@@ -35,8 +35,8 @@ def run_config(run_plan, *, data: str, rounds: int, clients: int, clients_per_ro
     from budgetplan.execute.client import TrainSettings
     from budgetplan.execute.rounds import RunConfig
 
-    settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.batch_size,
-                             optimizer=optimizer or run_plan.optimizer, lr=lr, max_seconds=client_timeout_s)
+    settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.context.batch_size,
+                             optimizer=optimizer or run_plan.context.optimizer, lr=lr, max_seconds=client_timeout_s)
     return RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
                      train=settings, partition=partition, alpha=alpha, seed=seed, seq_len=seq_len,
                      data_dir=data_dir, max_train=max_train, max_test=max_test, fail_prob=fail_prob, measure=measure)

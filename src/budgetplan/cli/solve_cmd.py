@@ -31,7 +31,7 @@ def _devices(names: list[str], files: list[Path]):
 
 
 def _solve_devices(profile, devices, settings, importance):
-    from budgetplan.plan import PlannedClass
+    from budgetplan.plan import class_from_solution
     from budgetplan.solve.classes import ProfileSolver
     from budgetplan.solve.run import SolverParams
 
@@ -42,7 +42,7 @@ def _solve_devices(profile, devices, settings, importance):
     for device in devices:
         try:
             solution = solver.solve(device)
-            planned.append(PlannedClass(solution, device, 1 / len(devices)))
+            planned.append(class_from_solution(profile, solution, device, 1 / len(devices)))
         except InfeasibleError as exc:
             failures.append(str(exc))
     if failures:
@@ -50,7 +50,7 @@ def _solve_devices(profile, devices, settings, importance):
     return planned
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance) -> dict:
+def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
@@ -61,7 +61,7 @@ def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importan
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
                              settings.seed, settings.workers, importance, progress=tick)
-    return plan_from_fleet(result, settings)
+    return plan_from_fleet(result, settings, model_spec)
 
 
 @friendly_errors
@@ -83,7 +83,7 @@ def solve(
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the plan JSON here"),
 ) -> None:
     """Choose, per device class, the configuration of best objective that fits memory, compute and upload."""
-    from budgetplan.plan import SolverSettings, build_plan, write_plan
+    from budgetplan.plan import PLAN_SCHEMA_VERSION, SolverSettings, build_plan, write_plan
     from budgetplan.profile.io import read_profile
     from budgetplan.report.solve_report import fleet_table, plan_table
     from budgetplan.solve.objective import read_importance
@@ -94,10 +94,8 @@ def solve(
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights)
-        if model_spec:
-            plan["model"]["spec"] = model_spec
-        console.print(fleet_table(plan["fleet"]))
+        plan = _solve_fleet(fleet, paths, settings, weights, model_spec)
+        console.print(fleet_table(plan.fleet))
     else:
         if len(paths) > 1:
             raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
@@ -105,12 +103,12 @@ def solve(
         plan = build_plan(model, _solve_devices(model, _devices(device, device_file), settings, weights), settings,
                           model_spec)
     console.print(plan_table(plan))
-    proved = all(e.get("status") == "OPTIMAL" for e in plan["classes"].values() if e["active"])
+    proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
     console.print("every class solved to proven optimality (OPTIMAL)" if proved else
                   "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
     if json_path:
         write_plan(plan, json_path)
-        console.print(f"plan written to {json_path} (schema {plan['schema_version']}; see docs/plan-format.md)")
+        console.print(f"plan written to {json_path} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
@@ -180,17 +178,18 @@ def plan_validate(
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module"),
 ) -> None:
     """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint."""
-    from budgetplan.plan import check_model, read_plan
+    from budgetplan.files import read_json
+    from budgetplan.plan import read_plan
 
     data = read_plan(plan)
-    line = f"{plan}: valid plan (schema {data['schema_version']}, {len(data['classes'])} classes, " \
-           f"model {data['model']['name']})"
+    version = read_json(plan, "plan file", "", ConfigError).get("schema_version")
+    line = f"{plan}: valid plan (schema {version}, {len(data.classes)} classes, model {data.model.name})"
     if model:
         from budgetplan.models import load_model
 
-        ctx = data["context"]
-        loaded = load_model(model, num_labels=ctx.get("num_labels"), task=ctx["task"], trust_pickle=trust_pickle)
-        check_model(data, loaded.fingerprint, model)
+        ctx = data.context
+        loaded = load_model(model, num_labels=ctx.num_labels, task=ctx.task, trust_pickle=trust_pickle)
+        data.check_model(loaded.fingerprint, model)
         line += f"; matches {model}"
     console.print(line, highlight=False, soft_wrap=True)
 

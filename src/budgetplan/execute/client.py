@@ -1,6 +1,6 @@
 """One client's local training under its device class's configuration; independent of the round loop.
 
-`train_client` is what a Flower ClientApp calls: global state in, upload (exactly the class's upload keys),
+`train_client` is what a Flower ClientApp calls: global state in, upload (exactly the class's trainable names),
 num_examples and metrics out. Everything random (LoRA init, dropout, batch order) is drawn from `seed`, so
 the same call gives bit-identical tensors.
 """
@@ -8,6 +8,7 @@ the same call gives bit-identical tensors.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from budgetplan.errors import BudgetplanError, PlanError
+from budgetplan.errors import BudgetplanError, ConfigError, PlanError
 from budgetplan.execute.data import Examples
-from budgetplan.execute.plans import ClassPlan
 from budgetplan.models.load import LoadedModel
+from budgetplan.plan import PlanClass
 from budgetplan.profile.configure import apply_block_states
-from budgetplan.profile.measure import make_optimizer
+from budgetplan.profile.measure import OPTIMIZERS, make_optimizer
 
 
 class ClientDropped(BudgetplanError):
@@ -36,6 +37,20 @@ class TrainSettings:
     lr: float = 1e-3
     max_seconds: float | None = None  # wall-clock budget of one client's local training
     fail_at_step: int | None = None  # simulate a device that dies before this local step (tests, demos)
+
+    def __post_init__(self):
+        for name in ("local_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}'; use one of: {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
+        if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
+            raise ConfigError(f"--client-timeout-s must be a positive number of seconds, got {self.max_seconds!r}")
+        if self.fail_at_step is not None and (not isinstance(self.fail_at_step, int) or self.fail_at_step < 0):
+            raise ConfigError(f"fail_at_step = {self.fail_at_step!r} must be a local step index >= 0 or None")
 
 
 @dataclass(frozen=True)
@@ -60,18 +75,19 @@ def load_global(loaded: LoadedModel, global_state: Mapping[str, Tensor]) -> None
                         f"{unexpected[:2]}); the plan or checkpoint is for another model")
 
 
-def configure(template: LoadedModel, global_state: Mapping[str, Tensor], plan: ClassPlan,
+def configure(template: LoadedModel, global_state: Mapping[str, Tensor], plan: PlanClass,
               seed: int) -> tuple[LoadedModel, tuple[str, ...]]:
-    """A fresh copy of the model at the global state, configured for the class; returns it and its upload keys."""
+    """A fresh copy of the model at the global state, configured for the class; returns it and its trained names."""
     loaded = copy.deepcopy(template)
     load_global(loaded, global_state)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft draws lora_A from the global generator
         trained = apply_block_states(loaded, plan.block_states, plan.train_embeddings,
                                      alpha_per_rank=plan.lora_alpha_per_rank)
-    if plan.upload_keys and set(plan.upload_keys) != set(trained):
-        extra = sorted(set(plan.upload_keys) - set(trained))[:2] or sorted(set(trained) - set(plan.upload_keys))[:2]
-        raise PlanError(f"class {plan.name}: the plan's upload keys differ from what the model trains (e.g. "
+    planned = set(plan.trainable_names)
+    if planned and planned != set(trained):
+        extra = sorted(planned - set(trained))[:2] or sorted(set(trained) - planned)[:2]
+        raise PlanError(f"class {plan.name}: the plan's trainable names differ from what the model trains (e.g. "
                         f"{extra}); the plan was made for another model: re-run 'budgetplan solve' for it")
     return loaded, trained
 
@@ -85,7 +101,7 @@ def batches(num_examples: int, batch_size: int, steps: int, seed: int) -> list[n
     return [np.array(order[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
 
 
-def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan: ClassPlan, data: Examples,
+def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan: PlanClass, data: Examples,
                  settings: TrainSettings, seed: int) -> ClientResult:
     """Train the class's configuration for `settings.local_steps` steps on `data`; return the upload."""
     if len(data) == 0:

@@ -16,47 +16,51 @@ from pathlib import Path
 import numpy as np
 
 from budgetplan.errors import ConfigError, PlanError
-from budgetplan.execute.plans import SCHEMES, ClassPlan, RunPlan, with_classes
 from budgetplan.execute.rounds import RunConfig, RunResult, run
-from budgetplan.execute.setup import upload_keys_for
+from budgetplan.execute.setup import trainable_names_of
 from budgetplan.models.load import LoadedModel
-from budgetplan.profile.compose import compose
+from budgetplan.plan import Plan, PlanClass, predicted_costs
 from budgetplan.profile.types import TRAINED, ModelProfile, lora_state
+
+# The schemes `budgetplan compare` runs side by side: (a) the plan, (b) CAFF last-k, (c) LoRA, (d) full, (e) head.
+SCHEMES = ("budgetplan", "caff", "lora", "full", "head")
 
 LABELS = {"budgetplan": "(a) budgetplan", "caff": "(b) CAFF last-k", "lora": "(c) LoRA all blocks",
           "full": "(d) full fine-tuning", "head": "(e) head only"}
 FROZEN = "frozen"
 
 
-def fits(profile: ModelProfile, states: tuple[str, ...], plan: ClassPlan) -> bool:
-    cost = compose(profile, states)
-    checks = ((cost.peak_bytes_predicted, plan.memory_budget_bytes),
-              (cost.flops_forward + cost.flops_backward, plan.flops_budget),
-              (cost.upload_bytes, plan.upload_budget_bytes))
-    return all(budget is None or value <= budget for value, budget in checks)
+def within_budget(profile: ModelProfile, states: tuple[str, ...], plan: PlanClass) -> bool:
+    """The composed costs of `states` within every budget the class has (a class without budgets: always)."""
+    budget = plan.budget
+    if budget is None:
+        return True
+    cost = predicted_costs(profile, states, budget)
+    return (cost.peak_bytes <= budget.memory_bytes and cost.flops_per_step <= budget.flops_per_step
+            and cost.upload_bytes <= budget.upload_bytes)
 
 
-def scheme_states(profile: ModelProfile, scheme: str, plan: ClassPlan, lora_rank: int) -> tuple[str, ...] | None:
+def scheme_states(profile: ModelProfile, scheme: str, plan: PlanClass, lora_rank: int) -> tuple[str, ...] | None:
     """The configuration a scheme gives a class, or None when it does not fit (the class sits out)."""
     n = profile.num_blocks
     if scheme == "caff":
         for k in range(n, -1, -1):
             states = (FROZEN,) * (n - k) + (TRAINED,) * k
-            if fits(profile, states, plan):
+            if within_budget(profile, states, plan):
                 return states
         return None
     states = {"lora": (lora_state(lora_rank),) * n, "full": (TRAINED,) * n, "head": (FROZEN,) * n}[scheme]
-    return states if fits(profile, states, plan) else None
+    return states if within_budget(profile, states, plan) else None
 
 
-def alternative_plan(base: RunPlan, profile: ModelProfile, scheme: str, template: LoadedModel,
-                     lora_rank: int) -> RunPlan:
+def alternative_plan(base: Plan, profile: ModelProfile, scheme: str, template: LoadedModel,
+                     lora_rank: int) -> Plan:
     """The base plan's fleet and budgets with every class configured by `scheme`."""
     if scheme == "budgetplan":
         return base
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown scheme '{scheme}'; use: {', '.join(SCHEMES)}")
-    if profile.model.fingerprint != base.fingerprint:
+    if profile.model.fingerprint != base.model.fingerprint:
         raise PlanError("the profile is for another model than the plan; profile the plan's model")
     if scheme == "lora" and lora_rank not in profile.context.lora_ranks:
         raise ConfigError(f"--lora-rank {lora_rank} was not profiled; profiled ranks: "
@@ -65,16 +69,15 @@ def alternative_plan(base: RunPlan, profile: ModelProfile, scheme: str, template
     for c in base.classes:
         states = scheme_states(profile, scheme, c, lora_rank)
         if states is None:
-            classes.append(replace(c, active=False, block_states=(FROZEN,) * profile.num_blocks, upload_keys=(),
-                                   predicted_peak_bytes=None, predicted_flops=None, predicted_upload_bytes=None))
+            classes.append(replace(c, active=False, reason=f"{scheme}: its configuration does not fit this class",
+                                   block_states=(FROZEN,) * profile.num_blocks, trainable_names=(), predicted=None,
+                                   measured_peak_bytes=None, answer=None))
             continue
-        cost = compose(profile, states)
-        classes.append(replace(c, active=True, block_states=states, train_embeddings=False,
-                               upload_keys=upload_keys_for(template, states),
-                               predicted_peak_bytes=cost.peak_bytes_predicted,
-                               predicted_flops=cost.flops_forward + cost.flops_backward,
-                               predicted_upload_bytes=cost.upload_bytes))
-    return with_classes(base, classes, scheme)
+        classes.append(replace(c, active=True, reason=None, block_states=states, train_embeddings=False,
+                               trainable_names=trainable_names_of(template, states),
+                               predicted=predicted_costs(profile, states, c.budget), measured_peak_bytes=None,
+                               answer=None))
+    return base.with_classes(classes, scheme)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class SchemeSummary:
     block_states: dict  # class -> states (None: sat out)
 
 
-def summarize(scheme: str, plan: RunPlan, results: list[RunResult], seeds, target: float | None) -> SchemeSummary:
+def summarize(scheme: str, plan: Plan, results: list[RunResult], seeds, target: float | None) -> SchemeSummary:
     def first_reach(history):
         return next((r["round"] for r in history if target is not None and r["accuracy"] >= target), None)
 
@@ -101,7 +104,7 @@ def summarize(scheme: str, plan: RunPlan, results: list[RunResult], seeds, targe
 
     first = results[0]
     active = {c.name for c in plan.classes if c.active and "peak_bytes" in first.measurements.get(c.name, {})
-              and (c.memory_budget_bytes is None or first.measurements[c.name]["peak_bytes"] <= c.memory_budget_bytes)}
+              and (c.budget is None or first.measurements[c.name]["peak_bytes"] <= c.budget.memory_bytes)}
     share = sum(c.share for c in plan.classes if c.name in active) / max(sum(c.share for c in plan.classes), 1e-12)
     return SchemeSummary(
         scheme=scheme, seeds=tuple(seeds),
@@ -117,7 +120,7 @@ def summarize(scheme: str, plan: RunPlan, results: list[RunResult], seeds, targe
     )
 
 
-def run_compare(base: RunPlan, profile: ModelProfile, template: LoadedModel, config: RunConfig,
+def run_compare(base: Plan, profile: ModelProfile, template: LoadedModel, config: RunConfig,
                 seeds: tuple[int, ...], out_dir: str | Path, schemes: tuple[str, ...] = SCHEMES,
                 target: float | None = None, lora_rank: int | None = None,
                 on_event: Callable[[str, dict], None] | None = None) -> list[SchemeSummary]:

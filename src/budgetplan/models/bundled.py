@@ -6,10 +6,8 @@ The small families are for tests and demos: 4 blocks, hidden 64, seeded, so ever
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
-import torch
 from transformers import (
     BertConfig,
     GPT2Config,
@@ -58,9 +56,3 @@ def minilm_path() -> Path:
 
 def tiny_config(name: str) -> PretrainedConfig:
     return tiny_configs()[name]
-
-
-def seeded_init():
-    """Context giving the tiny families the same random weights on every run."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return torch.random.fork_rng(devices=[]), TINY_SEED

@@ -83,7 +83,7 @@ def measure_training_step(model: nn.Module, batch: dict, optimizer_name: str, lr
     cuda_peak = None
     if cuda:
         torch.cuda.synchronize()
-        cuda_peak = torch.cuda.max_memory_allocated() - cuda_start + tracker_baseline(tracker, model, batch, optimizer)
+        cuda_peak = torch.cuda.max_memory_allocated() - cuda_start + tracker_baseline(model, batch, optimizer)
     return StepMeasurement(
         peak_bytes=tracker.peak_bytes, flops_forward=flops_forward, flops_backward=flops_backward,
         activation_bytes=saved.bytes_for(), optimizer_state_bytes=storage_bytes(optimizer_state_tensors(optimizer)),
@@ -91,7 +91,7 @@ def measure_training_step(model: nn.Module, batch: dict, optimizer_name: str, lr
     )
 
 
-def tracker_baseline(tracker: LiveTracker, model: nn.Module, batch: dict, optimizer) -> int:
+def tracker_baseline(model: nn.Module, batch: dict, optimizer) -> int:
     """Bytes resident before the step (CUDA's counter starts from what was already allocated)."""
     return storage_bytes([*model.parameters(), *model.buffers(), *batch.values(), *optimizer_state_tensors(optimizer)])
 

@@ -61,10 +61,10 @@ def verify_table(report: VerifyReport) -> Table:
     for c in report.checks:
         style = "green" if c.status == PASS else ("yellow" if c.status == SAT_OUT else "red")
         status = c.status + (f"\n{'; '.join(c.reasons)}" if c.reasons and c.status != SAT_OUT else "")
-        table.add_row(c.name, _planned_measured(c.planned_peak_bytes, c.measured_peak_bytes, _mib),
+        table.add_row(c.name, _planned_measured(c.predicted_peak_bytes, c.measured_peak_bytes, _mib),
                       _pct(c.peak_error), _mib(c.memory_budget_bytes),
-                      _planned_measured(c.planned_flops, c.measured_flops, _giga),
-                      _planned_measured(c.planned_upload_bytes, c.measured_upload_bytes, _mib),
+                      _planned_measured(c.predicted_flops, c.measured_flops, _giga),
+                      _planned_measured(c.predicted_upload_bytes, c.measured_upload_bytes, _mib),
                       f"[{style}]{status}[/]", end_section=True)
     return table
 

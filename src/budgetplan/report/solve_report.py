@@ -1,9 +1,10 @@
-"""Tables for the solve stage, drawn from the plan JSON (so `solve` and `plan show` print the same thing)."""
+"""Tables for the solve stage, drawn from the Plan (so `solve` and `plan show` print the same thing)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
+from budgetplan.plan import Plan, PlanClass
 from budgetplan.profile.types import is_trainable
 from budgetplan.report.units import fmt_bytes, fmt_count, fmt_flops
 
@@ -28,30 +29,30 @@ def _use(used: int, limit: int, fmt) -> str:
     return f"{fmt(used)}\n{used / limit:.0%} of {fmt(limit)}"
 
 
-def _active_row(name: str, entry: dict, num_blocks: int, with_share: bool) -> list[str]:
-    predicted, budget = entry["predicted"], entry["budget"]
-    trainable = sum(is_trainable(s) for s in entry["block_states"])
-    measured = (entry.get("measured") or {}).get("peak_bytes")
-    status = "" if entry["status"] == "OPTIMAL" else f" [yellow]({entry['status']})[/]"
+def _active_row(c: PlanClass, num_blocks: int, with_share: bool) -> list[str]:
+    predicted, budget, answer = c.predicted, c.budget, c.answer
+    trainable = sum(is_trainable(s) for s in c.block_states)
+    status = "" if answer is None or answer.status == "OPTIMAL" else f" [yellow]({answer.status})[/]"
+    params = "" if predicted.trainable_params is None else f", {fmt_count(predicted.trainable_params)} params"
     return [
-        name + (f"\n{entry['share']:.0%} of fleet" if with_share else "") + status,
-        f"{describe_blocks(entry['block_states'])}\n{trainable}/{num_blocks} blocks, "
-        f"{fmt_count(predicted['trainable_params'])} params",
-        _use(predicted["peak_bytes"], budget["memory_bytes"], fmt_bytes)
-        + (f"\nmeasured {fmt_bytes(measured)}" if measured is not None else ""),
-        _use(predicted["flops_per_round"], budget["flops_per_round"], fmt_flops),
-        _use(predicted["upload_bytes"], budget["upload_bytes"], fmt_bytes), entry["binding"],
+        c.name + (f"\n{c.share:.0%} of fleet" if with_share else "") + status,
+        f"{describe_blocks(list(c.block_states))}\n{trainable}/{num_blocks} blocks{params}",
+        _use(predicted.peak_bytes, budget.memory_bytes, fmt_bytes)
+        + (f"\nmeasured {fmt_bytes(c.measured_peak_bytes)}" if c.measured_peak_bytes is not None else ""),
+        _use(predicted.flops_per_round, budget.flops_per_round, fmt_flops),
+        _use(predicted.upload_bytes, budget.upload_bytes, fmt_bytes), "-" if answer is None else answer.binding,
     ]
 
 
-def plan_table(plan: dict) -> Table:
-    model, ctx = plan["model"], plan["context"]
-    shape = f"seq {ctx['seq_len']}" if ctx.get("seq_len") else f"image {ctx.get('image_size')}px"
-    with_share = plan.get("fleet") is not None
+def plan_table(plan: Plan) -> Table:
+    model, ctx, solver = plan.model, plan.context, plan.solver
+    shape = f"seq {ctx.seq_len}" if ctx.seq_len else f"image {ctx.image_size}px"
+    with_share = plan.fleet is not None
+    objective = "" if solver is None else f"; objective: {solver.objective}" + (
+        " (last-k only)" if solver.contiguous else "")
     table = Table(
-        title=f"Plan for {model['name']} ({model['num_blocks']} blocks; batch {ctx['batch_size']}, {shape}, "
-              f"{ctx['optimizer']}); objective: {plan['solver']['objective']}"
-              + (" (last-k only)" if plan["solver"]["contiguous"] else ""),
+        title=f"Plan for {model.name} ({model.num_blocks} blocks; batch {ctx.batch_size}, {shape}, "
+              f"{ctx.optimizer}){objective}",
         caption="All costs derived: composed from the profile's per-block measurements. "
                 "binds = the budget with the least slack, 'none' when no budget limits the objective.",
     )
@@ -59,11 +60,13 @@ def plan_table(plan: dict) -> Table:
     table.add_column("blocks trained (0 = nearest the input)")
     for column in ("peak memory", "compute / round", "upload / round", "binds"):
         table.add_column(column, justify="right")
-    for name, entry in plan["classes"].items():
-        if entry["active"]:
-            table.add_row(*_active_row(name, entry, model["num_blocks"], with_share), end_section=True)
+    for c in plan.classes:
+        if c.active and c.predicted is not None and c.budget is not None and c.predicted.flops_per_round is not None:
+            table.add_row(*_active_row(c, model.num_blocks, with_share), end_section=True)
+        elif c.active:
+            table.add_row(c.name, describe_blocks(list(c.block_states)), "-", "-", "-", "-", end_section=True)
         else:
-            table.add_row(name, f"[red]sits out[/]: {entry.get('reason') or ''}", "-", "-", "-", "-", end_section=True)
+            table.add_row(c.name, f"[red]sits out[/]: {c.reason or ''}", "-", "-", "-", "-", end_section=True)
     return table
 
 

@@ -19,10 +19,11 @@ from flwr.common.constant import ErrorCode
 from budgetplan.errors import BudgetplanError, ConfigError, PlanError
 from budgetplan.execute import rounds
 from budgetplan.execute.client import train_client
-from budgetplan.execute.plans import RunPlan, read_run_plan
+from budgetplan.execute.loop import client_seed, simulated_failure
 from budgetplan.execute.rounds import RunConfig, Setup
 from budgetplan.integrations.flower import records as rec
 from budgetplan.integrations.flower.settings import run_config_from_values
+from budgetplan.plan import Plan, read_plan
 
 IDENTIFY_ACTION = rec.IDENTIFY_MESSAGE.split(".", 1)[1]
 _SETUPS: dict[str, Setup] = {}  # one prepared model + dataset per process (a Ray actor serves many nodes)
@@ -32,24 +33,24 @@ _SETUPS: dict[str, Setup] = {}  # one prepared model + dataset per process (a Ra
 class ClientSource:
     """Where the ClientApp finds its plan and run settings: given in-process, or a plan file + run config."""
 
-    plan: RunPlan | None = None
+    plan: Plan | None = None
     config: RunConfig | None = None
     plan_file: str | None = None
 
-    def resolve(self, context: Context) -> tuple[RunPlan, RunConfig]:
+    def resolve(self, context: Context) -> tuple[Plan, RunConfig]:
         plan = self.plan or _read_plan(self.plan_file)
         config = self.config or run_config_from_values(context.run_config)
         return plan, config
 
 
-def _read_plan(plan_file: str | None) -> RunPlan:
+def _read_plan(plan_file: str | None) -> Plan:
     if plan_file is None:
         raise ConfigError("the ClientApp was given neither a plan nor a plan file; build it with "
                           "make_client_app(plan=...) or make_client_app(plan_file=...)")
-    return read_run_plan(plan_file)
+    return read_plan(plan_file)
 
 
-def node_setup(plan: RunPlan, config: RunConfig) -> Setup:
+def node_setup(plan: Plan, config: RunConfig) -> Setup:
     """The model, dataset and partition for this plan and config, prepared once per process."""
     key = plan.digest() + json.dumps(asdict(config), sort_keys=True, default=str)
     if key not in _SETUPS:
@@ -92,14 +93,14 @@ def train(source: ClientSource, message: Message, context: Context) -> Message:
         setup = node_setup(plan, config)
         client, device_class = node_client(context, setup)
         slice_config = message.content.config_records[rec.CONFIG]
-        class_plan = rec.slice_from_config(slice_config)
+        class_plan = rec.slice_from_config(slice_config, plan)
         _check_slice(class_plan.name, device_class, str(slice_config.get(rec.MODEL_FINGERPRINT, "")), setup)
         round_index = int(slice_config[rec.SERVER_ROUND])
         global_state = rec.to_state(message.content.array_records[rec.ARRAYS])
-        settings = replace(config.train, fail_at_step=rounds.simulated_failure(setup, round_index, client))
+        settings = replace(config.train, fail_at_step=simulated_failure(setup, round_index, client))
         data = setup.dataset.train.subset(setup.parts.clients[client])
         result = train_client(setup.template, global_state, class_plan, data, settings,
-                              rounds.client_seed(config.seed, round_index, client))
+                              client_seed(config.seed, round_index, client))
     except (BudgetplanError, RuntimeError, ValueError, MemoryError) as exc:  # the embedded loop drops these too
         return _error_reply(message, exc)
     content = RecordDict({rec.ARRAYS: rec.to_arrays(result.upload),
@@ -122,7 +123,7 @@ def _check_slice(slice_class: str, device_class: str, fingerprint: str, setup: S
                         f"{setup.template.fingerprint}; load the plan's model on the node")
 
 
-def make_client_app(plan: RunPlan | None = None, config: RunConfig | None = None,
+def make_client_app(plan: Plan | None = None, config: RunConfig | None = None,
                     plan_file: str | Path | None = None) -> ClientApp:
     """A ClientApp running budgetplan's client side (identity query + training) for a plan."""
     source = ClientSource(plan, config, None if plan_file is None else str(plan_file))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.plans import RunPlan, run_plan_to_dict
 from budgetplan.execute.rounds import RunConfig
+from budgetplan.plan import Plan
 
 PACKAGE = "budgetplan_flower_app"
 PLAN_NAME = "plan.json"
@@ -27,7 +27,7 @@ class ExportedApp:
     num_supernodes: int
 
 
-def export_flower_app(plan: RunPlan, config: RunConfig, out_dir: str | Path, run_dir: str | Path | None = None,
+def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_dir: str | Path | None = None,
                       overwrite: bool = False) -> ExportedApp:
     """Write the app into out_dir (which must be empty or absent unless overwrite)."""
     from budgetplan.integrations.flower.settings import RUN_DIR, run_config_values  # no flwr import
@@ -42,7 +42,7 @@ def export_flower_app(plan: RunPlan, config: RunConfig, out_dir: str | Path, run
         f"{PACKAGE}/__init__.py": f'"""Flower app of budgetplan plan \'{plan.label}\' (generated)."""\n',
         f"{PACKAGE}/server_app.py": _module_text("ServerApp", "server", "make_server_app"),
         f"{PACKAGE}/client_app.py": _module_text("ClientApp", "client", "make_client_app"),
-        f"{PACKAGE}/{PLAN_NAME}": json.dumps(run_plan_to_dict(plan), indent=1) + "\n",
+        f"{PACKAGE}/{PLAN_NAME}": json.dumps(plan.to_dict(), indent=1) + "\n",
     }
     written = []
     for name, text in contents.items():
@@ -62,11 +62,11 @@ def _module_text(kind: str, module: str, factory: str) -> str:
             f"app = {factory}({argument})\n")
 
 
-def pyproject_text(plan: RunPlan, run_config: dict[str, object]) -> str:
+def pyproject_text(plan: Plan, run_config: dict[str, object]) -> str:
     lines = [
         "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
         "[project]", f'name = "{PACKAGE.replace("_", "-")}"', 'version = "1.0.0"',
-        f"description = {_toml(f'budgetplan plan {plan.label} for {plan.model}, as a Flower app')}",
+        f"description = {_toml(f'budgetplan plan {plan.label} for {plan.model.load_spec}, as a Flower app')}",
         'license = "Apache-2.0"', 'requires-python = ">=3.11"',
         "# budgetplan[flower] is not on a package index: install it where Flower runs; Flower's per-run",
         "# environment (uv sync of these dependencies) keeps the running environment's packages visible.",
@@ -90,7 +90,7 @@ def _toml(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def readme_text(plan: RunPlan, config: RunConfig) -> str:
+def readme_text(plan: Plan, config: RunConfig) -> str:
     classes = ", ".join(c.name for c in plan.classes)
     return f"""# budgetplan plan '{plan.label}' as a Flower app
 

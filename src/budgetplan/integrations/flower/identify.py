@@ -15,8 +15,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from budgetplan.execute.plans import RunPlan
 from budgetplan.integrations.flower import records as rec
+from budgetplan.plan import Plan
 
 PREFIX = "budgetplan:"
 
@@ -51,7 +51,7 @@ def identify_nodes(strategy, grid: Grid) -> None:
     unseen = [n for n in present if n not in strategy.nodes and n not in strategy.rejected]
     if not unseen:
         return
-    question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: strategy.plan.fingerprint})})
+    question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: strategy.plan.model.fingerprint})})
     messages = [Message(content=question, dst_node_id=n, message_type=rec.IDENTIFY_MESSAGE) for n in unseen]
     replies = list(grid.send_and_receive(messages, timeout=strategy.reply_timeout_s))
     taken = {n.client: n.node_id for n in strategy.nodes.values()}
@@ -71,7 +71,7 @@ def identify_nodes(strategy, grid: Grid) -> None:
              "they are asked again next round")
 
 
-def judge(reply: Message, plan: RunPlan, taken: dict[int, int]) -> tuple[NodeIdentity | None, str | None]:
+def judge(reply: Message, plan: Plan, taken: dict[int, int]) -> tuple[NodeIdentity | None, str | None]:
     """The node's identity, or why it cannot run this plan (one line: what is wrong and what to do)."""
     node_id = reply.metadata.src_node_id
     if reply.has_error():
@@ -89,9 +89,9 @@ def judge(reply: Message, plan: RunPlan, taken: dict[int, int]) -> tuple[NodeIde
         return None, (f"device class '{device_class}' is not in the plan (classes: {classes}); give the node one "
                       f"of these classes or solve a plan that includes '{device_class}'")
     fingerprint = str(answer.get(rec.MODEL_FINGERPRINT, ""))
-    if fingerprint != plan.fingerprint:
+    if fingerprint != plan.model.fingerprint:
         return None, (f"class {device_class} runs model {fingerprint or '(unknown)'} but the plan is for "
-                      f"{plan.model} ({plan.fingerprint}); load the plan's model on the node or solve a plan "
+                      f"{plan.model.load_spec} ({plan.model.fingerprint}); load the plan's model on the node or solve a plan "
                       "for the node's model")
     partition = int(answer.get(rec.PARTITION_ID, rec.NO_PARTITION))
     client = partition if partition != rec.NO_PARTITION else node_id

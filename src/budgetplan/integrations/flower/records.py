@@ -1,20 +1,21 @@
 """Names and conversions between budgetplan's data and Flower records.
 
-A training message holds the global model as an ArrayRecord under ARRAYS and the node's plan slice as a
-flat ConfigRecord under CONFIG (ConfigRecord values are scalars or lists of them: no nested dicts). A reply
-holds exactly the plan's upload tensors under ARRAYS and a MetricRecord under METRICS with NUM_EXAMPLES.
+A training message holds the global model as an ArrayRecord under ARRAYS and the node's plan slice in a
+ConfigRecord under CONFIG: the class's entry of the plan JSON as one string (ConfigRecord values are scalars
+or lists of them: no nested dicts). A reply holds exactly the class's trainable tensors under ARRAYS and a MetricRecord under METRICS with NUM_EXAMPLES.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import fields
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from torch import Tensor
 
-from budgetplan.execute.plans import ClassPlan
+from budgetplan.errors import PlanError
+from budgetplan.plan import Plan, PlanClass, class_from_dict, class_to_dict
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -28,6 +29,7 @@ DEVICE_CLASS = "device-class"  # also the node_config key a deployed SuperNode s
 PARTITION_ID = "partition-id"  # Flower's simulation node_config key
 MODEL_FINGERPRINT = "model-fingerprint"
 SERVER_ROUND = "server-round"
+PLAN_CLASS = "plan-class"
 NO_PARTITION = -1
 
 
@@ -67,25 +69,19 @@ def config_list(config: Mapping[str, object], key: str) -> tuple:
     return tuple(value) if isinstance(value, list) else (value,)
 
 
-# ---- a device class's plan slice as a flat ConfigRecord ---------------------------------------------------
+# ---- a device class's plan slice: its entry of the plan JSON (the one layout), as a string ----------------
 
-def slice_config(plan: ClassPlan, fingerprint: str, round_index: int) -> ConfigRecord:
-    """Every ClassPlan field under its own key (underscores become dashes), plus the round and the model."""
-    values: dict[str, object] = {f.name.replace("_", "-"): getattr(plan, f.name) for f in fields(ClassPlan)}
-    values = {k: v for k, v in values.items() if v is not None}
-    values[DEVICE_CLASS] = values.pop("name")
-    values[MODEL_FINGERPRINT] = fingerprint
-    values[SERVER_ROUND] = int(round_index)
-    return to_config(values)
+def slice_config(plan: Plan, plan_class: PlanClass, round_index: int) -> ConfigRecord:
+    """The class's plan entry (Plan.to_dict's layout) under PLAN_CLASS, plus its name, the model and the round."""
+    return to_config({DEVICE_CLASS: plan_class.name, PLAN_CLASS: json.dumps(class_to_dict(plan, plan_class)),
+                      MODEL_FINGERPRINT: plan.model.fingerprint, SERVER_ROUND: int(round_index)})
 
 
-def slice_from_config(config: Mapping[str, object]) -> ClassPlan:
-    """The ClassPlan a slice_config record describes; absent lists read as (), absent optionals as None."""
-    values = {}
-    for f in fields(ClassPlan):
-        key = DEVICE_CLASS if f.name == "name" else f.name.replace("_", "-")
-        if f.name in ("block_states", "upload_keys"):
-            values[f.name] = tuple(str(v) for v in config_list(config, key))
-        elif key in config:
-            values[f.name] = config[key]
-    return ClassPlan(**values)
+def slice_from_config(config: Mapping[str, object], plan: Plan) -> PlanClass:
+    """The PlanClass a slice_config record describes (read against the node's copy of the plan)."""
+    try:
+        entry = json.loads(str(config[PLAN_CLASS]))
+        return class_from_dict(str(config[DEVICE_CLASS]), entry, plan.context, plan.model.num_blocks)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"the server's plan slice is malformed ({type(exc).__name__}: {exc}); run the same "
+                        "budgetplan version on the server and the nodes") from None

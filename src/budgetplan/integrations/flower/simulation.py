@@ -8,7 +8,6 @@ is Flower's: the strategy sends plan slices to virtual SuperNodes whose ClientAp
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from budgetplan.execute import rounds
-from budgetplan.execute.plans import RunPlan
-from budgetplan.execute.rounds import RunConfig, RunResult, RunState
+from budgetplan.execute.loop import Event, RunState
+from budgetplan.execute.rounds import RunConfig, RunResult
 from budgetplan.integrations.flower.client import make_client_app
 from budgetplan.integrations.flower.server import ENGINE, serve
+from budgetplan.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -44,21 +44,8 @@ def backend_config(resources: RayResources) -> dict:
                           "include_dashboard": False}}
 
 
-def begin(plan: RunPlan, config: RunConfig, run_dir: Path, resume: bool, on_event: rounds.Event):
-    """The embedded executor's start of a run: checks, setup, run directory, first-step measurements."""
-    rounds._check(config)
-    setup = rounds.prepare(plan, config)
-    state = rounds.start_or_resume(run_dir, setup, resume)
-    if config.measure and not state.measurements:
-        state.measurements = rounds.measure_all(setup, state.global_state, on_event)
-        (run_dir / "measurements.json").write_text(json.dumps(state.measurements, indent=1) + "\n")
-    on_event("start", {"rounds": config.rounds, "done": state.round, "partition": setup.parts.kind,
-                       "classes": list(setup.class_of), "engine": ENGINE})
-    return setup, state
-
-
-def run_on_flower(plan: RunPlan, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                  on_event: rounds.Event | None = None, *, resources: RayResources = RayResources(),
+def run_on_flower(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bool = False,
+                  on_event: Event | None = None, *, resources: RayResources = RayResources(),
                   quiet: bool = True) -> RunResult:
     """rounds.run's experiment with Flower's round loop: one virtual SuperNode per client, ClientApps on Ray.
 
@@ -67,7 +54,7 @@ def run_on_flower(plan: RunPlan, config: RunConfig, run_dir: str | Path, resume:
     on_event = on_event or (lambda kind, payload: None)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU only; silences a Ray notice
     run_dir = Path(run_dir)
-    setup, state = begin(plan, config, run_dir, resume, on_event)
+    setup, state = rounds.begin(plan, config, run_dir, resume, on_event, engine=ENGINE)
     final: list[RunState] = [state]
     failures: list[BaseException] = []
     server_app = ServerApp()

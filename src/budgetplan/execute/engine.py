@@ -1,8 +1,9 @@
-"""`budgetplan run --engine`: which round loop runs an experiment, the embedded executor's or Flower's.
+"""`budgetplan run --engine`: which trainer the one round loop (execute/loop.py) runs with.
 
-Both engines take the same plan, RunConfig and run directory and return the same RunResult; with the same
+Both engines take the same Plan, RunConfig and run directory and return the same RunResult; with the same
 seed they sample the same clients, train the same tensors and end with the same global weights (to float
-rounding). This module imports no flwr, so the embedded engine works without the extra.
+rounding). The embedded engine imports nothing from budgetplan.integrations; the flower engine is imported
+only when asked for, after checking the extra is installed.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, ExtraMissingError
 from budgetplan.execute import rounds
-from budgetplan.execute.plans import RunPlan
+from budgetplan.execute.loop import Event
 from budgetplan.execute.rounds import RunConfig, RunResult
-from budgetplan.integrations.flower import FlowerMissingError
+from budgetplan.plan import Plan
 
 ENGINES = ("embedded", "flower")
 EXTRA_HINT = "the flower engine needs the extra: pip install 'budgetplan[flower]'"
@@ -25,15 +26,15 @@ def flower_extra_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("flwr", "ray"))
 
 
-def run_experiment(engine: str, plan: RunPlan, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                   on_event: rounds.Event | None = None) -> RunResult:
-    """rounds.run on the chosen engine: 'embedded' (in-process loop) or 'flower' (Flower simulation on Ray)."""
+def run_experiment(engine: str, plan: Plan, config: RunConfig, run_dir: str | Path, resume: bool = False,
+                   on_event: Event | None = None) -> RunResult:
+    """rounds.run on the chosen engine: 'embedded' (in-process) or 'flower' (Flower simulation on Ray)."""
     if engine == "embedded":
         return rounds.run(plan, config, run_dir, resume=resume, on_event=on_event)
     if engine != "flower":
         raise ConfigError(f"--engine {engine}: unknown engine; use one of: {', '.join(ENGINES)}")
     if not flower_extra_installed():
-        raise FlowerMissingError(EXTRA_HINT)
+        raise ExtraMissingError(EXTRA_HINT)
     from budgetplan.integrations.flower.simulation import run_on_flower
 
     return run_on_flower(plan, config, run_dir, resume=resume, on_event=on_event)

@@ -1,0 +1,256 @@
+"""The one round loop, with small hooks: sample, configure, train, aggregate, record.
+
+Both engines run `run_rounds`; they differ only in the `Trainer` (the train hook and which clients are
+reachable): the embedded trainer trains clients in this process, Flower's (integrations/flower/server.py)
+sends each node its class's slice of the plan and turns the replies into `Reply` values. Sampling, budget
+checks, reply checks, layer-wise aggregation, evaluation, round records and checkpoints are the same code,
+so with the same seed both engines end with the same global weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+from torch import Tensor
+
+from budgetplan.execute import client as client_mod
+from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
+from budgetplan.execute.setup import lora_transposed
+from budgetplan.plan import PlanClass
+
+Event = Callable[[str, dict], None]
+SAMPLE_STREAM = 7  # clients are drawn from default_rng([seed, round, SAMPLE_STREAM])
+FAILURE_STREAM = 11
+
+
+@dataclass
+class RunState:
+    round: int
+    global_state: dict
+    history: list = field(default_factory=list)
+    measurements: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One sampled client's work this round: its class slice, its settings and its seed."""
+
+    client: int
+    plan_class: PlanClass
+    settings: client_mod.TrainSettings
+    seed: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What came back for one job: an upload with its weight, or the one-line reason it is missing."""
+
+    client: int
+    class_name: str
+    upload: dict[str, Tensor] | None = None
+    num_examples: int = 0
+    metrics: dict = field(default_factory=dict)
+    problem: str | None = None
+
+
+class Trainer(Protocol):
+    name: str
+
+    def available(self, setup, round_index: int) -> dict[int, str]:
+        """Client -> device class of the clients that can be sampled this round (the embedded engine: all)."""
+
+    def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done: Callable[[int], None]
+              ) -> list[Reply]:
+        """Train every job; one Reply per job (in any order)."""
+
+
+def client_seed(seed: int, round_index: int, client: int) -> int:
+    return int(np.random.SeedSequence([seed, round_index, client]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def sample(setup, round_index: int, available: dict[int, str]) -> list[int]:
+    """Hook 1: a seeded draw among the available clients whose class is active."""
+    eligible = sorted(c for c, name in available.items() if setup.plan.by_name(name).active)
+    count = min(setup.config.clients_per_round, len(eligible))
+    if not count:
+        return []
+    rng = np.random.default_rng([setup.config.seed, round_index, SAMPLE_STREAM])
+    return sorted(int(c) for c in rng.choice(eligible, size=count, replace=False))
+
+
+def simulated_failure(setup, round_index: int, client: int) -> int | None:
+    """The local step at which a flaky device dies this round, or None (seeded, so resume sees the same)."""
+    if setup.config.fail_prob <= 0:
+        return None
+    rng = np.random.default_rng([setup.config.seed, round_index, client, FAILURE_STREAM])
+    if rng.random() >= setup.config.fail_prob:
+        return None
+    return int(rng.integers(setup.config.train.local_steps))
+
+
+def over_budget(plan_class: PlanClass, measured: dict | None) -> str | None:
+    """Why a class cannot run on its device (measured peak above its memory budget), or None."""
+    budget = plan_class.budget
+    if not measured or "peak_bytes" not in measured or budget is None:
+        return None
+    if measured["peak_bytes"] > budget.memory_bytes:
+        return (f"measured peak {measured['peak_bytes'] / 2**20:.1f} MiB > memory budget "
+                f"{budget.memory_bytes / 2**20:.1f} MiB")
+    return None
+
+
+def configure(setup, state: RunState, round_index: int, sampled: list[int],
+              class_of: dict[int, str]) -> tuple[list[Job], list[dict]]:
+    """Hook 2: a Job per sampled client; clients of a class over its measured budget are dropped."""
+    jobs, dropped = [], []
+    for client in sampled:
+        plan_class = setup.plan.by_name(class_of[client])
+        reason = over_budget(plan_class, state.measurements.get(plan_class.name))
+        if reason:
+            dropped.append({"client": client, "class": plan_class.name, "reason": reason})
+            continue
+        settings = replace(setup.config.train, fail_at_step=simulated_failure(setup, round_index, client))
+        jobs.append(Job(client, plan_class, settings, client_seed(setup.config.seed, round_index, client)))
+    return jobs, dropped
+
+
+def key_mismatch(sent: set[str], planned: set[str]) -> str | None:
+    """A one-line description of how an upload's tensor names differ from the class's trainable names, or None."""
+    if sent == planned:
+        return None
+    unexpected, missing = sorted(sent - planned), sorted(planned - sent)
+    parts = []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:2])})")
+    return ("reply keys differ from the plan's trainable names: " + "; ".join(parts)
+            + "; the node trained another configuration or model, reply rejected")
+
+
+def check_shapes(upload: Mapping, global_state: Mapping) -> None:
+    for key, tensor in upload.items():
+        if key not in global_state:
+            raise AggregationError(f"'{key}' is not a tensor of the global model; the node ran another model")
+        if tuple(tensor.shape) != tuple(global_state[key].shape):
+            raise AggregationError(f"'{key}' has shape {tuple(tensor.shape)}, the global model has "
+                                   f"{tuple(global_state[key].shape)}; the node ran another model")
+
+
+def usable_upload(reply: Reply, plan_class: PlanClass, global_state: dict, transposed: frozenset[str]):
+    """(upload in global-model tensors, None) or (None, why the reply cannot be aggregated)."""
+    if reply.problem is not None:
+        return None, reply.problem
+    if plan_class.trainable_names:
+        mismatch = key_mismatch(set(reply.upload), set(plan_class.trainable_names))
+        if mismatch:
+            return None, mismatch
+    try:
+        upload = expand_lora_upload(reply.upload, global_state, plan_class.lora_alpha_per_rank, transposed)
+        check_shapes(upload, global_state)
+    except AggregationError as exc:
+        return None, str(exc)
+    return upload, None
+
+
+def aggregate(plan, global_state: dict, replies: list[Reply], transposed: frozenset[str]):
+    """Hook 4: (new global state, trained infos, dropped infos); each tensor is averaged over its senders."""
+    updates, trained, dropped = [], [], []
+    for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
+        upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed)
+        if problem is not None:
+            dropped.append({"client": reply.client, "class": reply.class_name, "reason": problem})
+            continue
+        updates.append((upload, reply.num_examples))
+        trained.append({"client": reply.client, "class": reply.class_name, "num_examples": reply.num_examples,
+                        **reply.metrics})
+    return layerwise_weighted_mean(global_state, updates), trained, dropped
+
+
+def round_flops(setup, trained: list, measurements: dict, predicted: bool) -> int | None:
+    """Training FLOPs of the round: per-step FLOPs of each trained client's class x local steps."""
+    total = 0
+    for info in trained:
+        if predicted:
+            costs = setup.plan.by_name(info["class"]).predicted
+            per_step = None if costs is None else costs.flops_per_step
+        else:
+            m = measurements.get(info["class"]) or {}
+            per_step = m["flops_forward"] + m["flops_backward"] if "flops_forward" in m else None
+        if per_step is None:
+            return None
+        total += per_step * setup.config.train.local_steps
+    return int(total)
+
+
+def record(setup, state: RunState, round_index: int, outcome: dict, engine: str) -> dict:
+    """Hook 5: evaluate the new global model and describe the round (one line of rounds.jsonl)."""
+    client_mod.load_global(setup.template, outcome["global_state"])
+    scores = client_mod.evaluate(setup.template, setup.dataset.test)
+    trained, dropped = outcome["trained"], sorted(outcome["dropped"], key=lambda d: d["client"])
+    return {"round": round_index, "sampled": outcome["sampled"], "trained": trained, "dropped": dropped, **scores,
+            "upload_bytes": int(sum(t["upload_bytes"] for t in trained)),
+            "flops_planned": round_flops(setup, trained, state.measurements, predicted=True),
+            "flops_measured": round_flops(setup, trained, state.measurements, predicted=False),
+            "seconds": time.perf_counter() - outcome["started_s"], "engine": engine}
+
+
+def run_round(setup, state: RunState, round_index: int, trainer: Trainer, on_event: Event) -> RunState:
+    """One round through the five hooks; returns the state after it."""
+    started = time.perf_counter()
+    class_of = trainer.available(setup, round_index)
+    sampled = sample(setup, round_index, class_of)
+    on_event("round_start", {"round": round_index, "clients": len(sampled)})
+    jobs, dropped = configure(setup, state, round_index, sampled, class_of)
+    for info in dropped:
+        on_event("client_done", {"round": round_index, "client": info["client"]})
+    replies = trainer.train(setup, state.global_state, round_index, jobs,
+                            lambda client: on_event("client_done", {"round": round_index, "client": client}))
+    new_state, trained, rejected = aggregate(setup.plan, state.global_state, replies,
+                                             lora_transposed(setup.template))
+    outcome = {"sampled": sampled, "global_state": new_state, "trained": trained, "dropped": dropped + rejected,
+               "started_s": started}
+    entry = record(setup, state, round_index, outcome, trainer.name)
+    on_event("round_end", entry)
+    return RunState(round_index, new_state, [*state.history, entry], state.measurements)
+
+
+def run_rounds(setup, state: RunState, trainer: Trainer, on_event: Event,
+               save: Callable[[RunState], None] | None = None) -> RunState:
+    """The fixed loop: rounds state.round + 1 .. config.rounds, each saved (checkpoint) when it ends."""
+    for round_index in range(state.round + 1, setup.config.rounds + 1):
+        state = run_round(setup, state, round_index, trainer, on_event)
+        if save is not None:
+            save(state)
+    return state
+
+
+class EmbeddedTrainer:
+    """The train hook of the embedded engine: every job trained in this process, one after another."""
+
+    name = "embedded"
+
+    def available(self, setup, round_index: int) -> dict[int, str]:
+        return dict(enumerate(setup.class_of))
+
+    def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
+        replies = []
+        for job in jobs:
+            replies.append(train_job(setup, global_state, job))
+            done(job.client)
+        return replies
+
+
+def train_job(setup, global_state: dict, job: Job) -> Reply:
+    """Train one job on its client's data; a failing client gives a Reply with its one-line reason."""
+    data = setup.dataset.train.subset(setup.parts.clients[job.client])
+    try:
+        result = client_mod.train_client(setup.template, global_state, job.plan_class, data, job.settings, job.seed)
+    except (client_mod.ClientDropped, RuntimeError, ValueError, MemoryError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Reply(job.client, job.plan_class.name, problem=reason)
+    return Reply(job.client, job.plan_class.name, result.upload, result.num_examples, result.metrics)
