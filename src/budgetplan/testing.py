@@ -1,4 +1,4 @@
-"""Synthetic but valid ModelProfiles for tests and benchmarks (no profiler, nothing downloaded): budgetplan.testing.
+"""Synthetic but valid ModelProfiles for tests and benchmarks (no profiler, nothing downloaded).
 
 Costs are random, deterministic by seed, and loosely shaped like a real profile (frozen_outside runs no
 backward, trained costs more than LoRA) so that budgets between "head only" and "everything" are interesting.
