@@ -150,3 +150,34 @@ def test_the_embedded_engine_imports_nothing_from_integrations(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_another_trainer_runs_the_same_loop_and_ends_with_the_same_weights(tmp_path):
+    """The engine extension point: a Trainer that trains the same jobs but replies in reverse order, and
+    reaches only the even clients, gets the embedded loop's sampling, aggregation and records."""
+    from budgetplan.execute.loop import EmbeddedTrainer, train_job
+
+    class EvenClientsReversed:
+        name = "even-reversed"
+
+        def available(self, setup, round_index):
+            return {c: name for c, name in enumerate(setup.class_of) if c % 2 == 0}
+
+        def train(self, setup, global_state, round_index, jobs, done):
+            replies = [train_job(setup, global_state, job) for job in jobs]
+            for job in jobs:
+                done(job.client)
+            return replies[::-1]
+
+    class EvenClients(EmbeddedTrainer):
+        def available(self, setup, round_index):
+            return {c: name for c, name in enumerate(setup.class_of) if c % 2 == 0}
+
+    config = tiny_config(rounds=2, clients_per_round=2)
+    ours = rounds.run(tiny_plan(), config, tmp_path / "a", trainer=EvenClientsReversed())
+    embedded = rounds.run(tiny_plan(), config, tmp_path / "b", trainer=EvenClients())
+    assert all(c % 2 == 0 for r in ours.history for c in r["sampled"])
+    assert [r["sampled"] for r in ours.history] == [r["sampled"] for r in embedded.history]
+    assert {r["engine"] for r in ours.history} == {"even-reversed"}
+    for key, value in embedded.global_state.items():
+        assert torch.equal(ours.global_state[key], value), key
