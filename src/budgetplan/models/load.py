@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from budgetplan.errors import ModelLoadError
-from budgetplan.models import bundled
+from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
 from budgetplan.models.task import TaskModel
 
@@ -47,22 +47,36 @@ class LoadedModel:
         return self.model.get_submodule(self.layout.path)
 
 
-def load_model(spec: str, *, num_labels: int | None = None, task: str = "classification",
+def load_model(spec: str, *, num_labels: int | None = None, task: str | None = None,
                trust_pickle: bool = False, blocks: str | None = None) -> LoadedModel:
-    """Load `spec` (bundled name, HF directory or model file) and wrap it with a task head."""
-    base, config, head_state = _load_base(spec, trust_pickle)
+    """Load `spec` (bundled name, HF directory or model file): a task model keeps its own head, a base gets one.
+
+    `task` None means the model's own head decides (classification for a bare base model).
+    """
+    base, config, head_state = _load_base(spec, trust_pickle, task)
+    return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task,
+                      head_state=head_state, blocks=blocks)
+
+
+def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | None = None, task: str | None = None,
+               head_state: dict | None = None, blocks: str | None = None) -> LoadedModel:
+    """A LoadedModel around an in-memory network: its own task head is kept, a bare base gets budgetplan's."""
+    config = config if config is not None else getattr(base, "config", None)
     _use_eager_attention(base)
-    if getattr(base, "pooler", None) is not None:
-        base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
-    hidden = _hidden_size(base, config)
-    labels = _num_labels(num_labels, head_state, task, config)
-    model = TaskModel(base, hidden, labels, task)
-    if head_state is not None:
-        model.head.load_state_dict(head_state)
+    own_task = heads.module_head_task(base)
+    task = heads.resolve_task(own_task, task, type(base).__name__)
+    if own_task is not None:
+        model = TaskModel(base, None, heads.own_num_labels(base, task, num_labels), task, own_head=True)
+    else:
+        if getattr(base, "pooler", None) is not None:
+            base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
+        model = TaskModel(base, _hidden_size(base, config), _num_labels(num_labels, head_state, task, config), task)
+        if head_state is not None:
+            model.head.load_state_dict(head_state)
     override = f"{TASK_PREFIX}{blocks}" if blocks else None
     layout = find_blocks(model, override)
     return LoadedModel(
-        name=_display_name(spec), model=model, layout=layout, family=_family(base, config),
+        name=name, model=model, layout=layout, family=_family(base, config),
         input_kind="image" if _is_vision(config) else "text",
         vocab_size=getattr(config, "vocab_size", None) if config is not None else None,
         max_positions=_max_positions(config), image_size=getattr(config, "image_size", None),
@@ -89,19 +103,19 @@ def save_model_file(loaded: LoadedModel, path: str | Path) -> None:
                path)
 
 
-def _load_base(spec: str, trust_pickle: bool):
+def _load_base(spec: str, trust_pickle: bool, task: str | None):
     if spec in bundled.tiny_configs():
         return _build_tiny(spec)
     if spec == bundled.MINILM_NAME:
-        return _load_hf_dir(bundled.minilm_path())
+        return _load_hf_dir(bundled.minilm_path(), task)
     path = Path(spec)
     if not path.exists():
         names = ", ".join(bundled.bundled_names())
         raise ModelLoadError(f"model '{spec}' not found: give an existing model.pt, a Hugging Face model directory, "
                              f"or a bundled name ({names})")
     if path.is_dir():
-        return _load_hf_dir(path)
-    return _load_file(path, trust_pickle)
+        return _load_hf_dir(path, task)
+    return _load_file(path, trust_pickle, task)
 
 
 def _build_tiny(name: str):
@@ -113,13 +127,15 @@ def _build_tiny(name: str):
     return base, config, None
 
 
-def _load_hf_dir(path: Path):
+def _load_hf_dir(path: Path, task: str | None):
+    """A save_pretrained directory: the class its config names when that is a kept task head, else the base."""
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
-        base = AutoModel.from_pretrained(path, config=config)
+        cls = heads.architecture_class(config, task) or AutoModel
+        base = cls.from_pretrained(path, config=config)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first[:160]}); "
@@ -127,14 +143,14 @@ def _load_hf_dir(path: Path):
     return base, config, None
 
 
-def _load_file(path: Path, trust_pickle: bool):
+def _load_file(path: Path, trust_pickle: bool, task: str | None):
     if trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, nn.Module):
             return obj, getattr(obj, "config", None), None
     else:
         obj = _torch_load(path, weights_only=True)
-    return _from_checkpoint_dict(obj, path)
+    return _from_checkpoint_dict(obj, path, task)
 
 
 def _torch_load(path: Path, weights_only: bool):
@@ -157,21 +173,28 @@ def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
 
 
-def _from_checkpoint_dict(obj, path: Path):
+def _from_checkpoint_dict(obj, path: Path, task: str | None):
+    """{"config", "state_dict"}: a base model's, a task model's (e.g. keys under "bert." plus "classifier."),
+    or budgetplan's own save_model_file form (keys under "base." and "head.")."""
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
         raise ModelLoadError(f"{path} is not a budgetplan model file: expected a dict with 'config' "
                              "(a transformers config dict) and 'state_dict'")
     config = _config_from_dict(obj["config"], path)
     config._attn_implementation = "eager"
-    base = AutoModel.from_config(config)
     state = obj["state_dict"]
     head_state = None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path}: 'state_dict' must map parameter names to tensors")
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
-    state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    cls = heads.checkpoint_class(config, set(state), task or obj.get("task"), str(path))
+    base = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+    if dtype is not None:
+        base.to(dtype)  # a bf16/fp16 checkpoint stays in its dtype (loading would cast it to float32)
     missing, unexpected = base.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("pooler.")]
+    missing = [k for k in missing if "pooler." not in k]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: state_dict does not match its config (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}); save the config and weights of the same model")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: context.head_source, measurement.block_runs / distinct_blocks
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
@@ -110,7 +110,7 @@ class ProfileContext:
     batch_size: int
     seq_len: int | None  # text models
     image_size: int | None  # vision models
-    dtype: str
+    dtype: str  # of weights, gradients and optimizer state alike (no fp32 master copy, no autocast)
     optimizer: str  # "sgd", "sgd-momentum", "adam", "adamw"
     num_labels: int
     task: str  # "classification" or "lm"
@@ -119,6 +119,9 @@ class ProfileContext:
     lora_alpha_per_rank: float  # alpha = this x rank
     lora_targets: tuple[str, ...]  # module names inside a block that LoRA adapts
     device: str  # "cpu" or "cuda"
+    # "model": the model's own task head (kept with its weights); "budgetplan": a head added to a bare base.
+    # Profiles of schema 1.0 predate own heads: always "budgetplan".
+    head_source: str = "budgetplan"
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,33 @@ def uncounted_ops(profile: ModelProfile) -> dict[str, int]:
     return total
 
 
+def _distinct(m: dict, num_blocks: int) -> str:
+    distinct = int(m.get("distinct_blocks", num_blocks))
+    return f"{distinct} distinct of {num_blocks} blocks" if distinct != num_blocks else f"{num_blocks} blocks"
+
+
+def _measure_hint(m: dict) -> str:
+    if not m.get("config_runs"):
+        return ""
+    return " (--no-measure skips them)"
+
+
+def _head(profile: ModelProfile) -> str:
+    if profile.context.head_source == "model":
+        return f"the model's own {profile.context.task} head, kept with its weights"
+    return f"budgetplan's {profile.context.task} head ({profile.context.num_labels} outputs) on the base model"
+
+
 def summary_lines(profile: ModelProfile) -> list[str]:
     m = profile.measurement
     lines = [f"model {profile.model.name} ({profile.model.family}), {profile.model.num_blocks} blocks at "
              f"'{profile.model.block_path}', {fmt_count(profile.model.num_params)} parameters, "
              f"fingerprint {profile.model.fingerprint}",
              f"measured {int(m.get('part_runs', 0))} part runs in {m.get('part_seconds', 0):.1f} s "
-             f"(blocks x states, not configurations); {int(m.get('config_runs', 0))} whole steps measured "
-             f"in {m.get('config_seconds', 0):.1f} s"]
+             f"({_distinct(m, profile.model.num_blocks)} x states, not configurations); "
+             f"{int(m.get('config_runs', 0))} whole steps measured for their peaks in "
+             f"{m.get('config_seconds', 0):.1f} s{_measure_hint(m)}",
+             f"head: {_head(profile)}"]
     missing = uncounted_ops(profile)
     if missing:
         ops = ", ".join(f"{op} x{calls}" for op, calls in sorted(missing.items()))
