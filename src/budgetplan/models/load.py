@@ -78,7 +78,7 @@ def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | Non
     return LoadedModel(
         name=name, model=model, layout=layout, family=_family(base, config),
         input_kind="image" if _is_vision(config) else "text",
-        vocab_size=getattr(config, "vocab_size", None) if config is not None else None,
+        vocab_size=_vocab_size(base, config),
         max_positions=_max_positions(config), image_size=getattr(config, "image_size", None),
         num_channels=getattr(config, "num_channels", None), fingerprint=fingerprint(model),
     )
@@ -237,6 +237,13 @@ def _num_labels(num_labels, head_state, task, config) -> int:
     if task == "lm":
         return int(config.vocab_size)
     return int(num_labels or 2)
+
+
+def _vocab_size(base: nn.Module, config) -> int | None:
+    """The config's vocabulary, else the size of the model's first embedding table (a plain torch model)."""
+    if config is not None and getattr(config, "vocab_size", None):
+        return int(config.vocab_size)
+    return next((m.num_embeddings for m in base.modules() if isinstance(m, nn.Embedding)), None)
 
 
 def _is_vision(config) -> bool:

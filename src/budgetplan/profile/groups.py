@@ -1,5 +1,6 @@
 """Which blocks do identical work: same module type and structure, parameter shapes, dtypes and trainability,
-buffers, and inputs of the same shapes and dtypes (with the same non-tensor arguments).
+buffers, plain attributes (number of heads, dropout rate, ...), and inputs of the same shapes and dtypes
+(with the same non-tensor arguments). Attributes that only number the layer (layer_idx) are left out.
 
 Such blocks run the same ops on same-shaped tensors, so their FLOPs, saved tensors and peaks are equal;
 the profiler measures the first of each group and gives its costs to the rest.
@@ -12,6 +13,17 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 PLAIN = (int, float, bool, str, type(None))
+INDEX_NAMES = ("idx", "index", "layer_id", "layer_number", "layer_num")
+
+
+def _numbers_the_layer(name: str) -> bool:
+    return name.lstrip("_").endswith(INDEX_NAMES)
+
+
+def _attributes(block: nn.Module) -> tuple:
+    return tuple((path, key, repr(value)) for path, module in block.named_modules()
+                 for key, value in sorted(vars(module).items())
+                 if isinstance(value, PLAIN) and key != "training" and not _numbers_the_layer(key))
 
 
 def _describe(value) -> tuple:
@@ -30,7 +42,7 @@ def block_signature(block: nn.Module, call=None) -> tuple:
     if call is not None:
         leaves, spec = tree_flatten((call.args, call.kwargs))
         inputs = (str(spec), *(_describe(leaf) for leaf in leaves))
-    return (type(block).__qualname__, repr(block), params, buffers, inputs)
+    return (type(block).__qualname__, repr(block), _attributes(block), params, buffers, inputs)
 
 
 def block_groups(blocks, calls=None, share: bool = True) -> list[int]:

@@ -108,6 +108,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     started = time.perf_counter()
     batch = make_batch(loaded, request.batch_size, request.seq_len)
     parts = part_names(loaded)
+    if request.train_embeddings:
+        check_embeddings_untied(loaded, parts.pre)
     work = _variant(loaded, FROZEN_OUTSIDE)
     tick("pre (embeddings) frozen")
     pre_frozen, run = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
@@ -134,6 +136,19 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
                      "part_seconds": round(parts_seconds, 3)},
     )
     return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:
+    """Refuse --train-embeddings when an embedding weight is tied to a later module (a tied LM head)."""
+    aliases: dict[int, list[str]] = {}
+    for name, param in loaded.model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    for names in aliases.values():
+        if len(names) > 1 and names[0] in pre_names:
+            raise ProfileError(
+                f"the embedding weight '{names[0]}' is tied to '{names[1]}' (an output head sharing the input "
+                "embeddings); training it trains two parts at once, which budgetplan does not compose: profile "
+                "without --train-embeddings (the tied head then stays frozen with the embeddings)")
 
 
 def check_blocks_own_their_weights(loaded: LoadedModel) -> None:
