@@ -57,11 +57,14 @@ def _keys_of(cls, config) -> set[str] | None:
     return set(model.state_dict())
 
 
-def checkpoint_class(config, keys: set[str], task: str | None, origin: str):
-    """The class whose parameters are exactly `keys`: the named architecture, the base, or a task model."""
-    candidates = [architecture_class(config, task), AutoModel]
-    for name in (task,) if task else AUTO_TASK_CLASSES:
-        candidates.extend(AUTO_TASK_CLASSES[name])
+def checkpoint_class(config, keys: set[str], origin: str):
+    """The class whose parameters are exactly `keys`: the named architecture, the base, or a task model.
+
+    Whatever task is asked for: a head that contradicts it is refused later (resolve_task), never dropped.
+    """
+    candidates = [architecture_class(config, None), AutoModel]
+    for classes in AUTO_TASK_CLASSES.values():
+        candidates.extend(classes)
     tried = []
     for cls in (c for c in candidates if c is not None):
         expected = _keys_of(cls, config)

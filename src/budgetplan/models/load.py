@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 from budgetplan.errors import ModelLoadError
 from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
-from budgetplan.models.task import TaskModel
+from budgetplan.models.task import TASKS, TaskModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 hf_logging.disable_progress_bar()
@@ -53,8 +53,8 @@ def load_model(spec: str, *, num_labels: int | None = None, task: str | None = N
 
     `task` None means the model's own head decides (classification for a bare base model).
     """
-    base, config, head_state = _load_base(spec, trust_pickle, task)
-    return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task,
+    base, config, head_state, saved_task = _load_base(spec, trust_pickle)
+    return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task or saved_task,
                       head_state=head_state, blocks=blocks)
 
 
@@ -103,19 +103,20 @@ def save_model_file(loaded: LoadedModel, path: str | Path) -> None:
                path)
 
 
-def _load_base(spec: str, trust_pickle: bool, task: str | None):
+def _load_base(spec: str, trust_pickle: bool):
+    """(network, config, budgetplan head weights or None, task the file was saved for or None)."""
     if spec in bundled.tiny_configs():
         return _build_tiny(spec)
     if spec == bundled.MINILM_NAME:
-        return _load_hf_dir(bundled.minilm_path(), task)
+        return _load_hf_dir(bundled.minilm_path())
     path = Path(spec)
     if not path.exists():
         names = ", ".join(bundled.bundled_names())
         raise ModelLoadError(f"model '{spec}' not found: give an existing model.pt, a Hugging Face model directory, "
                              f"or a bundled name ({names})")
     if path.is_dir():
-        return _load_hf_dir(path, task)
-    return _load_file(path, trust_pickle, task)
+        return _load_hf_dir(path)
+    return _load_file(path, trust_pickle)
 
 
 def _build_tiny(name: str):
@@ -124,33 +125,33 @@ def _build_tiny(name: str):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(bundled.TINY_SEED)
         base = AutoModel.from_config(config)
-    return base, config, None
+    return base, config, None, None
 
 
-def _load_hf_dir(path: Path, task: str | None):
+def _load_hf_dir(path: Path):
     """A save_pretrained directory: the class its config names when that is a kept task head, else the base."""
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
-        cls = heads.architecture_class(config, task) or AutoModel
+        cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
         base = cls.from_pretrained(path, config=config)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first[:160]}); "
                              "check config.json and the weights file") from None
-    return base, config, None
+    return base, config, None, None
 
 
-def _load_file(path: Path, trust_pickle: bool, task: str | None):
+def _load_file(path: Path, trust_pickle: bool):
     if trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, nn.Module):
-            return obj, getattr(obj, "config", None), None
+            return obj, getattr(obj, "config", None), None, None
     else:
         obj = _torch_load(path, weights_only=True)
-    return _from_checkpoint_dict(obj, path, task)
+    return _from_checkpoint_dict(obj, path)
 
 
 def _torch_load(path: Path, weights_only: bool):
@@ -173,7 +174,7 @@ def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
 
 
-def _from_checkpoint_dict(obj, path: Path, task: str | None):
+def _from_checkpoint_dict(obj, path: Path):
     """{"config", "state_dict"}: a base model's, a task model's (e.g. keys under "bert." plus "classifier."),
     or budgetplan's own save_model_file form (keys under "base." and "head.")."""
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
@@ -188,7 +189,7 @@ def _from_checkpoint_dict(obj, path: Path, task: str | None):
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
-    cls = heads.checkpoint_class(config, set(state), task or obj.get("task"), str(path))
+    cls = heads.checkpoint_class(config, set(state), str(path))
     base = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
     if dtype is not None:
@@ -198,7 +199,8 @@ def _from_checkpoint_dict(obj, path: Path, task: str | None):
     if missing or unexpected:
         raise ModelLoadError(f"{path}: state_dict does not match its config (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}); save the config and weights of the same model")
-    return base, config, head_state or None
+    saved_task = obj.get("task") if obj.get("task") in TASKS else None
+    return base, config, head_state or None, saved_task
 
 
 def _config_from_dict(data, path: Path) -> PretrainedConfig:
