@@ -100,7 +100,7 @@ def distinct_table() -> None:
     for column in ("model", "blocks", "distinct", "block runs", "every-block runs"):
         table.add_column(column, justify="right")
     for name, loaded in (("4 identical", _tiny_bert(4)), ("8 identical", _tiny_bert(8)),
-                         ("2 widths x 3", _two_widths())):
+                         ("3 kinds (widths)", _two_widths())):
         request = ProfileRequest(batch_size=2, seq_len=8, lora_ranks=(4,), measure_configs=False)
         m = profile_model(loaded, request).measurement
         per_block = int(m["block_runs"]) // int(m["distinct_blocks"])

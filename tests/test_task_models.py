@@ -141,3 +141,15 @@ def test_budgetplan_model_file_remembers_its_task(tmp_path):
     save_model_file(loaded, tmp_path / "lm.pt")
     again = load_model(str(tmp_path / "lm.pt"))
     assert (again.model.task, again.model.head_source, again.model.num_labels) == ("lm", "budgetplan", 512)
+
+
+def test_profile_json_1_1_round_trips_head_source_and_1_0_still_reads(tmp_path):
+    from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
+
+    old = read_profile(BUNDLED_PROFILE_PATH)
+    assert old.schema_version == "1.0" and old.context.head_source == "budgetplan"
+    profile = profile_model(load_model(_save(_classifier(), tmp_path, "dict")), REQUEST)
+    write_profile(profile, tmp_path / "p.json")
+    again = read_profile(tmp_path / "p.json")
+    assert again.schema_version == "1.1" and again.context.head_source == "model"
+    assert again.measurement["distinct_blocks"] == 1
