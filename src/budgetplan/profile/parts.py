@@ -227,7 +227,10 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
 
 def _check_single_invocation(loaded: LoadedModel, counts: list[int]) -> None:
     for index, count in enumerate(counts):
-        if count != 1:
+        if count == 0:
+            raise ProfileError(f"block {index} of '{loaded.layout.path}' never runs in a forward; point --blocks "
+                               "at the stack of blocks the model runs")
+        if count > 1:
             raise ProfileError(
                 f"block {index} of '{loaded.layout.path}' runs {count} times in one forward (weights shared "
                 "across layers, as in ALBERT, or a loop over one block); budgetplan gives each block one state "
