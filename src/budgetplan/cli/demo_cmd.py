@@ -40,7 +40,7 @@ def profile_demo_model(batch_size: int, seq_len: int):
 def solve_demo_fleet(profile, out: Path) -> Path:
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
     from budgetplan.report.solve_report import plan_table
-    from budgetplan.solve.fleet import read_fleet, solve_fleet
+    from budgetplan.solve import read_fleet, solve_fleet
 
     settings = SolverSettings("layers", False, 10.0, 0, 1)
     result = solve_fleet([profile], read_fleet(DEMO_FLEET), settings.objective)

@@ -32,12 +32,10 @@ def _devices(names: list[str], files: list[Path]):
 
 def _solve_devices(profile, devices, settings, importance):
     from budgetplan.plan import class_from_solution
-    from budgetplan.solve.classes import ProfileSolver
-    from budgetplan.solve.run import SolverParams
+    from budgetplan.solve.planner import ProfilePlanner
 
-    # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    solver = ProfileSolver(profile, settings.objective, settings.contiguous,
-                           SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
+    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
+    solver = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
     planned, failures = [], []
     for device in devices:
         try:
@@ -50,17 +48,29 @@ def _solve_devices(profile, devices, settings, importance):
     return planned
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec):
+def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
+    """The fleet file's limits with the command line's on top."""
+    import dataclasses
+
+    from budgetplan.solve.coupling import FleetLimits
+
+    given = {"ingress_bytes_per_round": ingress, "clients_per_round": clients, "min_coverage": coverage}
+    values = {**dataclasses.asdict(fleet.limits), **{k: v for k, v in given.items() if v is not None}}
+    return FleetLimits(**values)
+
+
+def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec, limits: tuple):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
-    from budgetplan.solve.fleet import read_fleet, read_fleet_profiles, solve_fleet
+    from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_path)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
-                             settings.seed, settings.workers, importance, progress=tick)
+                             settings.seed, settings.workers, importance, progress=tick,
+                             limits=_limits(fleet, *limits))
     return plan_from_fleet(result, settings, model_spec)
 
 
@@ -76,7 +86,14 @@ def solve(
                                                  "importance (per-block weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
-    time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
+    fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
+                                                  help="with --fleet: server ingress per round, bytes"),
+    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round",
+                                                    help="with --fleet-ingress: clients sampled per round"),
+    min_coverage: Optional[float] = typer.Option(None, "--min-coverage",
+                                                 help="with --fleet: least share of a round's clients training "
+                                                      "any block that is trained"),
+    time_limit: float = typer.Option(10.0, help="CP-SAT time limit (fleet limits only), seconds"),
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
@@ -94,9 +111,12 @@ def solve(
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, model_spec)
+        plan = _solve_fleet(fleet, paths, settings, weights, model_spec, (fleet_ingress, clients_per_round, min_coverage))
         console.print(fleet_table(plan.fleet))
     else:
+        if fleet_ingress is not None or clients_per_round is not None or min_coverage is not None:
+            raise ConfigError("--fleet-ingress, --clients-per-round and --min-coverage couple a fleet's classes; "
+                              "use them with --fleet")
         if len(paths) > 1:
             raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
         model = read_profile(paths[0] if paths else BUNDLED_PROFILE)

@@ -190,7 +190,7 @@ class Plan:
                 "model": {**{k: v for k, v in _fields(self.model).items() if v is not None},
                           "spec": self.model.load_spec},
                 "context": _fields(self.context), "aggregation": dict(AGGREGATION),
-                "solver": None if self.solver is None else {"name": "ortools-cp-sat", **_fields(self.solver)},
+                "solver": None if self.solver is None else {"name": "budgetplan-frontier", **_fields(self.solver)},
                 "fleet": self.fleet, "classes": {c.name: class_to_dict(self, c) for c in self.classes}}
 
     @staticmethod

@@ -1,10 +1,15 @@
-"""Fleet mode: one model for a whole fleet of device classes, each class with its own configuration.
+"""The fleet file: device classes with their shares, candidate models, and optional fleet-wide limits.
 
 A fleet file (TOML):
 
     name = "mixed-edge"
     # profile JSON paths, relative to the fleet file; "bundled:minilm" is the bundled MiniLM profile
     models = ["all-minilm-l6-v2.profile.json", "bundled:minilm"]
+    # optional fleet-wide limits (solve/coupling.py), before the first [[classes]]; the CLI's
+    # --fleet-ingress, --clients-per-round and --min-coverage override them
+    ingress_bytes_per_round = 20_000_000  # the server accepts at most this many upload bytes per round ...
+    clients_per_round = 10                # ... from this many clients sampled per round (by share)
+    min_coverage = 0.2                    # a block trained in a round is trained by >= this share of its clients
 
     [[classes]]
     device = "jetson-nano"          # a bundled device name (budgetplan devices list) ...
@@ -15,41 +20,22 @@ A fleet file (TOML):
     share = 0.6
 
 Shares must sum to 1 (within 1e-6); they are not normalised silently.
-
-Choice: every candidate model is solved for every class (solve/classes.py: one built model per profile,
-answers reused only where provably identical, so each class gets exactly what solve_device gives it).
-A model's score is sum(share x objective value) over the classes it fits (a class that fits nothing sits
-out); a model that fits no class is not eligible; ties go to the lower share-weighted predicted peak, then
-to the earlier model in the list.
-
-Candidate models are independent, so with `processes` > 1 (opt-in) the largest is solved in this process and
-the others in `processes` - 1 worker processes; a model's answers do not depend on where it was solved (each
-has its own ProfileSolver either way), and a worker's model advances the progress all at once when it is done.
-Workers start from a forkserver, so a script that opts in needs the `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import multiprocessing
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from budgetplan.devices import DeviceClass, load_device, read_device_file
-from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
+from budgetplan.errors import ConfigError
 from budgetplan.files import read_toml
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.types import ModelProfile
-from budgetplan.solve.budget import budget_of
-from budgetplan.solve.classes import ProfileSolver
-from budgetplan.solve.run import OPTIMAL, SolverParams
-from budgetplan.solve.solution import DeviceSolution
+from budgetplan.solve.coupling import FleetLimits
 
 SHARE_TOLERANCE = 1e-6
-FEASIBLE = "FEASIBLE"
+LIMIT_KEYS = ("ingress_bytes_per_round", "clients_per_round", "min_coverage")
 
 
 @dataclass(frozen=True)
@@ -64,23 +50,7 @@ class Fleet:
     classes: tuple[FleetClass, ...]
     model_paths: tuple[str, ...]  # as written in the file (see model_path)
     origin: str  # the file it was read from
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    profile: ModelProfile
-    score: float  # sum(share x objective value) over the classes that fit
-    solutions: tuple[DeviceSolution | None, ...]  # per fleet class; None = nothing fits, the class sits out
-    reasons: tuple[str | None, ...]  # per fleet class, why nothing fits (the InfeasibleError message)
-
-
-@dataclass(frozen=True)
-class FleetSolution:
-    fleet: Fleet
-    chosen: ModelChoice
-    candidates: tuple[ModelChoice, ...]
-    status: str  # OPTIMAL when every class solve was proved, else FEASIBLE
-    solve_s: float
+    limits: FleetLimits = field(default_factory=FleetLimits)
 
 
 def _class(entry, index: int, base: Path, origin: str) -> FleetClass:
@@ -104,9 +74,10 @@ def _class(entry, index: int, base: Path, origin: str) -> FleetClass:
 
 def _fleet_from_dict(data: dict, path: Path) -> Fleet:
     origin = str(path)
-    unknown = sorted(set(data) - {"name", "models", "classes"})
+    unknown = sorted(set(data) - {"name", "models", "classes", *LIMIT_KEYS})
     if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; a fleet file has name, models and [[classes]]")
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; a fleet file has name, models, "
+                          f"[[classes]] and optionally {', '.join(LIMIT_KEYS)}")
     name, models, entries = data.get("name"), data.get("models"), data.get("classes")
     if not isinstance(name, str) or not name:
         raise ConfigError(f'{origin}: name must be a non-empty string, e.g. name = "mixed-edge"')
@@ -122,7 +93,18 @@ def _fleet_from_dict(data: dict, path: Path) -> Fleet:
     total = sum(c.share for c in classes)
     if abs(total - 1.0) > SHARE_TOLERANCE:
         raise ConfigError(f"{origin}: class shares sum to {total:.6g}, not 1; make the shares add up to 1")
-    return Fleet(name, classes, tuple(models), origin)
+    return Fleet(name, classes, tuple(models), origin, _limits(data, origin))
+
+
+def _limits(data: dict, origin: str) -> FleetLimits:
+    values = {key: data[key] for key in LIMIT_KEYS if key in data}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{origin}: {key} = {value!r} must be a number")
+    try:
+        return FleetLimits(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def read_fleet(path: str | Path) -> Fleet:
@@ -142,91 +124,3 @@ def read_fleet_profiles(fleet: Fleet) -> list[ModelProfile]:
     from budgetplan.profile.io import read_profile
 
     return [read_profile(model_path(fleet, entry)) for entry in fleet.model_paths]
-
-
-def _solve_model(solver: ProfileSolver, fleet: Fleet, tick: Callable[[], None]):
-    """Per class (solution, reason, proved); classes with identical integer budgets are solved once."""
-    budgets = [budget_of(c.device) for c in fleet.classes]
-    # Larger classes first: their proved answers are the ones smaller classes can reuse.
-    order = sorted(range(len(budgets)), key=lambda i: tuple(-c for c in solver.caps(budgets[i])))
-    done: dict = {}
-    results: list = [None] * len(budgets)
-    for i in order:
-        device = fleet.classes[i].device
-        if budgets[i] in done:
-            solution, reason, proved, name = done[budgets[i]]
-            solution = dataclasses.replace(solution, device=device, solve_s=0.0) if solution else None
-            reason = device.name + reason[len(name):] if reason else None
-            results[i] = (solution, reason, proved)
-        else:
-            results[i] = solver.solve_class(device)
-            done[budgets[i]] = (*results[i], device.name)
-        tick()
-    return results
-
-
-def _model_results(profile: ModelProfile, fleet: Fleet, objective: str, contiguous: bool, params: SolverParams,
-                   importance: tuple[float, ...] | None, tick: Callable[[], None] = lambda: None) -> list:
-    """Per class (solution, reason, proved) for one candidate model; a worker process runs this too."""
-    solver = ProfileSolver(profile, objective, contiguous, params, importance, relax=True)
-    return _solve_model(solver, fleet, tick)
-
-
-def _all_results(profiles: list[ModelProfile], fleet: Fleet, job: tuple, processes: int,
-                 tick: Callable[[int], None]) -> list[list]:
-    """_model_results for every profile: the largest here, the others in `processes` - 1 worker processes.
-
-    Workers come from a forkserver, not a fork: the caller may run threads (the CLI's progress bar), and a
-    fork copies their locks. A worker's start (importing the solver) overlaps the largest model's solve."""
-    if processes <= 1 or len(profiles) < 2:
-        return [_model_results(p, fleet, *job, tick=lambda: tick(1)) for p in profiles]
-    order = sorted(range(len(profiles)), key=lambda i: -profiles[i].num_blocks)  # the longest job first
-    results: list = [None] * len(profiles)
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(min(processes - 1, len(profiles) - 1), mp_context=context) as pool:
-        futures = {pool.submit(_model_results, profiles[i], fleet, *job): i for i in order[1:]}
-        results[order[0]] = _model_results(profiles[order[0]], fleet, *job, tick=lambda: tick(1))
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            tick(len(fleet.classes))
-    return results
-
-
-def _choice(profile: ModelProfile, fleet: Fleet, results: list) -> ModelChoice:
-    solutions = tuple(r[0] for r in results)
-    score = sum(c.share * float(s.objective_value) for c, s in zip(fleet.classes, solutions) if s is not None)
-    return ModelChoice(profile, score, solutions, tuple(r[1] for r in results))
-
-
-def _weighted_peak(choice: ModelChoice, fleet: Fleet) -> float:
-    return sum(c.share * s.peak_bytes for c, s in zip(fleet.classes, choice.solutions) if s is not None)
-
-
-def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "layers", contiguous: bool = False,
-                time_limit_s: float = 10.0, seed: int = 0, workers: int = 1,
-                importance: tuple[float, ...] | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                processes: int = 1) -> FleetSolution:
-    """The candidate model with the best share-weighted objective over the fleet, each class solved exactly.
-    `processes`: processes solving the candidate models, this one included (see the module docstring)."""
-    if not profiles:
-        raise ConfigError(f"{fleet.origin}: no candidate model to solve for; list profile paths in models")
-    start, total, count = time.perf_counter(), len(profiles) * len(fleet.classes), [0]
-
-    def tick(done: int) -> None:
-        count[0] += done
-        if progress is not None:
-            progress(count[0], total)
-
-    job = (objective, contiguous, SolverParams(time_limit_s, seed, workers), importance)
-    all_results = _all_results(profiles, fleet, job, processes, tick)
-    proved = all(r[2] for results in all_results for r in results)
-    candidates = [_choice(p, fleet, results) for p, results in zip(profiles, all_results)]
-    eligible = [c for c in candidates if any(s is not None for s in c.solutions)]
-    if not eligible:
-        first = candidates[0]
-        raise InfeasibleError(f"fleet {fleet.name}: no candidate model fits any class; for "
-                              f"{first.profile.model.name}: " + "; ".join(first.reasons))
-    chosen = max(eligible, key=lambda c: (c.score, -_weighted_peak(c, fleet), -candidates.index(c)))
-    return FleetSolution(fleet, chosen, tuple(candidates), OPTIMAL if proved else FEASIBLE,
-                         time.perf_counter() - start)
