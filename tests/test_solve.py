@@ -167,13 +167,13 @@ def test_infeasible_message_agrees_with_itself():
 
 def test_every_answer_is_recomposed(monkeypatch):
     """A planner row whose costs compose() does not confirm never becomes a plan."""
-    import budgetplan.solve.solution as solution_module
+    import budgetplan.solve.planner as planner_module
     from budgetplan.errors import PlanError
 
     profile = make_profile(num_blocks=3, seed=2)
     target = device(10**9, 10**15, 10**9, profile.context.batch_size)
-    real = solution_module.compose
-    monkeypatch.setattr(solution_module, "compose", lambda p, s: dataclasses.replace(
+    real = planner_module.compose
+    monkeypatch.setattr(planner_module, "compose", lambda p, s: dataclasses.replace(
         real(p, s), peak_bytes_predicted=10**10))
     with pytest.raises(PlanError, match="internal check failed"):
         solve_device(profile, target)

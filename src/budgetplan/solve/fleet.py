@@ -47,12 +47,15 @@ class FleetSolution:
 
 def _own_answers(planner: ProfilePlanner, fleet: Fleet, tick: Callable[[], None]) -> list[tuple]:
     """Per class (solution, reason); classes with identical integer budgets are planned once."""
+    budgets = [budget_of(member.device) for member in fleet.classes]
+    distinct = list(dict.fromkeys(budgets))
+    found = dict(zip(distinct, planner.answers([planner.caps(b) for b in distinct])))
     done: dict = {}
     results = []
-    for member in fleet.classes:
-        device, budget = member.device, budget_of(member.device)
+    for member, budget in zip(fleet.classes, budgets):
+        device = member.device
         if budget not in done:
-            done[budget] = (*planner.solve_class(device), device.name)
+            done[budget] = (*planner.solve_class(device, found[budget], budget), device.name)
         solution, reason, name = done[budget]
         if solution is not None and solution.device is not device:
             solution = dataclasses.replace(solution, device=device, solve_s=0.0)
@@ -79,7 +82,6 @@ def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: li
     candidates = _candidates(planner, fleet, limits)
     data = coupling_data([m.share for m in fleet.classes], candidates, limits)
     choice, status = solve_coupling(data, limits, *solver)
-    free = planner.answer((2**62,) * 3)
     results = []
     for member, cands, row, (solution, reason) in zip(fleet.classes, candidates, choice, own):
         if row is None:
@@ -87,9 +89,9 @@ def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: li
             continue
         budget = budget_of(member.device)
         pick = cands[row]
-        results.append((to_solution(pick.states, pick.objective, member.device, planner.profile, planner.goal,
-                                    planner.contiguous, budget, planner.caps(budget), free[1] if free else 0, 0.0),
-                        None))
+        results.append((to_solution(pick.states, pick.objective, planner.cost(pick.states), member.device,
+                                    planner.profile, planner.goal, planner.contiguous, budget, planner.caps(budget),
+                                    planner.unconstrained(), 0.0), None))
     return results, status
 
 

@@ -41,7 +41,7 @@ from budgetplan.solve.objective import Objective
 
 # Partial configurations alive after any block beyond which the planner stops building one frontier for all
 # classes and runs the same programme per class, pruned by that class's caps (still exact, see planner.py).
-ROW_LIMIT = 60_000
+ROW_LIMIT = 2_500
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 _CHUNK = 256  # rows compared at once in the dominance filter
@@ -78,6 +78,16 @@ class Frontier:
             if cap is not None:
                 mask &= values <= cap
         return mask
+
+    def best_of_many(self, caps: list[tuple[int, int, int]]) -> list[int | None]:
+        """best() for many caps at once (one comparison grid: classes x rows)."""
+        if not len(self) or not caps:
+            return [None] * len(caps)
+        limits = np.array(caps, dtype=object if self.peak_bytes.dtype == object else np.int64)
+        mask = ((self.peak_bytes[None, :] <= limits[:, 0:1]) & (self.flops_per_step[None, :] <= limits[:, 1:2])
+                & (self.upload_bytes[None, :] <= limits[:, 2:3]))
+        rows = np.argmax(mask, axis=1)
+        return [int(r) if mask[i, r] else None for i, r in enumerate(rows)]
 
     def best(self, caps: tuple[int, int, int]) -> int | None:
         """The answer for caps (memory, FLOPs per step, upload): the first row that fits, or None."""
@@ -168,6 +178,25 @@ def _take(group: _Group, rows: np.ndarray) -> _Group:
     return _Group(prefix, group.objective[rows], group.choice[rows], group.started)
 
 
+def _beaten(earlier: np.ndarray, rows: np.ndarray, strictly_before: bool) -> np.ndarray:
+    """Per row, whether some row of `earlier` is <= it in every column (with strictly_before, `earlier` is
+    `rows` itself and only earlier rows count). Two columns on the full grid, the rest on surviving pairs."""
+    if not len(earlier) or not len(rows):
+        return np.zeros(len(rows), dtype=bool)
+    grid = earlier[None, :, 0] <= rows[:, None, 0]
+    if earlier.shape[1] > 1:
+        grid &= earlier[None, :, 1] <= rows[:, None, 1]
+    if strictly_before:
+        grid = np.tril(grid, -1)
+    i, j = np.nonzero(grid)
+    for column in range(2, earlier.shape[1]):
+        ok = earlier[j, column] <= rows[i, column]
+        i, j = i[ok], j[ok]
+    beaten = np.zeros(len(rows), dtype=bool)
+    beaten[i] = True
+    return beaten
+
+
 def undominated(values: np.ndarray) -> np.ndarray:
     """Mask of the rows (in priority order) that no earlier row is <= in every column.
 
@@ -177,10 +206,7 @@ def undominated(values: np.ndarray) -> np.ndarray:
     kept = values[:0]
     for start in range(0, len(values), _CHUNK):
         chunk = values[start:start + _CHUNK]
-        beaten = (kept[None, :, :] <= chunk[:, None, :]).all(axis=2).any(axis=1) if len(kept) else \
-            np.zeros(len(chunk), dtype=bool)
-        inner = np.tril((chunk[None, :, :] <= chunk[:, None, :]).all(axis=2), -1).any(axis=1)
-        mask = ~(beaten | inner)
+        mask = ~(_beaten(kept, chunk, False) | _beaten(chunk, chunk, True))
         keep[start:start + len(chunk)] = mask
         kept = np.concatenate([kept, chunk[mask]])
     return keep

@@ -20,7 +20,7 @@ import numpy as np
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import InfeasibleError
 from budgetplan.profile.compose import compose, standard_configs
-from budgetplan.profile.types import TRAINED, ModelProfile, is_trainable
+from budgetplan.profile.types import TRAINED, ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
     format_quantity
 from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier
@@ -47,7 +47,21 @@ class ProfilePlanner:
         except FrontierTooLarge:
             self.frontier = None  # per class (see the module docstring)
         self._rows: dict[tuple, Frontier] = {}
+        self._costs: dict[tuple[str, ...], ConfigCost] = {}
         self._suffix = self._most_gained()
+        self._free: tuple | None = None
+
+    def cost(self, states: tuple[str, ...]) -> ConfigCost:
+        """compose(profile, states), once per configuration (many classes share an answer)."""
+        if states not in self._costs:
+            self._costs[states] = compose(self.profile, states)
+        return self._costs[states]
+
+    def unconstrained(self) -> int:
+        """The best objective with no budget at all (a class reaching it is bound by no budget)."""
+        if self._free is None:
+            self._free = self.answer((NO_CAP,) * 3)
+        return self._free[1] if self._free else 0
 
     def caps(self, budget: Budget) -> Caps:
         named = caps_of(budget, self.profile)
@@ -91,17 +105,24 @@ class ProfilePlanner:
         row = rows.best(caps)
         return None if row is None else (rows.states(row), int(rows.objective[row]))
 
-    def solve_class(self, device: DeviceClass) -> tuple[DeviceSolution | None, str | None]:
-        """(solution, None), or (None, why nothing fits)."""
+    def answers(self, caps: list[Caps]) -> list[tuple[tuple[str, ...], int] | None]:
+        """answer() for many caps (one grid comparison when the frontier is whole)."""
+        if self.frontier is None:
+            return [self.answer(c) for c in caps]
+        rows = self.frontier.best_of_many(caps)
+        return [None if r is None else (self.frontier.states(r), int(self.frontier.objective[r])) for r in rows]
+
+    def solve_class(self, device: DeviceClass, found: tuple | None | bool = False,
+                    budget: Budget | None = None) -> tuple[DeviceSolution | None, str | None]:
+        """(solution, None), or (None, why nothing fits); `found`: the answer when already looked up."""
         start = time.perf_counter()
-        budget = budget_of(device)
+        budget = budget_of(device) if budget is None else budget
         caps = self.caps(budget)
-        found = self.answer(caps)
+        found = self.answer(caps) if found is False else found
         if found is None:
             return None, self.infeasible_message(device.name, budget)
-        free = self.answer((NO_CAP,) * 3)
-        solution = to_solution(found[0], found[1], device, self.profile, self.goal, self.contiguous, budget, caps,
-                               free[1] if free else 0, time.perf_counter() - start)
+        solution = to_solution(found[0], found[1], self.cost(found[0]), device, self.profile, self.goal,
+                               self.contiguous, budget, caps, self.unconstrained(), time.perf_counter() - start)
         return solution, None
 
     def solve(self, device: DeviceClass) -> DeviceSolution:
@@ -113,13 +134,14 @@ class ProfilePlanner:
     def least(self, name: str, caps: Caps) -> tuple[tuple[str, ...], int] | None:
         """(a configuration of least `name`, its value) within the caps, or None."""
         rows = self.rows(caps, answer_only=False)
-        mask = rows.fitting(*caps)
+        values = np.stack([rows.peak_bytes, rows.flops_per_step, rows.upload_bytes])
+        limits = np.array(caps, dtype=values.dtype)[:, None]
+        mask = (values <= limits).all(axis=0)
         if not mask.any():
             return None
-        values = {MEMORY: rows.peak_bytes, COMPUTE: rows.flops_per_step, UPLOAD: rows.upload_bytes}[name]
         index = np.flatnonzero(mask)
-        row = int(index[np.argmin(values[index])])
-        return rows.states(row), int(values[row])
+        row = int(index[np.argmin(values[BUDGET_NAMES.index(name)][index])])
+        return rows.states(row), int(values[BUDGET_NAMES.index(name)][row])
 
     def infeasible_message(self, device_name: str, budget: Budget) -> str:
         """Name the budget no configuration meets and the least it needs, with the other budgets held."""

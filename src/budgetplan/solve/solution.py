@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from budgetplan.errors import PlanError
-from budgetplan.profile.compose import compose
-from budgetplan.profile.types import ModelProfile, is_trainable
+from budgetplan.profile.types import ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import (
     BUDGET_NAMES,
     BUDGET_UNITS,
@@ -71,12 +70,13 @@ def describe(block_states: tuple[str, ...]) -> str:
     return f"{len(trainable)} of {len(block_states)} blocks trainable"
 
 
-def to_solution(states: tuple[str, ...], objective_value: int, device, profile: ModelProfile,
+def to_solution(states: tuple[str, ...], objective_value: int, cost: ConfigCost, device, profile: ModelProfile,
                 objective: Objective, contiguous: bool, budget: Budget, caps: tuple[int, int, int],
                 unconstrained: int, solve_s: float) -> DeviceSolution:
-    """The answer for one class, re-composed with compose(): PlanError if its costs break a cap or its
-    objective differs from the planner's (a planner bug must never reach a plan file)."""
-    cost = compose(profile, states)
+    """The answer for one class, checked against `cost` = compose(profile, states): PlanError if its costs
+    break a cap or its objective differs from the planner's (a planner bug must never reach a plan file)."""
+    if tuple(cost.block_states) != tuple(states):
+        raise PlanError(f"internal check failed for {device.name}: cost of {cost.block_states}, not {states}")
     flops_per_step = cost.flops_forward + cost.flops_backward
     value = objective.value(states, cost.trainable_params)
     if (cost.peak_bytes_predicted > caps[0] or flops_per_step > caps[1] or cost.upload_bytes > caps[2]
