@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
@@ -48,7 +49,7 @@ def solve_demo_fleet(profile, out: Path) -> Path:
     path = out / "plan.json"
     write_plan(plan, path)
     console.print(plan_table(plan))
-    console.print(f"solved {len(plan.classes)} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
+    console.print(f"solved {len(plan.classes)} classes in {result.solve_s:.2f} s ({result.status}); plan: {escape(str(path))}")
     return path
 
 
@@ -94,7 +95,7 @@ def demo(
     plan_path = solve_demo_fleet(profile, out)
     _step(3, f"train {rounds} federated rounds on {DEMO_DATA} with the plan, then verify it")
     report = run_and_verify(plan_path, out, rounds, clients, max_train, seq_len)
-    console.print(f"everything is in {out}/ (profile.json, plan.json, run/); re-run a stage alone with "
+    console.print(f"everything is in {escape(str(out))}/ (profile.json, plan.json, run/); re-run a stage alone with "
                   "'budgetplan profile|solve|run|verify'")
     if not report.passed:
         raise typer.Exit(1)

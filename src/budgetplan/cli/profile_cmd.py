@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from budgetplan.cli.common import console, friendly_errors
@@ -65,17 +66,25 @@ def profile(
     from budgetplan.profile.io import write_profile
     from budgetplan.profile.profiler import ProfileRequest
 
+    from budgetplan.validate import check_options, check_seq_len
+
     if task not in (None, "classification", "lm"):
         raise ConfigError(f"--task {task}: use classification or lm")
+    ranks = parse_ranks(lora_ranks)
+    check_options({"--batch-size": batch_size, "--seq-len": seq_len,
+                   "--num-labels": num_labels if task != "lm" else None,
+                   **{"--lora-rank": r for r in ranks if r < 1}})
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                             lora_ranks=parse_ranks(lora_ranks), train_embeddings=train_embeddings,
+                             lora_ranks=ranks, train_embeddings=train_embeddings,
                              measure_configs=measure)
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {escape(model)}"):
         loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
+    if loaded.input_kind == "text":
+        check_seq_len(seq_len, loaded.max_positions, loaded.name)
     result = profile_with_progress(loaded, request)
     if json_path:
         write_profile(result, json_path)
-        console.print(f"profile written to {json_path}")
+        console.print(f"profile written to {escape(str(json_path))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.errors import ConfigError, InfeasibleError
@@ -105,6 +106,9 @@ def solve(
     from budgetplan.report.solve_report import fleet_table, plan_table
     from budgetplan.solve.objective import read_importance
 
+    from budgetplan.validate import check_options
+
+    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
@@ -128,7 +132,7 @@ def solve(
                   "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
     if json_path:
         write_plan(plan, json_path)
-        console.print(f"plan written to {json_path} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
+        console.print(f"plan written to {escape(str(json_path))} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
@@ -168,13 +172,15 @@ def devices_detect(
     from budgetplan.devices import detect_device, write_device_file
     from budgetplan.report.device_report import device_table
 
-    if seconds <= 0:
-        raise ConfigError(f"--seconds {seconds}: give a positive duration")
+    from budgetplan.validate import check_name, check_options
+
+    check_options({"--seconds": seconds})
+    check_name(name, "--name", "name the device class with letters, digits and . _ + -")
     with console.status(f"measuring sustained FLOP/s for {seconds:g} s"):
         device = detect_device(name, seconds)
     write_device_file(device, out)
     console.print(device_table(device))
-    console.print(f"written to {out}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
+    console.print(f"written to {escape(str(out))}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
 
 
 plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
@@ -211,7 +217,7 @@ def plan_validate(
         loaded = load_model(model, num_labels=ctx.num_labels, task=ctx.task, trust_pickle=trust_pickle)
         data.check_model(loaded.fingerprint, model)
         line += f"; matches {model}"
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
@@ -72,7 +74,11 @@ def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | Non
             base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
         model = TaskModel(base, _hidden_size(base, config), _num_labels(num_labels, head_state, task, config), task)
         if head_state is not None:
-            model.head.load_state_dict(head_state)
+            try:
+                model.head.load_state_dict(head_state)
+            except RuntimeError as exc:
+                raise ModelLoadError(f"{name}: the saved head does not fit the model ({_first_line(exc)[:120]}); "
+                                     "save the head of this model") from None
     override = f"{TASK_PREFIX}{blocks}" if blocks else None
     layout = find_blocks(model, override)
     return LoadedModel(
@@ -135,13 +141,47 @@ def _load_hf_dir(path: Path):
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
+        _check_fits_memory(config, path)
         cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
         base = cls.from_pretrained(path, config=config)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first[:160]}); "
-                             "check config.json and the weights file") from None
+    except ModelLoadError:
+        raise
+    except (*BUILD_ERRORS, OSError, SafetensorError) as exc:
+        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({_first_line(exc)}); "
+                             "check config.json and the weights file (a truncated download: fetch it again)") from None
     return base, config, None, None
+
+
+# What a bad config or weights file raises inside transformers/torch while a model is built or filled.
+BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, IndexError, ZeroDivisionError,
+                OverflowError, StrictDataclassError)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _check_fits_memory(config, path) -> None:
+    """Refuse a config whose parameters alone exceed the memory available now (counted on the meta device)."""
+    import psutil
+
+    with torch.device("meta"):
+        meta = AutoModel.from_config(config)
+    need = sum(p.numel() * p.element_size() for p in meta.parameters())
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ModelLoadError(f"{path}: the model's {sum(p.numel() for p in meta.parameters()):,} parameters need "
+                             f"{need / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of memory is available; "
+                             "check the config's sizes (hidden size, layers, vocabulary) or use a smaller model")
+
+
+def _build_from_config(cls, config, path):
+    try:
+        _check_fits_memory(config, path)
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    except BUILD_ERRORS as exc:
+        raise ModelLoadError(f"{path}: its config cannot build a model ({_first_line(exc)}); fix the config "
+                             "(e.g. the hidden size must be a whole number divisible by the number of heads)") from None
 
 
 def _load_file(path: Path, trust_pickle: bool):
@@ -165,7 +205,8 @@ def _torch_load(path: Path, weights_only: bool):
                 "torch.save({'config': config.to_dict(), 'state_dict': model.state_dict()})"
             ) from None
         raise _corrupt(path, exc) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, KeyError,
+            TypeError, IndexError, OverflowError) as exc:
         raise _corrupt(path, exc) from None
 
 
@@ -183,18 +224,24 @@ def _from_checkpoint_dict(obj, path: Path):
     config = _config_from_dict(obj["config"], path)
     config._attn_implementation = "eager"
     state = obj["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelLoadError(f"{path}: 'state_dict' must map parameter names to tensors (got "
+                             f"{type(state).__name__}); save model.state_dict()")
     head_state = None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"{path}: 'state_dict' must map parameter names to tensors")
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
     cls = heads.checkpoint_class(config, set(state), str(path))
-    base = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    base = _build_from_config(cls, config, path)
     dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
     if dtype is not None:
         base.to(dtype)  # a bf16/fp16 checkpoint stays in its dtype (loading would cast it to float32)
-    missing, unexpected = base.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = base.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        raise ModelLoadError(f"{path}: state_dict does not fit its config ({_first_line(exc)[:120]}...); save the "
+                             "config and weights of the same model") from None
     missing = [k for k in missing if "pooler." not in k]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: state_dict does not match its config (missing {missing[:3]}, "
@@ -210,8 +257,9 @@ def _config_from_dict(data, path: Path) -> PretrainedConfig:
     model_type = data.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **data)
-    except (ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{path}: unknown model_type '{model_type}' ({exc}); use a transformers model type") from None
+    except BUILD_ERRORS as exc:
+        raise ModelLoadError(f"{path}: config of model_type '{model_type}' cannot be read ({_first_line(exc)}); "
+                             "use a transformers model type and its config fields") from None
 
 
 def _use_eager_attention(base: nn.Module) -> None:
