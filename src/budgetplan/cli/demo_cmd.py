@@ -86,7 +86,10 @@ def demo(
 ) -> None:
     """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and drug-review data."""
     from budgetplan.profile.io import write_profile
+    from budgetplan.validate import check_options
 
+    check_options({"--rounds": rounds, "--clients": clients, "--batch-size": batch_size, "--seq-len": seq_len,
+                   "--max-train": max_train})
     out.mkdir(parents=True, exist_ok=True)
     _step(1, f"profile {DEMO_MODEL} (real pretrained weights, batch {batch_size}, {seq_len} tokens, AdamW)")
     profile = profile_demo_model(batch_size, seq_len)

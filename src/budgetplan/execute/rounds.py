@@ -98,9 +98,11 @@ def prepare(plan: Plan, config: RunConfig) -> Setup:
 def start_or_resume(run_dir: Path, setup: Setup, resume: bool) -> RunState:
     settings = {"config": setup.config.identity(), "plan": setup.plan.digest(), "model": setup.template.fingerprint}
     run_file = run_dir / "run.json"
-    if resume:
+    if resume and not _before_round_one(run_dir):
         return _resume(run_dir, settings)
-    if (run_dir / CHECKPOINT).exists():
+    if resume:  # stopped (killed, disk full) before the first checkpoint: start over with the same settings
+        _check_settings(run_dir, settings)
+    elif (run_dir / CHECKPOINT).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({**settings, "rounds": setup.config.rounds}, indent=1) + "\n")
@@ -117,6 +119,13 @@ def _resume(run_dir: Path, settings: dict) -> RunState:
     state = RunState(data["round"], data["global_state"], data["history"], data["measurements"])
     (run_dir / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
     return state
+
+
+def _before_round_one(run_dir: Path) -> bool:
+    """The run wrote its settings but no round yet (no checkpoint, empty log)."""
+    log = run_dir / "rounds.jsonl"
+    return (not (run_dir / CHECKPOINT).exists() and (run_dir / "run.json").is_file() and log.is_file()
+            and log.stat().st_size == 0)
 
 
 def _check_settings(run_dir: Path, settings: dict) -> None:
