@@ -239,8 +239,9 @@ def check_shares(shares: dict, origin: str, fix: str) -> None:
 
 # ---- options -----------------------------------------------------------------------------------------------
 
-# What each option may hold: "count" an int >= 1, "rate" a finite number > 0, "fraction" a number in [0, 1),
-# "tolerance" a finite number >= 0, "seed" an int >= 0, "labels" an int >= 2 (a classifier needs two classes). None (not given) passes every rule.
+# What each option may hold (never NaN or infinite): "count" an int >= 1, "rate" a number > 0, "fraction" in
+# [0, 1), "tolerance" a number >= 0, "seed" an int >= 0, "labels" an int >= 2 (a classifier needs two classes).
+# None (not given) passes every rule.
 OPTION_RULES = {
     "--rounds": "count", "--clients": "count", "--clients-per-round": "count", "--local-steps": "count",
     "--batch-size": "count", "--seq-len": "count", "--image-size": "count", "--max-train": "count",
@@ -248,8 +249,8 @@ OPTION_RULES = {
     "--client-timeout-s": "rate", "--time-limit": "rate", "--seconds": "rate", "--fail-prob": "fraction",
     "--tolerance": "tolerance", "--seed": "seed", "--num-labels": "labels",
 }
-RULE_TEXT = {"count": "a whole number >= 1", "rate": "a finite number > 0", "fraction": "a number in [0, 1)",
-             "tolerance": "a finite number >= 0", "seed": "a whole number >= 0", "labels": "a whole number >= 2"}
+RULE_TEXT = {"count": "at least 1", "rate": "a positive number", "fraction": "in [0, 1)",
+             "tolerance": "a number >= 0", "seed": "a whole number >= 0", "labels": "at least 2"}
 
 
 def _passes(rule: str, value) -> bool:
@@ -267,7 +268,7 @@ def check_options(values: dict) -> None:
     for option, value in values.items():
         rule = OPTION_RULES[option]
         if value is not None and not _passes(rule, value):
-            raise ConfigError(f"{option} {value!r}: must be {RULE_TEXT[rule]}; run again with a valid {option}")
+            raise ConfigError(f"{option} must be {RULE_TEXT[rule]}, got {value!r}; run again with a valid {option}")
 
 
 def check_seq_len(seq_len: int | None, max_positions: int | None, model: str) -> None:
