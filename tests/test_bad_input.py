@@ -247,7 +247,8 @@ def _fleet(classes: str) -> str:
 
 
 FLEET_MUTATIONS = {
-    "device name is a path": (_fleet('[[classes]]\ndevice = "../profiles/jetson-nano"\nshare = 1.0\n'), "not a device name"),
+    "device name is a path": (_fleet('[[classes]]\ndevice = "../profiles/jetson-nano"\nshare = 1.0\n'),
+                              "not a device name"),
     "NaN share": (_fleet('[[classes]]\ndevice = "jetson-nano"\nshare = nan\n'), "share"),
     "shares sum to 0.5": (_fleet('[[classes]]\ndevice = "jetson-nano"\nshare = 0.5\n'), "sum to"),
     "negative share": (_fleet('[[classes]]\ndevice = "jetson-nano"\nshare = -1.0\n'), "share"),

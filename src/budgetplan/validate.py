@@ -139,7 +139,8 @@ def _check_block(block: dict, index: int, states: list[str], context: dict, orig
     for state in states:
         rank = lora_rank(state)
         if rank is not None and rank not in ranks:
-            _profile_error(origin, f"{where}/states/{state}", f"has rank {rank}, not in context/lora_ranks {sorted(ranks)}")
+            _profile_error(origin, f"{where}/states/{state}",
+                           f"has rank {rank}, not in context/lora_ranks {sorted(ranks)}")
     for state in block["trainable_names"]:
         if state not in states:
             _profile_error(origin, f"{where}/trainable_names/{state}", "names a state the block was not profiled in")

@@ -113,14 +113,15 @@ def write_checkpoint(run_dir: Path, name: str, payload: dict, round_index: int) 
             tmp.unlink()
         if _disk_full(exc):
             raise RunDirError(f"disk full while writing the round-{round_index} checkpoint in {run_dir}; nothing is "
-                              "lost (the previous checkpoint is intact); free space and run again with --resume") from None
+                              "lost (the previous checkpoint is intact); free space and run again with "
+                              "--resume") from None
         raise
 
 
 def _disk_full(exc: Exception) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in DISK_FULL
-    text = str(exc)  # torch's zip writer: "[enforce fail at inline_container.cc:...] unexpected pos" / "file write failed"
+    text = str(exc)  # torch's zip writer: "[enforce fail at inline_container.cc:...] unexpected pos", "write failed"
     return "unexpected pos" in text or "write failed" in text or "No space left" in text
 
 
