@@ -175,7 +175,17 @@ def _check_fits_memory(config, path) -> None:
                              "check the config's sizes (hidden size, layers, vocabulary) or use a smaller model")
 
 
+def _builds(config, path) -> bool:
+    try:
+        with torch.device("meta"):
+            AutoModel.from_config(config)
+    except BUILD_ERRORS:
+        return False
+    return True
+
+
 def _build_from_config(cls, config, path):
+    """The model `cls` builds from `config`, after checking on the meta device that it builds and fits memory."""
     try:
         _check_fits_memory(config, path)
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
@@ -232,7 +242,8 @@ def _from_checkpoint_dict(obj, path: Path):
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
-    cls = heads.checkpoint_class(config, set(state), str(path))
+    # Which class fits the keys is only asked of a config that builds at all (else every candidate "mismatches").
+    cls = heads.checkpoint_class(config, set(state), str(path)) if _builds(config, path) else None
     base = _build_from_config(cls, config, path)
     dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
     if dtype is not None:
