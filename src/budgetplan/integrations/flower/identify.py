@@ -146,7 +146,7 @@ class NodeRoster:
         replaced = [n for n, old in self.dead.items() if old.client == identity.client]
         for node_id in replaced:
             warn(f"node {identity.node_id} (client {identity.client}, class {identity.device_class}) replaces "
-                 f"node {node_id}, which {self.dead_why.get(node_id, 'died')}")
+                 f"node {node_id} (out: {self.dead_why.get(node_id, 'dead')})")
             del self.dead[node_id]
             self.dead_why.pop(node_id, None)
         self.nodes[identity.node_id] = identity
