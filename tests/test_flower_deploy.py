@@ -33,7 +33,7 @@ def deployed_app(tmp_path):
     plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE), class_plan("head", 0.5, HEAD_ONLY))
     config = tiny_config(rounds=2, clients=2, clients_per_round=2, max_train=32, max_test=8, seed=5)
     app, run_dir = tmp_path / "app", tmp_path / "run"
-    export_flower_app(plan, config, app, run_dir=run_dir, reply_timeout_s=120, node_wait_s=90)
+    export_flower_app(plan, config, app, run_dir=run_dir, reply_timeout_s=600, node_wait_s=120)
     return plan, config, app, run_dir
 
 

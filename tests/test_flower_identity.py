@@ -43,6 +43,7 @@ class SuperLinkGrid:
     def __init__(self, nodes):
         self.nodes = dict(nodes)
         self.dead: set[int] = set()
+        self.slow: set[int] = set()  # connected, but their training reply misses the round
         self.ids = count(1)
 
     def get_node_ids(self):
@@ -53,6 +54,8 @@ class SuperLinkGrid:
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self.ids)}"  # as Flower's push_messages does
             node = message.metadata.dst_node_id
+            if node in self.slow and message.metadata.message_type != rec.IDENTIFY_MESSAGE:
+                continue
             if node in self.dead:
                 reply = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Error: Node Unavailable - no heartbeat"),
                                 reply_to=message)
@@ -131,3 +134,15 @@ def test_a_second_node_with_a_taken_partition_waits_and_takes_over_when_the_hold
     assert set(trainer.nodes) == {11, 13}
     assert second.trained == [0, 1]
     assert any("node 13: client 1 is already node 12" in line for line in _lines(caplog))
+
+
+def test_a_node_that_only_misses_the_round_timeout_is_dropped_from_that_round_not_from_the_run(caplog):
+    grid = SuperLinkGrid({11: ("weak", 0), 12: ("strong", 1)})
+    trainer = FlowerTrainer(grid, _plan(), min_nodes=2, reply_timeout_s=1.0)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        grid.slow.add(12)
+        first = Round(trainer, grid, 1)
+        assert first.trained == [0] and "no reply within the round's 1 s" in first.dropped[1]
+        grid.slow.clear()
+        assert Round(trainer, grid, 2).trained == [0, 1]
+    assert not any("is out" in line for line in _lines(caplog))

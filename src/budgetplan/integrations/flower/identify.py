@@ -5,8 +5,8 @@ asked who it is (device class, partition id, model fingerprint). The roster then
 
 - accepted: alive, sampled by its partition id (the client index);
 - refused: no class, a class the plan lacks, another model, no answer: one log line, never sampled;
-- dead: it was accepted, then failed to answer a round (the SuperLink reports it unavailable, or the round
-  timed out) or left the federation. It is not sampled until it is back: a node id that reappears after it
+- dead: it was accepted, then the SuperLink reported it unavailable for a round's message, or it left the
+  federation. It is not sampled until it is back: a node id that reappears after it
   was gone is asked again, and a new node with the same partition id replaces it;
 - waiting: a second node with a partition id an alive node holds; it takes over if the holder dies.
 

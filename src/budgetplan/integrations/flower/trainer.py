@@ -72,9 +72,8 @@ class FlowerTrainer:
                 continue
             out.append(self.reply_of(message, node))
             done(node.client)
-        for node in pending.values():
-            out.append(Reply(node.client, node.device_class, problem="no reply before the round's timeout"))
-            self.roster.mark_dead(node.node_id, f"did not reply within the round's {self.reply_timeout_s:g} s")
+        for node in pending.values():  # still connected as far as the SuperLink knows: slow, not dead
+            out.append(self._problem(node, f"no reply within the round's {self.reply_timeout_s:g} s"))
             done(node.client)
         return out
 
