@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from budgetplan.devices import NUMBER_FIELDS, DeviceClass
+from budgetplan.errors import BudgetplanError
 from budgetplan.execute.client import TrainSettings, evaluate
 from budgetplan.execute.compare import alternative_plan
 from budgetplan.execute.data import ASSETS
@@ -256,7 +257,12 @@ def main() -> None:
                "budgets": budgets(profile, args.fleet), "importance": [dict(b) for b in profile.importance.blocks],
                "importance_seconds": profile.importance.seconds, "schemes": {}}
     for scheme in args.schemes.split(","):
-        plan = scheme_plan(args, scheme, profile, loaded, base)
+        try:
+            plan = scheme_plan(args, scheme, profile, loaded, base)
+        except BudgetplanError as exc:  # e.g. measured importance that is 0 everywhere: say so, run the rest
+            log(f"{LABELS[scheme]}: not run ({exc})")
+            results["schemes"][scheme] = {"label": LABELS[scheme], "skipped": str(exc)}
+            continue
         states = {c.name: list(c.block_states) if c.active else None for c in plan.classes}
         log(f"{LABELS[scheme]}: {states}")
         lr, grid = tune(args, scheme, plan, out, log)

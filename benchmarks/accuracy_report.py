@@ -43,7 +43,8 @@ def _pm(mean: float, half: float) -> str:
 
 
 def table(results: dict) -> str:
-    schemes = results["schemes"]
+    skipped = {k: v for k, v in results["schemes"].items() if "skipped" in v}
+    schemes = {k: v for k, v in results["schemes"].items() if "skipped" not in v}
     finals = {k: [c[-1] for c in v["curves"]] for k, v in schemes.items()}
     lines = ["| scheme | configuration per class (block 0 first; T trained, L8 LoRA-8, - frozen) | lr (grid: final acc) "
              "| final accuracy mean ± std | vs (b) CAFF, 95% CI | vs (c) LoRA, 95% CI |",
@@ -58,6 +59,8 @@ def table(results: dict) -> str:
         lines.append(f"| {results['central']['label']} (reference, one seed) | all blocks trained, data pooled "
                      f"| {results['central']['lr']:g} | {curve[-1]:.4f} at round {len(curve)} "
                      f"({curve[half - 1]:.4f} at round {half}) | - | - |")
+    for v in skipped.values():
+        lines.append(f"| {v['label']} | not run: {v['skipped']} | - | - | - | - |")
     lines.append(f"\nUntrained model: {results['untrained_accuracy']:.4f}; majority label: "
                  f"{results['majority_accuracy']:.4f} (same test set). Importance measured in "
                  f"{results['importance_seconds']:.1f} s.")
@@ -71,7 +74,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5))
-    for index, ((key, v), (marker, style)) in enumerate(zip(results["schemes"].items(), STYLES)):
+    ran = [(k, v) for k, v in results["schemes"].items() if "skipped" not in v]
+    for index, ((key, v), (marker, style)) in enumerate(zip(ran, STYLES)):
         curves = np.asarray([[results["untrained_accuracy"], *c] for c in v["curves"]])
         rounds = np.arange(curves.shape[1]) + 0.04 * (index - 3)  # offset so identical curves stay visible
         line, = ax.plot(rounds, curves.mean(0), marker=marker, linestyle=style, label=v["label"], markersize=4)
@@ -95,9 +99,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/accuracy"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for run_dir in args.runs:
+    merged: dict[str, dict] = {}
+    for run_dir in args.runs:  # directories of one task and fleet (e.g. schemes run in parallel) are merged
         results = json.loads((run_dir / "results.json").read_text())
         name = f"{results['task']}-{results['fleet']}"
+        if name in merged:
+            merged[name]["schemes"].update(results["schemes"])
+            merged[name].setdefault("central", results.get("central"))
+            if merged[name]["central"] is None:
+                merged[name].pop("central")
+        else:
+            merged[name] = results
+    for name, results in merged.items():
+        order = {k: i for i, k in enumerate(("a", "a'", "b", "c", "d", "e", "g"))}
+        results["schemes"] = dict(sorted(results["schemes"].items(), key=lambda kv: order.get(kv[0], 99)))
         plot(results, args.out / f"{name}.png")
         print(f"### {name}\n\n{table(results)}\n\n![{name}](accuracy/{name}.png)\n")
 
