@@ -34,12 +34,11 @@ from budgetplan.errors import BudgetplanError
 from budgetplan.execute.client import TrainSettings, evaluate
 from budgetplan.execute.compare import alternative_plan
 from budgetplan.execute.data import ASSETS
-from budgetplan.execute.plans import ClassPlan, RunPlan, with_classes
 from budgetplan.execute import rounds as rounds_module
 from budgetplan.execute.rounds import RunConfig, prepare, run
-from budgetplan.execute.setup import upload_keys_for
 from budgetplan.importance import ImportanceRequest, measure_importance
 from budgetplan.models import load_model
+from budgetplan.plan import Plan, build_plan, class_for_states
 from budgetplan.profile.compose import compose
 from budgetplan.profile.io import read_profile, write_profile
 from budgetplan.profile.profiler import ProfileRequest, profile_model
@@ -122,44 +121,32 @@ def device_for(name: str, budget: dict, batch_size: int) -> DeviceClass:
                        samples_per_round=batch_size, sources=tuple(f"{f}: assumption: benchmark" for f in NUMBER_FIELDS))
 
 
-def class_plan(profile, loaded, name: str, share: float, budget: dict, states) -> ClassPlan:
-    cost = compose(profile, states)
-    return ClassPlan(name=name, share=share, block_states=tuple(states), train_embeddings=False,
-                     upload_keys=upload_keys_for(loaded, states), predicted_peak_bytes=cost.peak_bytes_predicted,
-                     predicted_flops=cost.flops_forward + cost.flops_backward,
-                     predicted_upload_bytes=cost.upload_bytes, memory_budget_bytes=budget["memory"],
-                     flops_budget=budget["flops"], upload_budget_bytes=budget["upload"])
-
-
-def solved_plan(args, profile, loaded, objective: str, weakest: bool = False) -> RunPlan:
+def solved_plan(args, profile, objective: str, weakest: bool = False) -> Plan:
     """(a), (a') and (g): the solver's configuration per class (for g: the weakest class's, for every class)."""
-    spec = TASKS[args.task]
     classes, per_class = [], budgets(profile, args.fleet)
     low = {k: min((b[k] for b in per_class if b[k] is not None), default=None) for k in per_class[0]}
     for i, (budget, share) in enumerate(zip(per_class, SHARES)):
         name = f"class{i}"
-        device = device_for(name, low if weakest else budget, args.batch_size)
-        states = solve_device(profile, device, objective=objective).block_states
-        classes.append(class_plan(profile, loaded, name, share, budget, states))
-    return RunPlan(model=spec["model"], fingerprint=loaded.fingerprint, task=spec["task"],
-                   num_labels=spec["num_labels"], batch_size=args.batch_size, seq_len=args.seq_len,
-                   optimizer="adamw", classes=tuple(classes), label=objective)
+        states = solve_device(profile, device_for(name, low if weakest else budget, args.batch_size),
+                              objective=objective).block_states
+        classes.append(class_for_states(profile, name, share, states,
+                                        device=device_for(name, budget, args.batch_size)))
+    return build_plan(profile, classes, model_spec=TASKS[args.task]["model"], label=objective)
 
 
-def scheme_plan(args, scheme: str, profile, loaded, base: RunPlan) -> RunPlan:
+def scheme_plan(args, scheme: str, profile, loaded, base: Plan) -> Plan:
     if scheme == "a":
         return base
     if scheme == "a'":
-        return solved_plan(args, profile, loaded, "importance")
+        return solved_plan(args, profile, "importance")
     if scheme == "g":
-        return solved_plan(args, profile, loaded, "layers", weakest=True)
+        return solved_plan(args, profile, "layers", weakest=True)
     return alternative_plan(base, profile, ALTERNATIVE[scheme], loaded, args.lora_rank)
 
 
-def central_plan(profile, loaded, base: RunPlan) -> RunPlan:
-    budget = {"memory": None, "flops": None, "upload": None}
+def central_plan(profile, base: Plan) -> Plan:
     states = ("trained",) * profile.num_blocks
-    return with_classes(base, (class_plan(profile, loaded, "central", 1.0, budget, states),), "central")
+    return base.with_classes((class_for_states(profile, "central", 1.0, states),), "central")
 
 
 def config_for(args, lr: float, seed: int, rounds: int | None = None, central: bool = False) -> RunConfig:
@@ -199,21 +186,21 @@ class _Box(tuple):
         return 0
 
 
-def run_key(plan: RunPlan, config: RunConfig) -> str:
+def run_key(plan: Plan, config: RunConfig) -> str:
     """Schemes that give every class the same configuration share their runs."""
     what = [[c.name, c.active, list(c.block_states)] for c in plan.classes]
     text = json.dumps([what, config.train.lr, config.seed, config.rounds, config.clients], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def history(plan: RunPlan, config: RunConfig, out: Path) -> list[float]:
+def history(plan: Plan, config: RunConfig, out: Path) -> list[float]:
     run_dir = out / "runs" / run_key(plan, config)
     resume = (run_dir / "checkpoint.pt").exists()
     result = run(plan, config, run_dir, resume=resume)
     return [float(r["accuracy"]) for r in result.history]
 
 
-def tune(args, scheme: str, plan: RunPlan, out: Path, log) -> tuple[float, dict]:
+def tune(args, scheme: str, plan: Plan, out: Path, log) -> tuple[float, dict]:
     grid = [float(v) for v in args.lr_grid.split(",")]
     finals = {}
     for lr in grid:
@@ -224,7 +211,7 @@ def tune(args, scheme: str, plan: RunPlan, out: Path, log) -> tuple[float, dict]
     return best, finals
 
 
-def initial_accuracy(args, plan: RunPlan) -> tuple[float, float]:
+def initial_accuracy(args, plan: Plan) -> tuple[float, float]:
     """Accuracy of the untrained global model and of always predicting the majority label, same test set."""
     setup = prepare(plan, config_for(args, 1e-3, 0))
     labels = setup.dataset.test.labels.reshape(-1)
@@ -249,7 +236,7 @@ def main() -> None:
     loaded = load_model(spec["model"], num_labels=spec["num_labels"], task=spec["task"])
     profile = profiled(args, loaded, out)
     log(f"profile ready; importance measured in {profile.importance.seconds:.1f} s")
-    base = solved_plan(args, profile, loaded, "layers")
+    base = solved_plan(args, profile, "layers")
     seeds = [int(s) for s in args.seeds.split(",")]
     untrained, majority = initial_accuracy(args, base)
     results = {"task": args.task, "fleet": args.fleet, "args": {k: str(v) for k, v in vars(args).items()},
@@ -271,7 +258,7 @@ def main() -> None:
         results["schemes"][scheme] = {"label": LABELS[scheme], "lr": lr, "lr_grid": grid, "states": states,
                                       "seeds": seeds, "curves": curves}
         (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    central = central_plan(profile, loaded, base)
+    central = central_plan(profile, base)
     lr = results["schemes"].get("d", {}).get("lr", float(args.lr_grid.split(",")[0]))
     curve = history(central, config_for(args, lr, seeds[0], args.central_rounds or 2 * args.rounds, central=True),
                     out)
