@@ -10,7 +10,6 @@ import copy
 import random
 
 import pytest
-import torch
 
 from budgetplan.profile.batch import make_batch
 from budgetplan.profile.compose import FROZEN, compose, standard_configs
