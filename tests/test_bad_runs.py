@@ -124,13 +124,18 @@ RESUME_MUTATIONS = {
 }
 
 
+def damaged_copy(source: Path, tmp_path: Path, mutate):
+    """A copy of a finished run directory with one mutation applied, and its snapshot before the command runs."""
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    mutate(run)
+    return run, snapshot(run)
+
+
 @pytest.mark.parametrize("case", RESUME_MUTATIONS)
 def test_resume_refuses_a_damaged_run_directory_and_changes_nothing(files, tmp_path, case):
     mutate, word = RESUME_MUTATIONS[case]
-    run = tmp_path / "run"
-    shutil.copytree(files / "run", run)
-    mutate(run)
-    before = snapshot(run)
+    run, before = damaged_copy(files / "run", tmp_path, mutate)
     refused(runner.invoke(app, run_args(files / "plan.json", run, "--resume", measure=True)), word)
     assert snapshot(run) == before
 
@@ -163,10 +168,7 @@ def _edit_plan(run: Path, change) -> None:
 @pytest.mark.parametrize("case", VERIFY_MUTATIONS)
 def test_verify_refuses_a_damaged_run_directory(files, tmp_path, case):
     mutate, word = VERIFY_MUTATIONS[case]
-    run = tmp_path / "run"
-    shutil.copytree(files / "run", run)
-    mutate(run)
-    before = snapshot(run)
+    run, before = damaged_copy(files / "run", tmp_path, mutate)
     refused(runner.invoke(app, ["verify", str(run)]), word)
     assert snapshot(run) == before
 
