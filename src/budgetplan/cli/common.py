@@ -91,12 +91,11 @@ def json_output(path: Path | None):
     if not to_stdout(path):
         yield
         return
-    saved = console.file
     console.file = sys.stderr
     try:
         yield
     finally:
-        console.file = saved
+        console.file = None  # back to following sys.stdout, as the console was made
 
 
 def write_json(write, obj, path: Path, what: str) -> None:
