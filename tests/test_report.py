@@ -27,7 +27,7 @@ FOREIGN_UNITS = re.compile(r"\b(MB|GB|kB|KB|TB|TFLOPs?|MFLOPs?|kFLOPs?|GFLOPs|GB
 def render(table, terminal: bool) -> str:
     out = io.StringIO()
     console = ReportConsole(file=out, width=80, force_terminal=terminal, color_system=None)
-    console.print(table)
+    console.print(table, crop=False)  # uncropped: a table wider than 80 columns shows as a longer line
     return out.getvalue()
 
 

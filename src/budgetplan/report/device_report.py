@@ -11,17 +11,17 @@ from budgetplan.report.units import fmt_bytes, mib, number
 
 
 def _origin(device, bundled_dir: Path | None) -> str:
-    if bundled_dir is not None and Path(device.origin).parent == bundled_dir:
-        return "bundled"
-    return device.origin
+    folder = Path(device.origin).parent
+    return "bundled" if bundled_dir is not None and folder == bundled_dir else str(folder)
 
 
 def devices_table(devices, bundled_dir: Path | None = None) -> Table:
     table = Table(title="Device classes; every number has a source: 'budgetplan devices show NAME'",
-                  caption="from: bundled, or your file (--devices-dir / BUDGETPLAN_DEVICES_DIR, searched first)")
+                  caption="train = memory for training; GFLOP/s sustained; round = compute deadline; from: bundled, or your "
+                          "folder (--devices-dir / BUDGETPLAN_DEVICES_DIR, searched first)")
     table.add_column("name")
-    for column in ("train mem\nMiB", "total mem\nMiB", "GFLOP/s\nsustained", "uplink\nMbit/s", "deadline\ns",
-                   "upload\ns", "samples\n/ round"):
+    for column in ("train\nMiB", "total\nMiB", "GFLOP/s", "uplink\nMbit/s", "round\ns", "upload\ns",
+                   "samples\n/ round"):
         table.add_column(column, justify="right")
     table.add_column("from")
     for d in devices:

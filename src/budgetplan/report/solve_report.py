@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from budgetplan.plan import Plan, PlanClass
@@ -66,7 +67,8 @@ def plan_table(plan: Plan) -> Table:
         elif c.active:
             table.add_row(c.name, describe_blocks(list(c.block_states)), "-", "-", "-", "-", end_section=True)
         else:
-            table.add_row(c.name, f"[red]sits out[/]: {c.reason or ''}", "-", "-", "-", "-", end_section=True)
+            reason = (c.reason or "").removeprefix(f"{c.name}: ")
+            table.add_row(c.name, f"[red]sits out[/]: {escape(reason)}", "-", "-", "-", "-", end_section=True)
     return table
 
 

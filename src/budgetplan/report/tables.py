@@ -10,7 +10,10 @@ report builds, without the reports doing anything:
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -42,10 +45,29 @@ def plain_lines(table: Table) -> list[str]:
     return out
 
 
-def foldable(table: Table) -> Table:
-    """Every column wraps and folds rather than cutting with '…'."""
+def _longest_word(column) -> int:
+    words = [w for cell in (column.header, *column.cells) for w in plain(cell).split()]
+    return max((len(w) for w in words), default=0)
+
+
+def _rendered_width(table: Table, console: Console) -> int:
+    lines = Segment.split_lines(console.render(table, console.options))
+    return max((Segment.get_line_length(line) for line in lines), default=0)
+
+
+def foldable(table: Table, console: Console) -> Table:
+    """Every column wraps and folds rather than cutting with '…'; a table wider than the terminal drops its
+    vertical rules and padding (one space between columns) so that names and numbers stay whole more often."""
     for column in table.columns:
         column.overflow, column.no_wrap = "fold", False
+    natural = Measurement.get(console, console.options.update_width(10**6), table).maximum
+    if table.columns and natural > console.width:
+        table.box, table.padding, table.pad_edge = box.SIMPLE_HEAD, (0, 0), False  # one space between columns
+        # the first column (a class or configuration name) gets what the other columns' longest words leave
+        others = sum(_longest_word(c) for c in table.columns[1:]) + len(table.columns) - 1
+        table.columns[0].min_width = max(0, min(_longest_word(table.columns[0]), console.width - others))
+        if _rendered_width(table, console) > console.width:  # rich could not honour it: let rich fold the names
+            table.columns[0].min_width = None
     return table
 
 
@@ -58,5 +80,5 @@ class ReportConsole(Console):
             objects = tuple(Text("\n".join(plain_lines(o))) if isinstance(o, Table) else o for o in objects)
             kwargs.setdefault("soft_wrap", True)  # plain rows keep their full width
         for table in tables:
-            foldable(table)
+            foldable(table, self)
         super().print(*objects, **kwargs)
