@@ -41,4 +41,12 @@ export HF_HUB_OFFLINE=1
 for example in "$REPO"/examples/*.py; do
   "$BIN/python" "$example" "$WORK/example-$(basename "$example" .py)"
 done
+# 4. the declared ranges resolve next to an older numpy and transformers, keeping them (no install: --dry-run)
+"$BIN/pip" install $PIP --dry-run --ignore-installed --report "$WORK/compat.json" "$WHEEL" numpy==2.3.5 transformers==5.23.0
+"$BIN/python" - "$WORK/compat.json" <<'PY'
+import json, sys
+chosen = {i["metadata"]["name"]: i["metadata"]["version"] for i in json.load(open(sys.argv[1]))["install"]}
+assert chosen["numpy"] == "2.3.5" and chosen["transformers"] == "5.23.0", chosen
+print(f"resolves next to numpy 2.3.5 and transformers 5.23.0 (torch {chosen['torch']}, peft {chosen['peft']})")
+PY
 echo "wheel check passed: $(basename "$WHEEL") installed and ran outside the source tree"
