@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from budgetplan.cli import app
+from budgetplan.plan import read_plan
 from budgetplan.devices import BUNDLED_DIR, device_to_toml, list_devices, load_device
 from budgetplan.report import device_report, profile_report, run_report, solve_report
 from budgetplan.report.tables import ReportConsole, plain
@@ -47,16 +48,15 @@ def plans(devices_dir, tmp_path_factory):
                                   "--device", LONG, "--json", str(folder / "devices.json")])
     fleet = runner.invoke(app, ["solve", "--fleet", "demo", "--json", str(folder / "fleet.json")])
     assert devices.exit_code == 3 and fleet.exit_code in (0, 3), devices.output + fleet.output
-    return {name: json.loads((folder / f"{name}.json").read_text()) for name in ("devices", "fleet")}
+    return {name: read_plan(folder / f"{name}.json") for name in ("devices", "fleet")}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from budgetplan.execute.plans import run_plan_to_dict
     from fl_helpers import tiny_plan
 
     folder = tmp_path_factory.mktemp("run")
-    (folder / "plan.json").write_text(json.dumps(run_plan_to_dict(tiny_plan())))
+    (folder / "plan.json").write_text(json.dumps(tiny_plan().to_dict()))
     result = runner.invoke(app, ["run", str(folder / "plan.json"), "--data", "drugreview", *SMALL,
                                  "--out", str(folder / "run")])
     assert result.exit_code == 0, result.output
@@ -75,7 +75,7 @@ def all_tables(plans, run_dir, tiny_profiles, devices_dir):
         **{f"device {d.name}": device_report.device_table(d) for d in list_devices([devices_dir])},
         "plan (devices)": solve_report.plan_table(plans["devices"]),
         "plan (fleet)": solve_report.plan_table(plans["fleet"]),
-        "fleet": solve_report.fleet_table(plans["fleet"]["fleet"]),
+        "fleet": solve_report.fleet_table(plans["fleet"].fleet),
         **{f"profile {k}": profile_report.profile_table(v[1]) for k, v in tiny_profiles.items()},
         "rounds": run_report.rounds_table(history),
         "dropped": run_report.dropped_table(dropped),

@@ -228,7 +228,8 @@ def plan_validate(
 
     Example: budgetplan plan validate plan.json --model model.pt
     """
-    from budgetplan.plan import check_model, read_plan
+    from budgetplan.files import read_json
+    from budgetplan.plan import read_plan
 
     data = read_plan(plan)
     version = read_json(plan, "plan file", "", ConfigError).get("schema_version")
