@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
-from budgetplan.errors import ConfigError, InfeasibleError
+from budgetplan.errors import ConfigError
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_PROFILE
 
@@ -34,24 +34,11 @@ def _devices(names: list[str], files: list[Path], dirs: list[Path]):
     return devices
 
 
-def _solve_devices(profile, devices, settings, importance):
-    """One PlanClass per device; a class that fits nothing sits out with the least budget it needs as reason."""
-    from budgetplan.plan import class_from_solution, inactive_class
-    from budgetplan.solve.classes import ProfileSolver
-    from budgetplan.solve.run import SolverParams
+def _solve_devices(profile, devices, settings, importance, model_spec):
+    """The plan for named classes; one that fits nothing sits out with the least budget it needs as reason."""
+    from budgetplan.api import plan_for_devices
 
-    # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    solver = ProfileSolver(profile, settings.objective, settings.contiguous,
-                           SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
-    planned = []
-    for device in devices:
-        solution, reason, _ = solver.solve_class(device)
-        share = 1 / len(devices)
-        planned.append(inactive_class(profile, device, share, reason) if solution is None else
-                       class_from_solution(profile, solution, device, share))
-    if not any(p.active for p in planned):
-        raise InfeasibleError("; ".join(p.reason for p in planned))
-    return planned
+    return plan_for_devices(profile, devices, settings, importance, model_spec)
 
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec):
@@ -123,7 +110,7 @@ def solve(
 
 def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, time_limit,
                seed, workers, model_spec):
-    from budgetplan.plan import SolverSettings, build_plan
+    from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
     from budgetplan.report.solve_report import fleet_table
     from budgetplan.solve.objective import read_importance
@@ -141,7 +128,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
     model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
     devices = _devices(device, device_file, devices_dir)
-    return build_plan(model, _solve_devices(model, devices, settings, weights), settings, model_spec)
+    return _solve_devices(model, devices, settings, weights, model_spec)
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",

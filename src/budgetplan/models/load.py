@@ -47,9 +47,10 @@ class LoadedModel:
         return self.model.get_submodule(self.layout.path)
 
 
-def load_model(spec: str, *, num_labels: int | None = None, task: str = "classification",
+def load_model(spec: str | nn.Module, *, num_labels: int | None = None, task: str = "classification",
                trust_pickle: bool = False, blocks: str | None = None) -> LoadedModel:
-    """Load `spec` (bundled name, HF directory or model file) and wrap it with a task head."""
+    """Load `spec` (bundled name, HF directory, model file, or a base nn.Module in memory) and wrap it with a
+    task head. A module in memory is used as is (not copied) and gets the same eager-attention switch."""
     base, config, head_state = _load_base(spec, trust_pickle)
     _use_eager_attention(base)
     if getattr(base, "pooler", None) is not None:
@@ -89,7 +90,9 @@ def save_model_file(loaded: LoadedModel, path: str | Path) -> None:
                path)
 
 
-def _load_base(spec: str, trust_pickle: bool):
+def _load_base(spec, trust_pickle: bool):
+    if isinstance(spec, nn.Module):
+        return spec, getattr(spec, "config", None), None
     if spec in bundled.tiny_configs():
         return _build_tiny(spec)
     if spec == bundled.MINILM_NAME:
@@ -231,5 +234,7 @@ def _family(base: nn.Module, config) -> str:
     return getattr(config, "model_type", None) or type(base).__name__.lower()
 
 
-def _display_name(spec: str) -> str:
+def _display_name(spec) -> str:
+    if isinstance(spec, nn.Module):
+        return type(spec).__name__
     return spec if spec in bundled.bundled_names() else Path(spec).name
