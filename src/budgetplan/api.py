@@ -29,11 +29,12 @@ DeviceLike = Union[str, Path, "DeviceClass"]
 
 
 def load(model: "nn.Module | str | Path | LoadedModel", *, num_labels: int | None = None,
-         task: str = "classification", blocks: str | None = None, trust_pickle: bool = False) -> "LoadedModel":
-    """The model with budgetplan's task head and its block stack found, ready for profile_model() and apply().
+         task: str | None = None, blocks: str | None = None, trust_pickle: bool = False) -> "LoadedModel":
+    """The model with a task head and its block stack found, ready for profile_model() and apply().
 
-    `model` is an nn.Module in memory (a transformers base model such as BertModel), a model.pt file, a Hugging
-    Face directory or a bundled name. A module in memory gets the same handling as a file: attention switched to
+    `model` is an nn.Module in memory (a transformers base model such as BertModel, or a task model such as
+    BertForSequenceClassification, which keeps its own head), a model.pt file, a Hugging Face directory or a
+    bundled name; `task` None means the model's own head decides (classification for a bare base model). A module in memory gets the same handling as a file: attention switched to
     eager (the fused SDPA kernel is invisible to FLOP counters) and no KV cache. A LoadedModel passes through.
     """
     from budgetplan.models.load import LoadedModel, load_model
@@ -56,7 +57,7 @@ def _shape(sample_batch: Mapping) -> tuple[int, int | None]:
 
 def profile_model(model, sample_batch: Mapping | None = None, *, batch_size: int = 8, seq_len: int = 128,
             optimizer: str = "adamw", lora_ranks: Sequence[int] = (4, 8, 16), train_embeddings: bool = False,
-            measure: bool = True, num_labels: int | None = None, task: str = "classification",
+            measure: bool = True, num_labels: int | None = None, task: str | None = None,
             tick=None) -> "ModelProfile":
     """Measure every block in every state once (FLOPs, saved activations, peak) and compose configurations.
 
@@ -109,20 +110,18 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
-    from budgetplan.solve.classes import ProfileSolver
-    from budgetplan.solve.run import SolverParams
+    from budgetplan.solve.planner import ProfilePlanner
 
     names = [d.name for d in devices]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice or not devices:
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
-    # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    solver = ProfileSolver(profile, settings.objective, settings.contiguous,
-                           SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
+    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
+    planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
     classes, reasons = [], []
     for d in devices:
-        solution, reason, _ = solver.solve_class(d)
+        solution, reason = planner.solve_class(d)
         share = 1 / len(devices)
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
                        class_from_solution(profile, solution, d, share))

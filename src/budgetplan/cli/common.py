@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import os
@@ -61,7 +62,12 @@ def friendly_errors(func):
         except MemoryError:
             fail("ran out of memory; use a smaller --batch-size or --seq-len")
         except OSError as exc:
-            fail(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'I/O'}); check the path and permissions")
+            where = getattr(exc, "filename", "") or "I/O"
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                fail(f"disk full while writing {where}; free space and run the command again")
+            fail(f"{exc.strerror or exc} ({where}); check the path and permissions")
+        except RecursionError:
+            fail("an input is nested too deeply to read; check the files given to this command")
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug, not bad input: one line, the traceback on request
@@ -102,7 +108,7 @@ def write_json(write, obj, path: Path, what: str) -> None:
     """write(obj, path) for a file; for '-' the very same text goes to stdout (via a scratch file)."""
     if not to_stdout(path):
         write(obj, path)
-        console.print(f"{what} written to {path}", highlight=False, soft_wrap=True)
+        console.print(f"{what} written to {escape(str(path))}", highlight=False, soft_wrap=True)
         return
     with tempfile.TemporaryDirectory(prefix="budgetplan-") as scratch:
         out = Path(scratch) / "out.json"

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
@@ -41,7 +42,7 @@ def profile_demo_model(batch_size: int, seq_len: int):
 def solve_demo_fleet(profile, out: Path) -> Path:
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
     from budgetplan.report.solve_report import plan_table
-    from budgetplan.solve.fleet import read_fleet, solve_fleet
+    from budgetplan.solve import read_fleet, solve_fleet
 
     settings = SolverSettings("layers", False, 10.0, 0, 1)
     result = solve_fleet([profile], read_fleet(DEMO_FLEET), settings.objective)
@@ -49,7 +50,7 @@ def solve_demo_fleet(profile, out: Path) -> Path:
     path = out / "plan.json"
     write_plan(plan, path)
     console.print(plan_table(plan))
-    console.print(f"solved {len(plan.classes)} classes in {result.solve_s:.2f} s ({result.status}); plan: {path}")
+    console.print(f"solved {len(plan.classes)} classes in {result.solve_s:.2f} s ({result.status}); plan: {escape(str(path))}")
     return path
 
 
@@ -89,7 +90,10 @@ def demo(
     Example: budgetplan demo --rounds 3 --out runs/demo
     """
     from budgetplan.profile.io import write_profile
+    from budgetplan.validate import check_options
 
+    check_options({"--rounds": rounds, "--clients": clients, "--batch-size": batch_size, "--seq-len": seq_len,
+                   "--max-train": max_train})
     out.mkdir(parents=True, exist_ok=True)
     _step(1, f"profile {DEMO_MODEL} (real pretrained weights, batch {batch_size}, {seq_len} tokens, AdamW)")
     profile = profile_demo_model(batch_size, seq_len)
@@ -98,7 +102,7 @@ def demo(
     plan_path = solve_demo_fleet(profile, out)
     _step(3, f"train {rounds} federated rounds on {DEMO_DATA} with the plan, then verify it")
     report = run_and_verify(plan_path, out, rounds, clients, max_train, seq_len)
-    console.print(f"everything is in {out}/ (profile.json, plan.json, run/); re-run a stage alone with "
+    console.print(f"everything is in {escape(str(out))}/ (profile.json, plan.json, run/); re-run a stage alone with "
                   "'budgetplan profile|solve|run|verify'")
     if not report.passed:
         raise typer.Exit(1)

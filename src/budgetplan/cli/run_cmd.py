@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from budgetplan.cli import common
@@ -30,7 +31,10 @@ def progress_events(progress: Progress):
 
     def on_event(kind: str, payload: dict) -> None:
         if kind == "measure":
-            progress.console.print(f"measuring the first local step of class {payload['class']}")
+            progress.console.print(f"measuring the first local step of class {escape(payload['class'])}")
+        elif kind == "stale_lock":
+            progress.console.print(f"{escape(payload['run_dir'])} was locked by {escape(payload['holder'])}, which "
+                                   "is no longer running; taking the lock over", highlight=False)
         elif kind == "start":
             tasks["rounds"] = progress.add_task("rounds", total=payload["rounds"], completed=payload["done"])
         elif kind == "round_start":
@@ -41,8 +45,11 @@ def progress_events(progress: Progress):
             progress.advance(tasks["clients"])
         elif kind == "round_end":
             progress.advance(tasks["rounds"])
+            reasons = sorted({d["reason"] for d in payload["dropped"]})
+            why = f" ({escape('; '.join(reasons))})" if reasons else ""
             progress.console.print(f"round {payload['round']}: accuracy {payload['accuracy']:.4f}, "
-                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped")
+                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped{why}",
+                                   highlight=False)
     return on_event
 
 
@@ -95,7 +102,7 @@ def run_command(
     run_report.print_run(common.console, result.history)
     if report is not None:
         run_report.print_verify(common.console, report)
-    common.console.print(f"run directory: {run_dir}")
+    common.console.print(f"run directory: {escape(str(run_dir))}", highlight=False)
 
 
 def verify_command(
@@ -107,6 +114,9 @@ def verify_command(
 
     Example: budgetplan verify runs/plan-drugreview-s0
     """
+    from budgetplan.validate import check_options
+
+    check_options({"--tolerance": tolerance})
     report = verify_run(run_dir, tolerance)
     if as_json:
         common.echo_json(json.dumps(report_to_dict(report)))
@@ -150,6 +160,11 @@ def compare_command(
     from budgetplan.execute.data import dataset_info
     from budgetplan.profile.io import read_profile
 
+    from budgetplan.validate import check_options
+
+    check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
+                   "--local-steps": local_steps, "--lr": lr, "--alpha": alpha, "--seq-len": seq_len,
+                   "--max-train": max_train, "--max-test": max_test, "--lora-rank": lora_rank})
     run_plan, model_profile = read_plan(plan), read_profile(profile)
     seed_list = _int_list(seeds, "--seeds")
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
@@ -166,7 +181,7 @@ def compare_command(
 
         def on_event(kind, payload):
             if kind == "scheme":
-                progress.console.print(f"scheme {payload['scheme']}, seed {payload['seed']}")
+                progress.console.print(f"scheme {escape(str(payload['scheme']))}, seed {payload['seed']}", highlight=False)
             events(kind, payload)
 
         summaries = run_compare(run_plan, model_profile, template, config, seed_list, out, scheme_list, target,
@@ -174,7 +189,7 @@ def compare_command(
     rows = table_rows(summaries)
     if plot is not None:
         written = plots.plot_compare(out, summaries, plot, f"{plan.stem} on {data}: test accuracy per round")
-        (common.error_console if as_json else common.console).print(f"plot written to {written}", highlight=False)
+        (common.error_console if as_json else common.console).print(f"plot written to {escape(str(written))}", highlight=False)
     if as_json:
         common.echo_json(json.dumps(rows))
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
 from budgetplan.errors import ConfigError
@@ -41,17 +42,30 @@ def _solve_devices(profile, devices, settings, importance, model_spec):
     return plan_for_devices(profile, devices, settings, importance, model_spec)
 
 
-def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec):
+def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
+    """The fleet file's limits with the command line's on top."""
+    import dataclasses
+
+    from budgetplan.solve.coupling import FleetLimits
+
+    given = {"ingress_bytes_per_round": ingress, "clients_per_round": clients, "min_coverage": coverage}
+    values = {**dataclasses.asdict(fleet.limits), **{k: v for k, v in given.items() if v is not None}}
+    return FleetLimits(**values)
+
+
+def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
+                 limits: tuple):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
-    from budgetplan.solve.fleet import read_fleet, read_fleet_profiles, solve_fleet
+    from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
-                             settings.seed, settings.workers, importance, progress=tick)
+                             settings.seed, settings.workers, importance, progress=tick,
+                             limits=_limits(fleet, *limits))
     return plan_from_fleet(result, settings, model_spec)
 
 
@@ -59,11 +73,25 @@ def _summary(plan) -> list[str]:
     proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
     lines = ["every class solved to proven optimality (OPTIMAL)" if proved
              else "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]"]
-    out = [c.name for c in plan.classes if not c.active]
+    out, chosen = _sat_out(plan), [c.name for c in plan.classes if _left_out_by_limits(c)]
     if out:
-        lines.append(f"[yellow]{len(out)} class(es) sit out, nothing fits: {', '.join(out)} (exit code "
+        lines.append(f"[yellow]{len(out)} class(es) sit out, nothing fits: {escape(', '.join(out))} (exit code "
                      f"{EXIT_SAT_OUT}); the plan covers the others[/]")
+    if chosen:
+        lines.append(f"{len(chosen)} class(es) sit out to meet the fleet limits: {escape(', '.join(chosen))}")
     return lines
+
+
+def _left_out_by_limits(c) -> bool:
+    """Inactive although it fits its own budgets: the fleet-wide limits left it out (a choice, not a failure)."""
+    from budgetplan.solve.fleet import LIMITS_REASON
+
+    return not c.active and LIMITS_REASON in (c.reason or "")
+
+
+def _sat_out(plan) -> list[str]:
+    """The classes that fit nothing (exit code 3)."""
+    return [c.name for c in plan.classes if not c.active and not _left_out_by_limits(c)]
 
 
 @friendly_errors
@@ -80,7 +108,14 @@ def solve(
                                                  "importance (per-block weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
-    time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
+    fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
+                                                  help="with --fleet: server ingress per round, bytes"),
+    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round",
+                                                    help="with --fleet-ingress: clients sampled per round"),
+    min_coverage: Optional[float] = typer.Option(None, "--min-coverage",
+                                                 help="with --fleet: least share of a round's clients training "
+                                                      "any block that is trained"),
+    time_limit: float = typer.Option(10.0, help="CP-SAT time limit (fleet limits only), seconds"),
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
@@ -89,7 +124,8 @@ def solve(
     """Choose, per device class, the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing sits out: the table names the least budget it needs, the plan covers the other
-    classes, and the exit code is 3 (0: every class has a plan; 2: bad input, or no class fits at all).
+    classes, and the exit code is 3 (0: every class has a plan, or sits out only to meet --fleet-ingress /
+    --min-coverage; 2: bad input, or no class fits at all).
 
     Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
     """
@@ -98,32 +134,38 @@ def solve(
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
-                          time_limit, seed, workers, model_spec)
+                          time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
         console.print(plan_table(plan))
         for line in _summary(plan):
             console.print(line, highlight=False)
         if json_path:
             write_json(write_plan, plan, json_path, f"plan (schema {PLAN_SCHEMA_VERSION}; docs/plan-format.md)")
-    if any(not c.active for c in plan.classes):
+    if _sat_out(plan):
         raise typer.Exit(EXIT_SAT_OUT)
 
 
 def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, time_limit,
-               seed, workers, model_spec):
+               seed, workers, model_spec, limits: tuple):
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
     from budgetplan.report.solve_report import fleet_table
     from budgetplan.solve.objective import read_importance
 
+    from budgetplan.validate import check_options
+
+    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec)
+        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits)
         console.print(fleet_table(plan.fleet))
         return plan
+    if any(v is not None for v in limits):
+        raise ConfigError("--fleet-ingress, --clients-per-round and --min-coverage couple a fleet's classes; "
+                          "use them with --fleet")
     if len(paths) > 1:
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
     model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
@@ -179,13 +221,15 @@ def devices_detect(
     from budgetplan.devices import detect_device, write_device_file
     from budgetplan.report.device_report import device_table
 
-    if seconds <= 0:
-        raise ConfigError(f"--seconds {seconds}: give a positive duration")
+    from budgetplan.validate import check_name, check_options
+
+    check_options({"--seconds": seconds})
+    check_name(name, "--name", "name the device class with letters, digits and . _ + -")
     with console.status(f"measuring sustained FLOP/s for {seconds:g} s"):
         device = detect_device(name, seconds)
     write_device_file(device, out)
     console.print(device_table(device))
-    console.print(f"written to {out}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
+    console.print(f"written to {escape(str(out))}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
 
 
 plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
@@ -228,7 +272,7 @@ def plan_validate(
         loaded = load_model(model, num_labels=ctx.num_labels, task=ctx.task, trust_pickle=trust_pickle)
         data.check_model(loaded.fingerprint, model)
         line += f"; matches {model}"
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

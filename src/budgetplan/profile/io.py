@@ -52,8 +52,11 @@ def _states(data: dict) -> dict[str, dict[str, PartCost]]:
 
 
 def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
+    from budgetplan.validate import check_profile  # local: validate imports profile.types and profile.compose
+
     check_format(data, PROFILE_KIND, SCHEMA_VERSION, origin, "re-run 'budgetplan profile MODEL --json PATH'",
                  PlanError)
+    check_profile(data, origin)
     try:
         context = dict(data["context"])
         context["lora_ranks"] = tuple(context["lora_ranks"])

@@ -13,9 +13,10 @@ Vocabulary
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: context.head_source, measurement.block_runs / distinct_blocks
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
@@ -33,11 +34,31 @@ def lora_state(rank: int) -> str:
     return f"{LORA_PREFIX}{rank}"
 
 
+_LORA_STATE = re.compile(re.escape(LORA_PREFIX) + r"([0-9]+)")
+
+
 def lora_rank(state: str) -> int | None:
     """The LoRA rank of a state name, or None when the state is not a LoRA state."""
-    if not state.startswith(LORA_PREFIX):
+    match = _LORA_STATE.fullmatch(state) if isinstance(state, str) else None
+    return int(match.group(1)) if match else None
+
+
+STATE_NAMES_HINT = f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1"
+
+
+def state_problem(state) -> str | None:
+    """Why `state` is not a block state budgetplan knows, or None. The one place the known states are listed:
+    validation of profiles and plans asks this function, so a new state is added here (and in the schemas)."""
+    if not isinstance(state, str):
+        return f"{state!r} is not a state name"
+    if state in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED):
         return None
-    return int(state[len(LORA_PREFIX):])
+    rank = lora_rank(state)
+    if rank is None:
+        return f"unknown state '{state}'"
+    if rank < 1 or str(rank) != state[len(LORA_PREFIX):]:
+        return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
+    return None
 
 
 def is_trainable(state: str) -> bool:
@@ -110,7 +131,7 @@ class ProfileContext:
     batch_size: int
     seq_len: int | None  # text models
     image_size: int | None  # vision models
-    dtype: str
+    dtype: str  # of weights, gradients and optimizer state alike (no fp32 master copy, no autocast)
     optimizer: str  # "sgd", "sgd-momentum", "adam", "adamw"
     num_labels: int
     task: str  # "classification" or "lm"
@@ -119,6 +140,9 @@ class ProfileContext:
     lora_alpha_per_rank: float  # alpha = this x rank
     lora_targets: tuple[str, ...]  # module names inside a block that LoRA adapts
     device: str  # "cpu" or "cuda"
+    # "model": the model's own task head (kept with its weights); "budgetplan": a head added to a bare base.
+    # Profiles of schema 1.0 predate own heads: always "budgetplan".
+    head_source: str = "budgetplan"
 
 
 @dataclass(frozen=True)

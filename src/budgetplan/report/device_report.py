@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from budgetplan.report.markup import safe
 from budgetplan.report.units import fmt_bytes, mib, number
 
 
@@ -25,9 +26,9 @@ def devices_table(devices, bundled_dir: Path | None = None) -> Table:
         table.add_column(column, justify="right")
     table.add_column("from")
     for d in devices:
-        table.add_row(d.name, mib(d.memory_bytes), mib(d.total_memory_bytes), number(d.flops_per_s / 1e9),
+        table.add_row(safe(d.name), mib(d.memory_bytes), mib(d.total_memory_bytes), number(d.flops_per_s / 1e9),
                       number(d.uplink_bits_per_s / 1e6), f"{d.round_deadline_s:g}", f"{d.upload_time_budget_s:g}",
-                      str(d.samples_per_round), _origin(d, bundled_dir))
+                      str(d.samples_per_round), safe(_origin(d, bundled_dir)))
     return table
 
 
@@ -42,8 +43,8 @@ def _value(name: str, value) -> str:
 
 
 def device_table(device) -> Table:
-    sources = {s.split(":", 1)[0]: s.split(":", 1)[1].strip() for s in device.sources}
-    table = Table(title=f"{device.name}: {device.description}", caption=f"from {device.origin}")
+    sources = safe({s.split(":", 1)[0]: s.split(":", 1)[1].strip() for s in device.sources if ":" in s})
+    table = Table(title=safe(f"{device.name}: {device.description}"), caption=safe(f"from {device.origin}"))
     for column in ("field", "value", "source"):
         table.add_column(column)
     for f in fields(device):

@@ -4,8 +4,12 @@
   of the block's parameters its adapters train (a rank-8 adapter on a MiniLM block is ~0.03 of a layer), so
   LoRA widens a plan only where full layers do not fit, and full fine-tuning wins whenever it fits.
 - params: trainable parameters of the whole configuration (pre and head included, as compose counts them).
-- importance: a weight per block; a trained block earns its weight, a LoRA block the same fraction as above. Weights come from a file or from the
-  profile's `measurement` entries "importance.block.N"; a measured-importance step can fill either.
+- importance: a value per (block, state). In order of precedence: a weights file (`--importance`, one weight
+  per block: a trained block earns its weight, a LoRA block the same fraction as above); the profile's measured
+  importance (`ModelProfile.importance`, one dict per block, state -> value; a state missing from a block's
+  dict, and every frozen state, is worth 0); the profile's `measurement` entries "importance.block.N".
+Values are kept as integers: layers and per-block weights to 1/WEIGHT_SCALE, measured values to
+1/MEASURED_SCALE; a positive value never rounds to 0, so a state that earns something still beats frozen.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
 OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
 # Weights are fractions; the model needs integers: every weight is kept to 1/1000 of a layer.
 WEIGHT_SCALE = 1000
+MEASURED_SCALE = 10**6
 IMPORTANCE_KEY = "importance.block.{index}"
 
 
@@ -33,7 +38,11 @@ class Objective:
     scale: int  # the reported objective is the integer objective / scale
 
     def report(self, scaled: int) -> float | int:
-        return scaled if self.scale == 1 else scaled / self.scale
+        return int(scaled) if self.scale == 1 else int(scaled) / self.scale
+
+    def value(self, block_states: tuple[str, ...], trainable_params: int) -> int:
+        """The integer objective of a configuration (trainable_params: of the whole configuration)."""
+        return sum(w.get(s, 0) for w, s in zip(self.state_weights, block_states)) + self.params_weight * trainable_params
 
 
 def state_fractions(block) -> dict[str, float]:
@@ -62,12 +71,38 @@ def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ..
         return Objective(PARAMS, ({},) * n, 1, 1)
     if name != IMPORTANCE:
         raise ConfigError(f"unknown objective '{name}'; use one of: {', '.join(OBJECTIVES)}")
+    if importance is None:
+        measured = measured_weights(profile)
+        if measured is not None:
+            return Objective(IMPORTANCE, measured, 0, MEASURED_SCALE)
     weights = importance if importance is not None else profile_importance(profile)
     if len(weights) != n:
         raise ConfigError(f"importance has {len(weights)} weights but the model has {n} blocks; give one per block")
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
     return Objective(IMPORTANCE, _weights(profile, tuple(weights)), 0, WEIGHT_SCALE)
+
+
+def measured_weights(profile: ModelProfile) -> tuple[dict[str, int], ...] | None:
+    """Integer weights per (block, trainable state) from ModelProfile.importance, or None when it has none."""
+    measured = getattr(profile, "importance", None)
+    if measured is None:
+        return None
+    blocks = measured.get("blocks") if isinstance(measured, dict) else getattr(measured, "blocks", None)
+    if blocks is None or len(blocks) != profile.num_blocks:
+        raise ConfigError(f"the profile's importance has {len(blocks or ())} blocks but the model has "
+                          f"{profile.num_blocks}; measure it again with 'budgetplan importance'")
+    weights = []
+    for block, values in zip(profile.blocks, blocks):
+        per_state = {}
+        for state in block.states:
+            value = float(values.get(state, 0.0)) if is_trainable(state) else 0.0
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"importance of block {block.index} state {state} is {value}; values must be "
+                                  "finite and >= 0; measure it again with 'budgetplan importance'")
+            per_state[state] = max(1, round(value * MEASURED_SCALE)) if value > 0 else 0
+        weights.append(per_state)
+    return tuple(weights)
 
 
 def profile_importance(profile: ModelProfile) -> tuple[float, ...]:
