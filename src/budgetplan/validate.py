@@ -48,13 +48,23 @@ def _where(path) -> str:
     return "/".join(str(p) for p in path) or "(top level)"
 
 
+@lru_cache(maxsize=None)
+def _validator_class():
+    """Draft 2020-12 where a tuple is an array too: dicts built in-process (to_dict) hold tuples, files lists."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("array", lambda _checker, value: isinstance(value, (list, tuple)))
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
 def check_schema(data, name: str, origin: str, fix: str) -> None:
     """JSON Schema `name` (plan, profile) over `data`; the best-matching error as one line."""
     import jsonschema
 
     check_depth(data, origin, fix)
     check_finite(data, origin, fix)
-    validator = jsonschema.Draft202012Validator(schema(name))
+    validator = _validator_class()(schema(name))
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         message = error.message if len(error.message) <= 160 else error.message[:157] + "..."

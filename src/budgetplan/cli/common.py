@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "budgetplan.cli.run_cmd",
     "budgetplan.cli.flower_cmd",
     "budgetplan.cli.demo_cmd",
+    "budgetplan.cli.importance_cmd",
 )
 
 

@@ -105,7 +105,7 @@ def solve(
                                       help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
                                            "with --fleet: the candidate models, overriding the file's)"),
     objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
-                                                 "importance (per-block weights)"),
+                                                 "importance (the profile's measured importance, else --importance weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",

@@ -165,6 +165,22 @@ class ConfigCost:
 
 
 @dataclass(frozen=True)
+class Importance:
+    """Measured worth of each block per trainable state (budgetplan.importance; JSON key "importance").
+
+    blocks[i] maps a state name to a finite value >= 0; a state missing from the dict is worth 0.0 (frozen
+    states always are).
+    """
+
+    method: str
+    data: str
+    steps: int
+    seconds: float
+    blocks: tuple[dict[str, float], ...]
+    source: str = MEASURED
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     schema_version: str
     generator: str
@@ -191,6 +207,7 @@ class ModelProfile:
     held_other_bytes: tuple[int, ...] = ()
     configs: tuple[ConfigCost, ...] = ()
     measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
+    importance: Importance | None = None  # measured block importance, when `budgetplan importance` ran
 
     @property
     def num_blocks(self) -> int:

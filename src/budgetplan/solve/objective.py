@@ -102,6 +102,9 @@ def measured_weights(profile: ModelProfile) -> tuple[dict[str, int], ...] | None
                                   "finite and >= 0; measure it again with 'budgetplan importance'")
             per_state[state] = max(1, round(value * MEASURED_SCALE)) if value > 0 else 0
         weights.append(per_state)
+    if not any(any(w.values()) for w in weights):
+        raise ConfigError("measured importance is 0 for every block and state: nothing beat training the head "
+                          "alone; re-run 'budgetplan importance' with more --steps or a higher --lr")
     return tuple(weights)
 
 
