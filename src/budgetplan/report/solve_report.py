@@ -7,7 +7,7 @@ from rich.table import Table
 from budgetplan.plan import Plan, PlanClass
 from budgetplan.profile.types import is_trainable
 from budgetplan.report.markup import safe
-from budgetplan.report.units import fmt_bytes, fmt_count, fmt_flops
+from budgetplan.report.units import fmt_count, gflop, mib
 
 SHORT = {"frozen_outside": "frozen", "frozen_in_path": "frozen (in grad path)", "trained": "trained"}
 
@@ -38,10 +38,10 @@ def _active_row(c: PlanClass, num_blocks: int, with_share: bool) -> list[str]:
     return [
         c.name + (f"\n{c.share:.0%} of fleet" if with_share else "") + status,
         f"{describe_blocks(list(c.block_states))}\n{trainable}/{num_blocks} blocks{params}",
-        _use(predicted.peak_bytes, budget.memory_bytes, fmt_bytes)
-        + (f"\nmeasured {fmt_bytes(c.measured_peak_bytes)}" if c.measured_peak_bytes is not None else ""),
-        _use(predicted.flops_per_round, budget.flops_per_round, fmt_flops),
-        _use(predicted.upload_bytes, budget.upload_bytes, fmt_bytes), "-" if answer is None else answer.binding,
+        _use(predicted.peak_bytes, budget.memory_bytes, mib)
+        + (f"\nmeasured {mib(c.measured_peak_bytes)}" if c.measured_peak_bytes is not None else ""),
+        _use(predicted.flops_per_round, budget.flops_per_round, gflop),
+        _use(predicted.upload_bytes, budget.upload_bytes, mib), "-" if answer is None else answer.binding,
     ]
 
 
@@ -58,9 +58,9 @@ def plan_table(plan: Plan) -> Table:
         caption="All costs derived: composed from the profile's per-block measurements. "
                 "binds = the budget with the least slack, 'none' when no budget limits the objective.",
     )
-    table.add_column("device class", overflow="fold")
-    table.add_column("blocks trained (0 = nearest the input)")
-    for column in ("peak memory", "compute / round", "upload / round", "binds"):
+    table.add_column("device class")
+    table.add_column("blocks trained\n(0 = input side)")
+    for column in ("peak MiB", "GFLOP\n/ round", "upload MiB\n/ round", "binds"):
         table.add_column(column, justify="right")
     for c in plan.classes:
         if c.active and c.predicted is not None and c.budget is not None and c.predicted.flops_per_round is not None:
@@ -68,7 +68,8 @@ def plan_table(plan: Plan) -> Table:
         elif c.active:
             table.add_row(c.name, describe_blocks(list(c.block_states)), "-", "-", "-", "-", end_section=True)
         else:
-            table.add_row(c.name, f"[red]sits out[/]: {c.reason or ''}", "-", "-", "-", "-", end_section=True)
+            reason = (c.reason or "").removeprefix(f"{c.name}: ").removeprefix("sits out ")  # escaped with the plan
+            table.add_row(c.name, f"[red]sits out[/]: {reason}", "-", "-", "-", "-", end_section=True)
     return table
 
 

@@ -1,24 +1,48 @@
-"""Human-readable units for tables."""
+"""One unit convention for every number budgetplan prints.
+
+Bytes are binary mebibytes (MiB = 2**20 bytes), work is GFLOP (1e9 floating-point operations; FLOPs = 2 x MACs),
+rates GFLOP/s, uplinks Mbit/s (1e6 bits). Tables put the unit in the column header and bare numbers in the cells
+(`mib`, `gflop`); running text uses `fmt_bytes` / `fmt_flops`, which append the unit. No MB, GB, kB, TFLOP or
+MFLOP anywhere, so the same budget reads the same in `devices list`, `solve`, `verify` and `compare`.
+"""
 
 from __future__ import annotations
 
+import math
 
-def fmt_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value} B"
+MIB = 2**20
+GFLOP = 1e9
+BYTES_UNIT, WORK_UNIT = "MiB", "GFLOP"
+
+
+def number(value: float) -> str:
+    """1 decimal from 100 up, 2 from 1 up, else 3 significant digits (0.0123): small models stay readable."""
+    size = abs(value)
+    if size == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    if size >= 100:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.{min(12, 2 - math.floor(math.log10(size)))}f}"
+
+
+def mib(value: int | float | None) -> str:
+    """Bytes as a bare MiB number for a column headed '... MiB'."""
+    return "-" if value is None else number(value / MIB)
+
+
+def gflop(value: int | float | None) -> str:
+    """FLOPs as a bare GFLOP number for a column headed '... GFLOP'."""
+    return "-" if value is None else number(value / GFLOP)
+
+
+def fmt_bytes(value: int | float | None) -> str:
+    return "-" if value is None else f"{mib(value)} {BYTES_UNIT}"
 
 
 def fmt_flops(value: int | float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:.0f} FLOP"
+    return "-" if value is None else f"{gflop(value)} {WORK_UNIT}"
 
 
 def fmt_count(value: int) -> str:

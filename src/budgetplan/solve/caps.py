@@ -57,8 +57,8 @@ def step_flops_cap(budget: Budget, batch_size: int) -> int:
 
 
 def format_quantity(name: str, value: int) -> str:
-    """A budget quantity for people: decimal megabytes for bytes, TFLOP / GFLOP for FLOPs."""
+    """A budget quantity for people, in budgetplan's one convention: MiB (2**20 bytes) and GFLOP (1e9 FLOPs)."""
     if name == COMPUTE:
-        return f"{value / 1e12:.4g} TFLOP per round" if value >= 1e12 else f"{value / 1e9:.4g} GFLOP per round"
-    text = f"{value / 1e6:.4g} MB" if value >= 1e5 else f"{value} bytes"
+        return f"{value / 1e9:.4g} GFLOP per round"
+    text = f"{value / 2**20:.2f} MiB ({value:,} bytes)"  # the bytes: a budget 1 byte short must not read equal
     return text + (" per round" if name == UPLOAD else "")

@@ -24,6 +24,9 @@ from budgetplan.solve.fleet_file import Fleet
 from budgetplan.solve.planner import ProfilePlanner
 from budgetplan.solve.solution import DeviceSolution, to_solution
 
+# The reason of a class that fits its budgets but sits out so the fleet meets its limits (not "nothing fits").
+LIMITS_REASON = "sits out to meet the fleet limits"
+
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -85,7 +88,7 @@ def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: li
     results = []
     for member, cands, row, (solution, reason) in zip(fleet.classes, candidates, choice, own):
         if row is None:
-            results.append((None, reason or f"{member.device.name}: sits out to meet the fleet limits ({_text(limits)})"))
+            results.append((None, reason or f"{member.device.name}: {LIMITS_REASON} ({_text(limits)})"))
             continue
         budget = budget_of(member.device)
         pick = cands[row]

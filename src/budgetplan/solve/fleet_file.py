@@ -12,7 +12,7 @@ A fleet file (TOML):
     min_coverage = 0.2                    # a block trained in a round is trained by >= this share of its clients
 
     [[classes]]
-    device = "jetson-nano"          # a bundled device name (budgetplan devices list) ...
+    device = "jetson-nano"          # a device name (budgetplan devices list; --devices-dir first) ...
     share = 0.4                     # fraction of the fleet's clients in this class, > 0
 
     [[classes]]
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from budgetplan.devices import DeviceClass, load_device, read_device_file
+from budgetplan.devices import DeviceClass, bundled_fleets, fleet_file, load_device, read_device_file
 from budgetplan.errors import ConfigError
 from budgetplan.files import read_toml
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
@@ -53,7 +53,7 @@ class Fleet:
     limits: FleetLimits = field(default_factory=FleetLimits)
 
 
-def _class(entry, index: int, base: Path, origin: str) -> FleetClass:
+def _class(entry, index: int, base: Path, origin: str, device_dirs=()) -> FleetClass:
     if not isinstance(entry, dict):
         raise ConfigError(f"{origin}: classes[{index}] must be a table with device (or device_file) and share")
     unknown = sorted(set(entry) - {"device", "device_file", "share"})
@@ -66,13 +66,13 @@ def _class(entry, index: int, base: Path, origin: str) -> FleetClass:
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not share > 0:
         raise ConfigError(f"{origin}: classes[{index}] share = {share!r} must be a number > 0")
     if "device" in entry:
-        device = load_device(str(entry["device"]))
+        device = load_device(str(entry["device"]), device_dirs)
     else:
         device = read_device_file(base / str(entry["device_file"]))
     return FleetClass(device, float(share))
 
 
-def _fleet_from_dict(data: dict, path: Path) -> Fleet:
+def _fleet_from_dict(data: dict, path: Path, device_dirs=()) -> Fleet:
     origin = str(path)
     unknown = sorted(set(data) - {"name", "models", "classes", *LIMIT_KEYS})
     if unknown:
@@ -85,7 +85,7 @@ def _fleet_from_dict(data: dict, path: Path) -> Fleet:
         raise ConfigError(f'{origin}: models must be a non-empty list of profile paths, e.g. models = ["{BUNDLED_PROFILE_NAME}"]')
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{origin}: the fleet has no [[classes]]; add one per device class with device and share")
-    classes = tuple(_class(e, i, path.parent, origin) for i, e in enumerate(entries))
+    classes = tuple(_class(e, i, path.parent, origin, device_dirs) for i, e in enumerate(entries))
     names = [c.device.name for c in classes]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -107,11 +107,14 @@ def _limits(data: dict, origin: str) -> FleetLimits:
         raise ConfigError(f"{origin}: {exc}") from None
 
 
-def read_fleet(path: str | Path) -> Fleet:
-    """A fleet file (see the module docstring); ConfigError / DeviceError with one line naming what is wrong."""
-    path = Path(path)
-    data = read_toml(path, "fleet file", "see profiles/fleets/mixed-edge.toml for the format", ConfigError)
-    return _fleet_from_dict(data, path)
+def read_fleet(path: str | Path, device_dirs=()) -> Fleet:
+    """A fleet file (see the module docstring), or a bundled fleet's name ('demo', 'mixed-edge'); device names are
+    looked up in `device_dirs`, $BUDGETPLAN_DEVICES_DIR, then the bundled classes. ConfigError / DeviceError with
+    one line naming what is wrong."""
+    path = fleet_file(path)
+    fix = f"see 'budgetplan devices list' and the bundled fleets ({', '.join(bundled_fleets())}) for the format"
+    data = read_toml(path, "fleet file", fix, ConfigError)
+    return _fleet_from_dict(data, path, device_dirs)
 
 
 def model_path(fleet: Fleet, entry: str) -> Path:
