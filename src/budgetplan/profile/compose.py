@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from budgetplan.errors import ConfigError
 from budgetplan.profile.types import (
+    FROZEN,
     FROZEN_IN_PATH,
     FROZEN_OUTSIDE,
     INPUT_GRAD,
@@ -33,7 +34,6 @@ from budgetplan.profile.types import (
     is_trainable,
 )
 
-FROZEN = "frozen"  # accepted as input; resolved to frozen_outside or frozen_in_path
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,11 @@ def compose(profile: ModelProfile, block_states: tuple[str, ...] | list[str]) ->
 
 
 def standard_configs(profile: ModelProfile) -> list[tuple[str, ...]]:
-    """Last-k for k = 0..L (k = 0 is head only, k = L is full), then LoRA on all blocks at each rank."""
+    """Last-k for k = 0..L (k = 0 is head only, k = L is full), then every other trainable state on all blocks
+    (LoRA at each rank, and the +recompute variants where profiled)."""
     n = profile.num_blocks
     configs = [tuple([FROZEN] * (n - k) + [TRAINED] * k) for k in range(n + 1)]
     for state in profile.block_state_names:
-        if state.startswith("lora-"):
+        if is_trainable(state) and state != TRAINED:
             configs.append(tuple([state] * n))
     return configs

@@ -4,7 +4,9 @@ Vocabulary
 - A *part* is the embeddings-and-everything-before-the-blocks ("pre"), one block, or everything after the
   last block including the head and the loss ("post").
 - A block's *state* is one of FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED or "lora-R" (peft LoRA of rank R on
-  the block's attention and MLP linears, base weights frozen).
+  the block's attention and MLP linears, base weights frozen), and a trainable state may carry the suffix
+  "+recompute" (activation recomputation: the block runs under torch.utils.checkpoint, keeps only its inputs
+  for backward and runs its forward again during backward). `parse_state` is the one reader of state names.
 - A part's *boundary* says whether the gradient must flow out of its input: INPUT_GRAD when some part below
   it is trainable, NO_INPUT_GRAD otherwise. Frozen states fix it (frozen_outside never has an input
   gradient, frozen_in_path always has); trained and LoRA parts are measured both ways, because the lowest
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.0"
+# 1.1: block states may carry "+recompute" (activation recomputation); 1.0 profiles read unchanged.
+SCHEMA_VERSION = "1.1"
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
 TRAINED = "trained"
 LORA_PREFIX = "lora-"
+FROZEN = "frozen"  # accepted as input; resolved to frozen_outside or frozen_in_path by position
 
 INPUT_GRAD = "input_grad"
 NO_INPUT_GRAD = "no_input_grad"
@@ -29,26 +33,82 @@ MEASURED = "measured"
 DERIVED = "derived"
 
 
+RECOMPUTE_SUFFIX = "+recompute"
+STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1), the trainable ones optionally "
+               "with +recompute (e.g. trained+recompute, lora-8+recompute)")
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """A parsed state name: the base state and whether the block recomputes its activations."""
+
+    base: str  # frozen_outside, frozen_in_path, trained or lora-R
+    recompute: bool = False
+    lora_rank: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.base + (RECOMPUTE_SUFFIX if self.recompute else "")
+
+    @property
+    def trainable(self) -> bool:
+        return self.base == TRAINED or self.lora_rank is not None
+
+
+def parse_state(state: str) -> BlockState:
+    """Read a block state name; ValueError naming the accepted forms when it is none of them."""
+    if not isinstance(state, str):
+        raise ValueError(f"block state {state!r} is not a string; use {STATE_FORMS}")
+    base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    rank = None
+    if base.startswith(LORA_PREFIX):
+        digits = base[len(LORA_PREFIX):]
+        rank = int(digits) if digits.isascii() and digits.isdigit() and int(digits) >= 1 else None
+        if rank is None or digits != str(rank):
+            raise ValueError(f"block state '{state}': '{base}' is not lora-R with a rank R >= 1; use {STATE_FORMS}")
+    elif base not in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, FROZEN):
+        raise ValueError(f"unknown block state '{state}'; use {STATE_FORMS}")
+    parsed = BlockState(base, base != state, rank)
+    if parsed.recompute and not parsed.trainable:
+        raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute")
+    return parsed
+
+
 def lora_state(rank: int) -> str:
     return f"{LORA_PREFIX}{rank}"
 
 
+def recompute_state(state: str) -> str:
+    """The recomputing variant of a trainable state (trained -> trained+recompute)."""
+    return parse_state(parse_state(state).base + RECOMPUTE_SUFFIX).name
+
+
+def base_state(state: str) -> str:
+    """The state without recomputation (lora-8+recompute -> lora-8)."""
+    return parse_state(state).base
+
+
+def is_recompute(state: str) -> bool:
+    return parse_state(state).recompute
+
+
 def lora_rank(state: str) -> int | None:
-    """The LoRA rank of a state name, or None when the state is not a LoRA state."""
-    if not state.startswith(LORA_PREFIX):
-        return None
-    return int(state[len(LORA_PREFIX):])
+    """The LoRA rank of a state name (recomputing or not), or None when the state is not a LoRA state."""
+    return parse_state(state).lora_rank
 
 
 def is_trainable(state: str) -> bool:
-    return state == TRAINED or lora_rank(state) is not None
+    return parse_state(state).trainable
 
 
 def boundaries_of(state: str) -> tuple[str, ...]:
     """The gradient boundaries under which a block in `state` can occur."""
-    if state == FROZEN_OUTSIDE:
+    base = parse_state(state).base
+    if base == FROZEN:
+        raise ValueError("'frozen' has no boundary of its own; resolve it with profile.compose.resolve_states")
+    if base == FROZEN_OUTSIDE:
         return (NO_INPUT_GRAD,)
-    if state == FROZEN_IN_PATH:
+    if base == FROZEN_IN_PATH:
         return (INPUT_GRAD,)
     return (INPUT_GRAD, NO_INPUT_GRAD)
 
@@ -175,3 +235,14 @@ class ModelProfile:
     @property
     def block_state_names(self) -> tuple[str, ...]:
         return tuple(self.blocks[0].states) if self.blocks else ()
+
+
+def without_recompute(profile: ModelProfile) -> ModelProfile:
+    """The profile with every +recompute state removed (what `--no-recompute` plans with)."""
+    from dataclasses import replace
+
+    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not is_recompute(s)},
+                           trainable_names={s: n for s, n in b.trainable_names.items() if not is_recompute(s)})
+                   for b in profile.blocks)
+    configs = tuple(c for c in profile.configs if not any(is_recompute(s) for s in c.block_states))
+    return replace(profile, blocks=blocks, configs=configs)
