@@ -58,10 +58,18 @@ def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importan
 
     fleet = read_fleet(fleet_path)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
+    profiles = [offered_states(p, settings) for p in profiles]
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
                              settings.seed, settings.workers, importance, progress=tick)
     return plan_from_fleet(result, settings, model_spec)
+
+
+def offered_states(profile, settings):
+    """The profile the solver chooses from: without its +recompute states under --no-recompute."""
+    from budgetplan.profile.types import without_recompute
+
+    return profile if settings.recompute else without_recompute(profile)
 
 
 @friendly_errors
@@ -76,6 +84,8 @@ def solve(
                                                  "importance (per-block weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
+    recompute: bool = typer.Option(True, help="let the solver choose activation recomputation per block "
+                                              "(trained+recompute, lora-R+recompute: less memory, more FLOPs)"),
     time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
@@ -88,7 +98,7 @@ def solve(
     from budgetplan.report.solve_report import fleet_table, plan_table
     from budgetplan.solve.objective import read_importance
 
-    settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
+    settings = SolverSettings(objective, contiguous, time_limit, seed, workers, recompute)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
@@ -99,7 +109,7 @@ def solve(
     else:
         if len(paths) > 1:
             raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-        model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
+        model = offered_states(read_profile(paths[0] if paths else BUNDLED_PROFILE), settings)
         plan = build_plan(model, _solve_devices(model, _devices(device, device_file), settings, weights), settings,
                           model_spec)
     console.print(plan_table(plan))

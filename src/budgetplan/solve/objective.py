@@ -6,6 +6,11 @@
 - params: trainable parameters of the whole configuration (pre and head included, as compose counts them).
 - importance: a weight per block; a trained block earns its weight, a LoRA block the same fraction as above. Weights come from a file or from the
   profile's `measurement` entries "importance.block.N"; a measured-importance step can fill either.
+A "+recompute" state earns what its base state earns (the same weights are trained). Where the profile has
+recompute states, every weight is multiplied by the tie factor blocks + 1 and each earning block that does not
+recompute adds 1: among plans equal in the objective the solver takes the most blocks that do not recompute
+(recomputation costs FLOPs and lowers the peak, so the peak tie-break alone would recompute wherever it
+could). report() divides the tie factor back out, so reported values are those of the base objective.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
-from budgetplan.profile.types import TRAINED, ModelProfile, is_trainable
+from budgetplan.profile.types import TRAINED, ModelProfile, is_recompute, is_trainable, parse_state
 
 LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
 OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
@@ -29,10 +34,12 @@ IMPORTANCE_KEY = "importance.block.{index}"
 class Objective:
     name: str
     state_weights: tuple[dict[str, int], ...]  # per block: integer weight earned by each trainable state
-    params_weight: int  # 1 for "params", else 0
-    scale: int  # the reported objective is the integer objective / scale
+    params_weight: int  # RECOMPUTE_TIE for "params", else 0
+    scale: int  # the reported objective is (the integer objective // tie) / scale
+    tie: int = 1  # blocks + 1 where the profile has recompute states, else 1 (see the module docstring)
 
     def report(self, scaled: int) -> float | int:
+        scaled //= self.tie
         return scaled if self.scale == 1 else scaled / self.scale
 
 
@@ -43,23 +50,40 @@ def state_fractions(block) -> dict[str, float]:
     for state, by_boundary in block.states.items():
         if is_trainable(state):
             params = max(c.trainable_params for c in by_boundary.values())
-            fractions[state] = 1.0 if state == TRAINED or not full else min(1.0, params / full)
+            base = parse_state(state).base
+            fractions[state] = 1.0 if base == TRAINED or not full else min(1.0, params / full)
     return fractions
 
 
-def _weights(profile: ModelProfile, per_block: tuple[float, ...]) -> tuple[dict[str, int], ...]:
-    """Integer weights; a trainable state never rounds to 0, so it still beats frozen."""
-    return tuple({state: max(1, round(w * f * WEIGHT_SCALE)) if w > 0 else 0
-                  for state, f in state_fractions(block).items()}
+def recompute_tie(profile: ModelProfile) -> int:
+    """blocks + 1 where any block has a +recompute state, else 1."""
+    return profile.num_blocks + 1 if any(is_recompute(s) for b in profile.blocks for s in b.states) else 1
+
+
+def _weights(profile: ModelProfile, per_block: tuple[float, ...], tie: int) -> tuple[dict[str, int], ...]:
+    """Integer weights; a trainable state never rounds to 0, so it still beats frozen (a block of weight 0
+    earns nothing, recomputing or not)."""
+    def weight(w: float, fraction: float, state: str) -> int:
+        if w <= 0:
+            return 0
+        return tie * max(1, round(w * fraction * WEIGHT_SCALE)) + int(tie > 1 and not is_recompute(state))
+
+    return tuple({state: weight(w, f, state) for state, f in state_fractions(block).items()}
                  for block, w in zip(profile.blocks, per_block))
+
+
+def _no_recompute_bonus(profile: ModelProfile, tie: int) -> tuple[dict[str, int], ...]:
+    return tuple({s: 1 for s in b.states if is_trainable(s) and not is_recompute(s)} if tie > 1 else {}
+                 for b in profile.blocks)
 
 
 def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None = None) -> Objective:
     n = profile.num_blocks
+    tie = recompute_tie(profile)
     if name == LAYERS:
-        return Objective(LAYERS, _weights(profile, (1.0,) * n), 0, WEIGHT_SCALE)
+        return Objective(LAYERS, _weights(profile, (1.0,) * n, tie), 0, WEIGHT_SCALE, tie)
     if name == PARAMS:
-        return Objective(PARAMS, ({},) * n, 1, 1)
+        return Objective(PARAMS, _no_recompute_bonus(profile, tie), tie, 1, tie)
     if name != IMPORTANCE:
         raise ConfigError(f"unknown objective '{name}'; use one of: {', '.join(OBJECTIVES)}")
     weights = importance if importance is not None else profile_importance(profile)
@@ -67,7 +91,7 @@ def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ..
         raise ConfigError(f"importance has {len(weights)} weights but the model has {n} blocks; give one per block")
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
-    return Objective(IMPORTANCE, _weights(profile, tuple(weights)), 0, WEIGHT_SCALE)
+    return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
 
 
 def profile_importance(profile: ModelProfile) -> tuple[float, ...]:
