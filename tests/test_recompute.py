@@ -11,7 +11,7 @@ import random
 from functools import lru_cache
 
 import pytest
-from profile_factory import make_profile
+from budgetplan.testing import make_profile
 
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import ConfigError, InfeasibleError
@@ -41,8 +41,9 @@ def test_state_names_parse_into_base_and_recompute():
 
 def test_bad_state_in_a_configuration_is_one_config_error():
     profile = make_profile(num_blocks=2, recompute=True)
-    with pytest.raises(ConfigError, match="frozen_in_path\\+recompute"):
-        compose(profile, ("trained", "frozen_in_path+recompute"))
+    for bad in ("frozen_in_path+recompute", "trained+recompute+recompute", "lora-x"):
+        with pytest.raises(ConfigError, match="block 1: .*only trainable|block 1: .*unknown|block 1: .*lora-R"):
+            compose(profile, ("trained", bad))
 
 
 def device(memory: int, flops: int, upload: int, batch: int) -> DeviceClass:

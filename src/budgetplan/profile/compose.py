@@ -14,6 +14,12 @@ where resident = weights, buffers, the batch and the optimizer state (steady sta
 the step), and held(k) = what the model's own forward code keeps live at block k's start (BERT keeps its
 embedding output, GPT-2 its token and position embeddings, every model its masks), minus what is already
 kept for backward. The solver states the same events as linear constraints.
+
+A +recompute block keeps only its inputs, so kept(k) shrinks for every event above it; the moment its
+activations are alive again is its own backward (checkpoint re-runs the forward when autograd first needs
+one of them), and that is the backward event of part k: its backward_extra is measured with the block under
+checkpoint, so it holds the re-run forward's activations and temporaries on top of what the event already
+counts (the block's input, the later parts' gradients, the incoming hidden gradient).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from budgetplan.profile.types import (
     ModelProfile,
     PartCost,
     is_trainable,
+    parse_state,
 )
 
 
@@ -52,6 +59,10 @@ def resolve_states(states: tuple[str, ...] | list[str], train_embeddings: bool) 
     grad_flows = train_embeddings
     resolved = []
     for index, state in enumerate(states):
+        try:
+            parse_state(state)
+        except ValueError as exc:
+            raise ConfigError(f"block {index}: {exc}") from None
         if state == FROZEN:
             state = FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE
         elif state == FROZEN_OUTSIDE and grad_flows:

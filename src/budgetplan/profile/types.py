@@ -70,7 +70,8 @@ def parse_state(state: str) -> BlockState:
         raise ValueError(f"unknown block state '{state}'; use {STATE_FORMS}")
     parsed = BlockState(base, base != state, rank)
     if parsed.recompute and not parsed.trainable:
-        raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute")
+        raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute; "
+                         f"use trained+recompute or lora-R+recompute, or drop +recompute")
     return parsed
 
 
