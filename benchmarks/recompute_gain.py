@@ -13,6 +13,7 @@ drug reviews through the CLI (`budgetplan run`) and `budgetplan verify` checks e
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
-from budgetplan.profile.types import is_recompute, is_trainable, without_recompute
+from budgetplan.profile.compose import FROZEN, compose
+from budgetplan.profile.types import TRAINED, is_recompute, is_trainable, recompute_state, without_recompute
 from budgetplan.solve.fleet import read_fleet, solve_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,27 @@ def rows(plain: dict, recomputed: dict) -> list[str]:
     return lines
 
 
+def frontier(profile) -> list[str]:
+    """Per k: the least predicted peak that trains k full blocks, without and with recomputation (every choice
+    of k blocks, and of which of them recompute), and the FLOPs of one step at that least peak."""
+    n = profile.num_blocks
+    best: dict[tuple[int, bool], tuple[int, int]] = {}
+    for states in itertools.product((FROZEN, TRAINED, recompute_state(TRAINED)), repeat=n):
+        k, rc = sum(s != FROZEN for s in states), any(is_recompute(s) for s in states)
+        cost = compose(profile, states)
+        entry = (cost.peak_bytes_predicted, cost.flops_forward + cost.flops_backward)
+        for key in ((k, True), (k, False)) if not rc else ((k, True),):
+            if key not in best or entry < best[key]:
+                best[key] = entry
+    lines = [f"{'trained blocks':>14}  {'least peak MiB plain':>20}  {'with recompute':>14}  {'saved':>6}  "
+             f"{'GFLOP/step plain -> rc':>23}"]
+    for k in range(1, n + 1):
+        (plain, f_plain), (rc, f_rc) = best[(k, False)], best[(k, True)]
+        lines.append(f"{k:>14}  {plain / 2**20:>20.1f}  {rc / 2**20:>14.1f}  {1 - rc / plain:>6.1%}  "
+                     f"{f_plain / 1e9:>10.2f} -> {f_rc / 1e9:<10.2f}")
+    return lines
+
+
 def run_and_verify(plan_path: Path, out: Path) -> int:
     """One short round of the recompute plan on the drug reviews (every class trains), then verify."""
     cli = [sys.executable, "-m", "budgetplan"]
@@ -105,6 +128,8 @@ def main() -> int:
     c = profile.context
     print(f"{profile.model.name}, batch {c.batch_size}, seq {c.seq_len}, {c.optimizer}; objective layers; "
           "peaks and FLOPs derived from the profile's measured parts")
+    print("\nmemory needed to train k full blocks (derived; every placement of the k blocks considered)")
+    print("\n".join(frontier(profile)))
     status = 0
     for fleet_path in args.fleet or FLEETS:
         (plain_result, plain), (rc_result, recomputed) = solve(profile, fleet_path, False), solve(profile, fleet_path, True)
