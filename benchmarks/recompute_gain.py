@@ -37,7 +37,8 @@ def demo_profile(out: Path):
     from budgetplan.profile.profiler import ProfileRequest, profile_model
 
     loaded = load_model("all-minilm-l6-v2", num_labels=dataset_info("drugreview").num_labels)
-    profile = profile_model(loaded, ProfileRequest(batch_size=8, seq_len=64, optimizer="adamw", lora_ranks=(4, 8)))
+    profile = profile_model(loaded, ProfileRequest(batch_size=8, seq_len=64, optimizer="adamw", lora_ranks=(4, 8),
+                                                   measure_configs=False))  # verify measures the plan's steps
     write_profile(profile, out)
     return profile
 
