@@ -47,10 +47,11 @@ def solve(profile, fleet_path: Path, recompute: bool):
     offered = profile if recompute else without_recompute(profile)
     result = solve_fleet([offered], read_fleet(fleet_path), "layers")
     settings = SolverSettings("layers", False, 10.0, 0, 1, recompute)
-    return result, plan_from_fleet(result, settings, "all-minilm-l6-v2")
+    return result, plan_from_fleet(result, settings, "all-minilm-l6-v2")  # a budgetplan.plan.Plan
 
 
-def rows(plain: dict, recomputed: dict) -> list[str]:
+def rows(plain, recomputed) -> list[str]:
+    plain, recomputed = plain.to_dict(), recomputed.to_dict()
     lines = [f"{'class':<22} {'memory MiB':>10}  {'blocks plain -> recompute':>25}  {'recomputed':>10}  "
              f"{'peak MiB plain -> rc':>21}  {'GFLOP/step plain -> rc':>23}  {'FLOP ratio':>10}"]
     for name, a in plain["classes"].items():
@@ -107,8 +108,8 @@ def run_and_verify(plan_path: Path, out: Path) -> int:
     for c in report["classes"]:
         error = f"{c['peak_error']:+.2%}" if c["peak_error"] is not None else "-"
         print(f"  verify {c['name']:<22} {c['status']:<8} measured peak {c['measured_peak_bytes'] or 0:>12,} B "
-              f"planned {c['planned_peak_bytes'] or 0:>12,} B ({error}); FLOPs measured == planned: "
-              f"{c['measured_flops'] == c['planned_flops']}")
+              f"planned {c['predicted_peak_bytes'] or 0:>12,} B ({error}); FLOPs measured == planned: "
+              f"{c['measured_flops'] == c['predicted_flops']}")
     print(f"  verify passed: {report['passed']}")
     return 0 if report["passed"] else 1
 

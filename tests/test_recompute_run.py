@@ -72,7 +72,7 @@ def test_memory_bound_class_trains_more_blocks_with_recompute_and_verify_passes(
     assert verified.exit_code == 0, verified.output
     check = json.loads(verified.output)["classes"][0]
     assert check["status"] == "PASS", check["reasons"]
-    assert check["measured_flops"] == check["planned_flops"]  # the re-run forward is in both
+    assert check["measured_flops"] == check["predicted_flops"]  # the re-run forward is in both
     assert abs(check["peak_error"]) <= 0.03
 
 
