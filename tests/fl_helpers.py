@@ -49,3 +49,21 @@ def tiny_config(rounds: int = 3, **kw) -> RunConfig:
                 measure=False)
     base.update(kw)
     return RunConfig(**base)
+
+
+def flower_task_identity():
+    """Context manager: Flower stamps every new Message with the current run, node and task ids, which its
+    runtimes set; strategy tests that build messages outside a Flower run set them by hand."""
+    import contextlib
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    @contextlib.contextmanager
+    def scope():
+        old = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 3
+        try:
+            yield
+        finally:
+            TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
+    return scope()

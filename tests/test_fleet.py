@@ -7,16 +7,14 @@ import random
 
 import pytest
 from budgetplan.testing import make_profile
-from test_solve import device
+from solve_helpers import all_configs, brute_best, device
 
 from budgetplan.devices import BUNDLED_DIR
 from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
 from budgetplan.profile.compose import compose
-from budgetplan.solve import Fleet, FleetClass, read_fleet, solve_device, solve_fleet
-from budgetplan.solve.budget import BUDGET_NAMES
-from budgetplan.solve.classes import BEST, ProfileSolver, fits
-from budgetplan.solve.fleet import read_fleet_profiles
-from budgetplan.solve.run import solve_best
+from budgetplan.solve.caps import budget_of
+from budgetplan.solve import Fleet, FleetClass, ProfilePlanner, read_fleet, read_fleet_profiles, solve_device, \
+    solve_fleet
 
 MIXED_EDGE = BUNDLED_DIR / "fleets" / "mixed-edge.toml"
 
@@ -74,19 +72,23 @@ def random_fleet(profile, count: int, seed: int) -> Fleet:
     return Fleet("random", tuple(classes), (), "<test>")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fleet_answer_per_class_equals_solve_device(seed):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fleet_answer_per_class_equals_solve_device_and_brute_force(seed):
+    """Answer reuse across classes (identical budgets, one frontier) gives each class its own exact answer."""
     profile = make_profile(num_blocks=5, seed=seed, lora_ranks=(4, 8))
     fleet = random_fleet(profile, 40, seed)
-    result = solve_fleet([profile], fleet, time_limit_s=20.0)
-    choice = result.chosen
-    for member, solution, reason in zip(fleet.classes, choice.solutions, choice.reasons):
+    result = solve_fleet([profile], fleet)
+    assert result.status == "OPTIMAL"
+    configs, planner = all_configs(profile), ProfilePlanner(profile)
+    for member, solution, reason in zip(fleet.classes, result.chosen.solutions, result.chosen.reasons):
+        best = brute_best(configs, planner.goal, planner.caps(budget_of(member.device)))
         try:
-            direct = solve_device(profile, member.device, time_limit_s=20.0)
+            direct = solve_device(profile, member.device)
         except InfeasibleError as exc:
-            assert solution is None and reason == str(exc)
+            assert solution is None and reason == str(exc) and best is None
             continue
         assert dataclasses.replace(solution, solve_s=0.0) == dataclasses.replace(direct, solve_s=0.0)
+        assert solution.block_states == best[0]
 
 
 def test_model_choice_prefers_the_higher_score():
@@ -109,36 +111,22 @@ def test_no_model_fits_names_each_class():
     assert "a: " in str(info.value) and "b: " in str(info.value)
 
 
-def test_worker_processes_give_the_same_answers():
-    profiles = [make_profile(num_blocks=n, seed=n, lora_ranks=(4,), name=f"m{n}") for n in (2, 4, 3)]
-    fleet = random_fleet(profiles[1], 12, seed=2)
-    progress = []
-    alone = solve_fleet(profiles, fleet, processes=1)
-    shared = solve_fleet(profiles, fleet, processes=2, progress=lambda done, total: progress.append((done, total)))
-    assert shared.status == alone.status and shared.chosen.profile.model.name == alone.chosen.profile.model.name
-    for a, b in zip(alone.candidates, shared.candidates):
-        assert a.score == b.score and a.reasons == b.reasons
-        assert [s and dataclasses.replace(s, solve_s=0.0) for s in a.solutions] == [
-            s and dataclasses.replace(s, solve_s=0.0) for s in b.solutions]
-    assert progress[-1] == (3 * len(fleet.classes), 3 * len(fleet.classes))
+def test_fleet_limits_read_from_the_file(tmp_path):
+    path = write(tmp_path, 'name = "f"\nmodels = ["bundled:minilm"]\ningress_bytes_per_round = 5e7\n'
+                           'clients_per_round = 10\nmin_coverage = 0.25\n[[classes]]\ndevice = "jetson-nano"\nshare = 1\n')
+    limits = read_fleet(path).limits
+    assert (limits.ingress_bytes_per_round, limits.clients_per_round, limits.min_coverage) == (5e7, 10, 0.25)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_stored_answer_bounds_hold_at_the_fresh_optimum(seed):
-    """AnswerCache.bounds narrows a solve only where the optimum lies: checked against a solver with no cache."""
-    profile = make_profile(num_blocks=5, seed=seed, lora_ranks=(4, 8))
-    cached, fresh = ProfileSolver(profile, relax=True), ProfileSolver(profile)
-    rng, top = random.Random(seed), cached.top
-    narrowed = 0
-    for _ in range(30):
-        caps = tuple(rng.randint(top_i // 20, top_i) for top_i in top)
-        known = cached.caches[BEST].bounds(caps, [])
-        answer = solve_best(fresh.sm, dict(zip(BUDGET_NAMES, caps)), fresh.params)
-        if answer.found:
-            assert known.floor <= answer.primary and (known.ceiling is None or answer.primary <= known.ceiling)
-            narrowed += known.floor > 0 or known.ceiling is not None
-        if known.hint is not None:
-            hinted = next(o for c in cached.caches.values() for _, o in c.entries if o.block_states == known.hint)
-            assert fits(hinted, caps) and hinted.primary == known.floor
-        assert dataclasses.replace(cached.answer(BEST, caps), wall_s=0.0) == dataclasses.replace(answer, wall_s=0.0)
-    assert narrowed > 0
+@pytest.mark.parametrize("text,words", [
+    ('ingress_bytes_per_round = 1000\n', ["clients_per_round"]),
+    ('min_coverage = 1.5\n', ["min_coverage", "(0, 1]"]),
+    ('ingress_bytes_per_round = "a lot"\nclients_per_round = 2\n', ["ingress_bytes_per_round", "number"]),
+    ('clients_per_round = 0\n', ["clients_per_round", ">= 1"]),
+])
+def test_fleet_limit_errors_are_one_line(tmp_path, text, words):
+    path = write(tmp_path, 'name = "f"\nmodels = ["a.json"]\n' + text + '[[classes]]\ndevice = "jetson-nano"\nshare = 1\n')
+    with pytest.raises(ConfigError) as info:
+        read_fleet(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and all(w in message for w in words), message

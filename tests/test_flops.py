@@ -72,3 +72,61 @@ def test_ops_without_a_formula_are_listed_not_silently_zero():
         torch.cumsum(torch.randn(4, 4), dim=1)
     assert counter.uncounted["aten.cumsum"] == 2
     assert counter.flops == 0
+
+
+def _attention_inputs(heads_kv=2, grad=True):
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 16, 8, requires_grad=grad)
+    k, v = (torch.randn(2, heads_kv, 16, 8, requires_grad=grad) for _ in range(2))
+    return q, k, v
+
+
+def _fwd_bwd(counter_factory, run):
+    with counter_factory() as counter:
+        out = run()
+        forward = counter.flops if isinstance(counter, OpCounter) else counter.get_total_flops()
+        out.backward(torch.ones_like(out))
+        total = counter.flops if isinstance(counter, OpCounter) else counter.get_total_flops()
+    return forward, total - forward
+
+
+@pytest.mark.parametrize("mask, causal", [(False, False), (False, True), (True, False)])
+def test_fused_cpu_sdpa_counts_what_the_math_path_counts(mask, causal):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    attn_mask = torch.zeros(16, 16) if mask else None
+    results = {}
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
+        for factory in (OpCounter, reference_counter):
+            q, k, v = _attention_inputs()
+
+            def run():
+                with sdpa_kernel(backend):
+                    return torch.nn.functional.scaled_dot_product_attention(
+                        q, k, v, attn_mask=attn_mask, is_causal=causal, enable_gqa=True)
+
+            results[backend, factory] = _fwd_bwd(factory, run)
+    assert len(set(results.values())) == 1, results
+    forward, backward = results[SDPBackend.MATH, OpCounter]
+    assert forward > 2 * 2 * (2 * 4 * 16 * 16 * 8) and backward > forward  # two bmms plus elementwise work
+
+
+def test_every_fused_sdpa_variant_has_the_math_path_formula_forward_and_backward():
+    from budgetplan.profile.sdpa_flops import BACKWARD_OPS, FORWARD_OPS, sdpa_formulas
+
+    q, k, v = _attention_inputs(heads_kv=4)
+    expected = _fwd_bwd(OpCounter, lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0])
+    formulas = {str(op).split(".")[-1]: f for op, f in sdpa_formulas().items()}
+    assert set(formulas) == set(FORWARD_OPS) | set(BACKWARD_OPS)
+    args = dict(query=q, key=k, value=v, dropout_p=0.0, is_causal=False)
+    for name in FORWARD_OPS:
+        assert formulas[name](**args) == expected[0], name
+        assert formulas[f"{name}_backward"](grad_out=torch.ones_like(q), **args) == expected[1], name
+
+
+def test_safe_softmax_counts_like_softmax():
+    x = torch.randn(3, 7)
+    counter = OpCounter()
+    with counter:
+        torch.ops.aten._safe_softmax(x, -1)
+    assert counter.flops == 5 * 21 and not counter.uncounted

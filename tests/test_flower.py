@@ -216,7 +216,7 @@ def test_export_writes_an_app_whose_config_round_trips_and_whose_modules_import(
                                  "drugreview", "--rounds", "2", "--clients", "3", "--local-steps", "2",
                                  "--max-train", "80", "--seq-len", "16", "--lr", "0.001"])
     assert result.exit_code == 0, result.output
-    assert 'num-supernodes=3' in result.output
+    assert "start-local.sh" in result.output and "flwr run" in result.output and "budgetplan-local" in result.output
     project = tomllib.loads((out / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     assert project["components"] == {"serverapp": f"{PACKAGE}.server_app:app",
                                      "clientapp": f"{PACKAGE}.client_app:app"}
@@ -232,3 +232,32 @@ def _import(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---- the exported ServerApp: errors are one log line and a failed run, resume needs a run dir ---------------
+
+def test_exported_server_app_errors_are_one_line_without_traceback(mixed_plan_file, tmp_path, caplog):
+    pytest.importorskip("flwr")
+    from budgetplan.integrations.flower import server
+    from budgetplan.integrations.flower.settings import RESUME, RUN_DIR, run_config_values
+    from fl_helpers import tiny_config
+
+    values = run_config_values(tiny_config(rounds=1, clients=2, clients_per_round=2))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    server.make_server_app(mixed_plan_file)  # installs the filter on Flower's logger
+    flower_logger = logging.getLogger("flwr")
+    cases = [({**values, RUN_DIR: str(run_dir)}, "already holds a run; continue it with --run-config 'resume=true'"),
+             ({**values, RESUME: True, RUN_DIR: ""}, "resume=true needs a run-dir"),
+             ({**values, "lr": "fast"}, "wrong type")]
+    for config, words in cases:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="flwr"), pytest.raises(server.DeployedRunError) as info:
+            server.main(None, config, mixed_plan_file)
+        lines = [r.getMessage() for r in caplog.records if "budgetplan: error:" in r.getMessage()]
+        assert len(lines) == 1 and words in lines[0] and "\n" not in lines[0], lines
+        assert info.value.exit_code != 0 and words in str(info.value)
+        caplog.clear()
+        flower_logger.error("ServerApp raised an exception", exc_info=info.value)  # as flwr-serverapp logs it
+        assert "Traceback" not in caplog.text and caplog.records[-1].exc_info is None

@@ -25,7 +25,6 @@ from budgetplan.solve.objective import make_objective
 
 FIELDS = ("memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s", "round_deadline_s",
           "upload_time_budget_s", "samples_per_round")
-TIME_LIMIT_S = 20.0
 
 
 def test_state_names_parse_into_base_and_recompute():
@@ -118,9 +117,9 @@ def test_solver_with_recompute_states_matches_brute_force(num_blocks, seed, obje
         target = device(*caps, profile.context.batch_size)
         if best is None:
             with pytest.raises(InfeasibleError):
-                solve_device(profile, target, objective, time_limit_s=TIME_LIMIT_S, importance=importance)
+                solve_device(profile, target, objective, importance=importance)
             continue
-        solution = solve_device(profile, target, objective, time_limit_s=TIME_LIMIT_S, importance=importance)
+        solution = solve_device(profile, target, objective, importance=importance)
         assert solution.status == "OPTIMAL"
         assert solution.block_states == best[0]
         cost = compose(profile, solution.block_states)
@@ -134,17 +133,17 @@ def test_solver_with_recompute_states_matches_brute_force(num_blocks, seed, obje
 def test_reported_objective_is_the_base_objective_and_recompute_only_when_memory_needs_it():
     profile, configs = all_configs(4, 1)
     roomy = device(10**12, 10**15, 10**9, profile.context.batch_size)
-    solution = solve_device(profile, roomy, "layers", time_limit_s=TIME_LIMIT_S)
+    solution = solve_device(profile, roomy, "layers")
     assert solution.block_states == (TRAINED,) * 4 and solution.objective_value == 4.0
     # The least memory at which 4 trained blocks fit (recomputing any of them): below the plain peak.
     plain = compose(profile, (TRAINED,) * 4).peak_bytes_predicted
     four = [c.peak_bytes_predicted for s, _, c in configs if all(base_state(x) == TRAINED for x in s)]
     tight = device(min(four), 10**15, 10**9, profile.context.batch_size)
     assert min(four) < plain
-    squeezed = solve_device(profile, tight, "layers", time_limit_s=TIME_LIMIT_S)
+    squeezed = solve_device(profile, tight, "layers")
     assert squeezed.objective_value == 4.0 and any(is_recompute(s) for s in squeezed.block_states)
     try:  # without recomputation 4 layers do not fit there
-        fewer = solve_device(without_recompute(profile), tight, "layers", time_limit_s=TIME_LIMIT_S)
+        fewer = solve_device(without_recompute(profile), tight, "layers")
         assert fewer.objective_value < 4.0
     except InfeasibleError:
         pass
@@ -160,7 +159,7 @@ def test_without_recompute_offers_the_plain_states_only():
 def test_plan_carries_recompute_states_and_validates():
     profile = make_profile(num_blocks=3, recompute=True)
     target = device(10**12, 10**15, 10**9, profile.context.batch_size)
-    solution = solve_device(profile, target, time_limit_s=TIME_LIMIT_S)
+    solution = solve_device(profile, target)
     forced = type(solution)(**{**solution.__dict__, "block_states": ("frozen_outside", "trained+recompute",
                                                                       "lora-4+recompute")})
     plan = build_plan(profile, [class_from_solution(profile, forced, target, 1.0)],
@@ -178,3 +177,31 @@ def test_plan_carries_recompute_states_and_validates():
     bad = {**plan, "classes": {"test-class": {**entry, "block_states": ["frozen_outside+recompute"] * 3}}}
     with pytest.raises(Exception, match="block_states"):
         validate_plan(bad)
+
+
+def test_measured_importance_of_a_recompute_state_falls_back_to_its_base_state():
+    import dataclasses
+
+    from budgetplan.profile.types import Importance
+
+    profile = make_profile(num_blocks=3, lora_ranks=(4,), recompute=True)
+    values = ({TRAINED: 0.5, "lora-4": 0.2}, {TRAINED: 0.3, "trained+recompute": 0.1}, {})
+    profile = dataclasses.replace(profile, importance=Importance("test", "test", 1, 0.1, values))
+    goal = make_objective("importance", profile)
+    w = goal.state_weights
+    # the base state's value, less the one tie point a non-recomputing block earns
+    assert w[0]["trained+recompute"] == w[0][TRAINED] - 1 and w[0]["lora-4+recompute"] == w[0]["lora-4"] - 1
+    assert w[1]["trained+recompute"] < w[1][TRAINED] - 1  # its own measured value wins over the base's
+    assert w[2].get("trained+recompute", 0) == 0 and w[2].get(TRAINED, 0) == 0
+    assert goal.report(goal.value(("trained+recompute", "frozen_in_path", "frozen_in_path"), 0)) == \
+        goal.report(goal.value((TRAINED, "frozen_in_path", "frozen_in_path"), 0))
+
+
+def test_state_problem_reads_states_with_parse_state():
+    from budgetplan.profile.types import state_problem
+
+    for good in ("trained+recompute", "lora-8+recompute", "lora-16", "trained", "frozen_in_path", "frozen_outside"):
+        assert state_problem(good) is None, good
+    for bad in ("frozen_in_path+recompute", "lora-0+recompute", "lora-08", "trained+recompute+recompute",
+                "frozen", "Trained", 3):
+        assert state_problem(bad), bad

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from budgetplan.errors import DeviceError
 from budgetplan.files import read_toml
+from budgetplan.validate import NAME
 
 # The bundled classes live at the repository root (profiles/*.toml); BUDGETPLAN_DEVICES_DIR overrides it.
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -38,6 +39,11 @@ class DeviceClass:
     origin: str = "<memory>"  # the file it was read from
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name) or ".." in self.name:
+            raise DeviceError(f"{self.origin}: name = {self.name!r} must be a plain name (letters, digits and "
+                              ". _ + -, starting with a letter or digit); fix it in the device file")
+        if not isinstance(self.description, str) or not all(isinstance(s, str) for s in self.sources):
+            raise DeviceError(f"{self.origin}: description and sources must be strings; fix them in the device file")
         for name in NUMBER_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -81,7 +87,10 @@ def list_devices() -> tuple[DeviceClass, ...]:
 
 
 def load_device(name: str) -> DeviceClass:
-    """A bundled device class by name (or file stem)."""
+    """A bundled device class by name (or file stem). A name is never a path: --device-file reads files."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise DeviceError(f"device {name!r} is not a device name (letters, digits and . _ + -); to read a file "
+                          "pass --device-file PATH (in a fleet: device_file = PATH)")
     path = devices_dir() / f"{name}.toml"
     if path.is_file():
         return read_device_file(path)

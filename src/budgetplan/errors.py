@@ -35,3 +35,7 @@ class DataError(BudgetplanError):
 
 class ExtraMissingError(BudgetplanError):
     """An optional extra (e.g. budgetplan[flower]) that a command needs is not installed."""
+
+
+class ProfileError(BudgetplanError):
+    """A model cannot be profiled exactly (a block runs twice, a trainable parameter gets no gradient)."""

@@ -7,12 +7,13 @@ upload bytes equal to the planned ones and within the uplink budget, measured at
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, PlanError
+from budgetplan.files import read_json
 from budgetplan.plan import Plan, PlanClass, read_plan
+from budgetplan.validate import check_measurements, check_options
 
 DEFAULT_TOLERANCE = 0.03  # relative peak error allowed above the plan
 PASS, FAIL, SAT_OUT = "PASS", "FAIL", "SAT OUT"
@@ -126,11 +127,11 @@ def verify_run(run_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> Ver
         raise ConfigError(f"run directory {run_dir} does not exist; give the --out of a 'budgetplan run'")
     if not (run_dir / "plan.json").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no plan.json); give the --out of a 'budgetplan run'")
-    if tolerance < 0:
-        raise ConfigError(f"--tolerance must be non-negative, got {tolerance}")
+    check_options({"--tolerance": tolerance})
     plan = read_plan(run_dir / "plan.json")
     path = run_dir / "measurements.json"
-    measurements = json.loads(path.read_text()) if path.is_file() else {}
+    measurements = check_measurements(read_json(path, "measurements file", "run the plan again", PlanError),
+                                      f"measurements file {path}") if path.is_file() else {}
     checks = tuple(check_class(c, measurements.get(c.name), plan, tolerance) for c in plan.classes)
     return VerifyReport(str(run_dir), tolerance, checks)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import os
@@ -23,6 +24,7 @@ COMMAND_MODULES = (
     "budgetplan.cli.run_cmd",
     "budgetplan.cli.flower_cmd",
     "budgetplan.cli.demo_cmd",
+    "budgetplan.cli.importance_cmd",
 )
 
 
@@ -58,7 +60,12 @@ def friendly_errors(func):
         except MemoryError:
             fail("ran out of memory; use a smaller --batch-size or --seq-len")
         except OSError as exc:
-            fail(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'I/O'}); check the path and permissions")
+            where = getattr(exc, "filename", "") or "I/O"
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                fail(f"disk full while writing {where}; free space and run the command again")
+            fail(f"{exc.strerror or exc} ({where}); check the path and permissions")
+        except RecursionError:
+            fail("an input is nested too deeply to read; check the files given to this command")
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug, not bad input: one line, the traceback on request

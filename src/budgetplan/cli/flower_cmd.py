@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -54,10 +55,36 @@ def export_command(
         common.echo_json(json.dumps({"app": str(app.root), "files": [str(f) for f in app.files],
                                      "num_supernodes": app.num_supernodes}))
         return
-    common.console.print(f"wrote a Flower app to {app.root}; run it with:")
-    common.console.print(f'  flwr run {app.root} --federation-config "num-supernodes={app.num_supernodes} '
-                         'client-resources-num-cpus=1"', highlight=False, markup=False, soft_wrap=True)
+    common.console.print(f"wrote a Flower app to {app.root}; run it on this host with:", markup=False,
+                         highlight=False, soft_wrap=True)
+    root = shlex.quote(str(app.root))
+    for line in (f"{root}/start-local.sh", f"FLWR_HOME={root}/.flwr flwr run {root} {app.federation} --stream",
+                 f"{root}/start-local.sh --stop"):
+        common.console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def flower_local_command(
+    app_dir: Path = typer.Argument(..., help="an app written by 'budgetplan export --format flower'"),
+    port: Optional[int] = typer.Option(None, "--port", help="the SuperLink's port on 127.0.0.1 (default: a free one)"),
+    simulation: bool = typer.Option(False, "--simulation", help="start a simulation SuperLink (no SuperNodes)"),
+    stop: bool = typer.Option(False, "--stop", help="stop the processes a previous start left running"),
+) -> None:
+    """Start (or --stop) a local SuperLink and the app's SuperNodes on 127.0.0.1, in the background."""
+    from budgetplan.integrations.flower import local
+
+    if stop:
+        count = local.stop_recorded(app_dir)
+        common.console.print(f"stopped {count} Flower process group(s) of {app_dir}", markup=False, highlight=False)
+        return
+    federation = local.start_local(app_dir, port=port, simulation=simulation)
+    kind = "simulation SuperLink" if simulation else f"SuperLink and {len(federation.nodes)} SuperNodes"
+    root = shlex.quote(str(federation.app))
+    common.console.print(f"started a {kind} on 127.0.0.1:{federation.port} (logs in {federation.state_dir}); "
+                         "run the app with:", markup=False, highlight=False, soft_wrap=True)
+    common.console.print(f"  FLWR_HOME={root}/.flwr flwr run {root} {local.FEDERATION} --stream",
+                         markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("export")(common.friendly_errors(export_command))
+    app.command("flower-local")(common.friendly_errors(flower_local_command))

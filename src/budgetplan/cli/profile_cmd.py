@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from budgetplan.cli.common import console, friendly_errors
@@ -31,7 +32,7 @@ def profile_with_progress(loaded, request):
     from budgetplan.report.profile_report import profile_table, summary_lines
 
     blocks = loaded.layout.num_blocks
-    total = count_part_runs(blocks, request) + count_config_runs(blocks, request)
+    total = count_part_runs(loaded, request) + count_config_runs(blocks, request)
     with progress_bar() as bar:
         job = bar.add_task("profiling", total=total)
         result = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
@@ -49,8 +50,10 @@ def profile(
     seq_len: int = typer.Option(128, help="tokens per sample (text models)"),
     optimizer: str = typer.Option("adamw", help="sgd, sgd-momentum, adam or adamw"),
     lora_ranks: str = typer.Option("4,8,16", help="LoRA ranks to profile, comma-separated ('' for none)"),
-    num_labels: int = typer.Option(2, help="classes of the classification head added to the encoder"),
-    task: str = typer.Option("classification", help="classification or lm (next-token head)"),
+    num_labels: int = typer.Option(None, help="classes of the classification head added to a bare base model "
+                                              "(default 2; a model with its own head keeps it)"),
+    task: str = typer.Option(None, help="classification or lm (next-token head); default: the task of the model's "
+                                        "own head, else classification"),
     train_embeddings: bool = typer.Option(False, help="train the embeddings too (frozen by default)"),
     blocks: str = typer.Option(None, help="dotted path of the block stack when it is not found automatically"),
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module (runs code from the file)"),
@@ -64,17 +67,25 @@ def profile(
     from budgetplan.profile.io import write_profile
     from budgetplan.profile.profiler import ProfileRequest
 
-    if task not in ("classification", "lm"):
+    from budgetplan.validate import check_options, check_seq_len
+
+    if task not in (None, "classification", "lm"):
         raise ConfigError(f"--task {task}: use classification or lm")
+    ranks = parse_ranks(lora_ranks)
+    check_options({"--batch-size": batch_size, "--seq-len": seq_len,
+                   "--num-labels": num_labels if task != "lm" else None,
+                   **{"--lora-rank": r for r in ranks if r < 1}})
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                             lora_ranks=parse_ranks(lora_ranks), train_embeddings=train_embeddings,
+                             lora_ranks=ranks, train_embeddings=train_embeddings,
                              measure_configs=measure, recompute=recompute)
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {escape(model)}"):
         loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)
+    if loaded.input_kind == "text":
+        check_seq_len(seq_len, loaded.max_positions, loaded.name)
     result = profile_with_progress(loaded, request)
     if json_path:
         write_profile(result, json_path)
-        console.print(f"profile written to {json_path}")
+        console.print(f"profile written to {escape(str(json_path))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from budgetplan.cli import common
@@ -31,7 +32,10 @@ def progress_events(progress: Progress):
 
     def on_event(kind: str, payload: dict) -> None:
         if kind == "measure":
-            progress.console.print(f"measuring the first local step of class {payload['class']}")
+            progress.console.print(f"measuring the first local step of class {escape(payload['class'])}")
+        elif kind == "stale_lock":
+            progress.console.print(f"{escape(payload['run_dir'])} was locked by {escape(payload['holder'])}, which "
+                                   "is no longer running; taking the lock over", highlight=False)
         elif kind == "start":
             tasks["rounds"] = progress.add_task("rounds", total=payload["rounds"], completed=payload["done"])
         elif kind == "round_start":
@@ -42,8 +46,11 @@ def progress_events(progress: Progress):
             progress.advance(tasks["clients"])
         elif kind == "round_end":
             progress.advance(tasks["rounds"])
+            reasons = sorted({d["reason"] for d in payload["dropped"]})
+            why = f" ({escape('; '.join(reasons))})" if reasons else ""
             progress.console.print(f"round {payload['round']}: accuracy {payload['accuracy']:.4f}, "
-                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped")
+                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped{why}",
+                                   highlight=False)
     return on_event
 
 
@@ -93,7 +100,7 @@ def run_command(
     run_report.print_run(common.console, result.history)
     if report is not None:
         run_report.print_verify(common.console, report)
-    common.console.print(f"run directory: {run_dir}")
+    common.console.print(f"run directory: {escape(str(run_dir))}", highlight=False)
 
 
 def verify_command(
@@ -102,6 +109,9 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
 ) -> None:
     """Planned vs measured peak memory, FLOPs and upload per device class, with PASS/FAIL."""
+    from budgetplan.validate import check_options
+
+    check_options({"--tolerance": tolerance})
     report = verify_run(run_dir, tolerance)
     if as_json:
         common.echo_json(json.dumps(report_to_dict(report)))
@@ -142,6 +152,11 @@ def compare_command(
     from budgetplan.execute.data import dataset_info
     from budgetplan.profile.io import read_profile
 
+    from budgetplan.validate import check_options
+
+    check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
+                   "--local-steps": local_steps, "--lr": lr, "--alpha": alpha, "--seq-len": seq_len,
+                   "--max-train": max_train, "--max-test": max_test, "--lora-rank": lora_rank})
     run_plan, model_profile = read_plan(plan), read_profile(profile)
     seed_list = _int_list(seeds, "--seeds")
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())

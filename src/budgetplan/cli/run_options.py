@@ -34,7 +34,12 @@ def run_config(run_plan, *, data: str, rounds: int, clients: int, clients_per_ro
     """The RunConfig these options describe; batch size and optimizer default to the plan's."""
     from budgetplan.execute.client import TrainSettings
     from budgetplan.execute.rounds import RunConfig
+    from budgetplan.validate import check_options
 
+    check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
+                   "--local-steps": local_steps, "--batch-size": batch_size, "--lr": lr, "--alpha": alpha,
+                   "--seed": seed, "--seq-len": seq_len, "--max-train": max_train, "--max-test": max_test,
+                   "--client-timeout-s": client_timeout_s, "--fail-prob": fail_prob})
     settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.context.batch_size,
                              optimizer=optimizer or run_plan.context.optimizer, lr=lr, max_seconds=client_timeout_s)
     return RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,

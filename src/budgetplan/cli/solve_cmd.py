@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.errors import ConfigError, InfeasibleError
@@ -32,12 +33,10 @@ def _devices(names: list[str], files: list[Path]):
 
 def _solve_devices(profile, devices, settings, importance):
     from budgetplan.plan import class_from_solution
-    from budgetplan.solve.classes import ProfileSolver
-    from budgetplan.solve.run import SolverParams
+    from budgetplan.solve.planner import ProfilePlanner
 
-    # one built model for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    solver = ProfileSolver(profile, settings.objective, settings.contiguous,
-                           SolverParams(settings.time_limit_s, settings.seed, settings.workers), importance)
+    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
+    solver = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
     planned, failures = [], []
     for device in devices:
         try:
@@ -50,18 +49,30 @@ def _solve_devices(profile, devices, settings, importance):
     return planned
 
 
-def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec):
+def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
+    """The fleet file's limits with the command line's on top."""
+    import dataclasses
+
+    from budgetplan.solve.coupling import FleetLimits
+
+    given = {"ingress_bytes_per_round": ingress, "clients_per_round": clients, "min_coverage": coverage}
+    values = {**dataclasses.asdict(fleet.limits), **{k: v for k, v in given.items() if v is not None}}
+    return FleetLimits(**values)
+
+
+def _solve_fleet(fleet_path: Path, profile_paths: list[Path], settings, importance, model_spec, limits: tuple):
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
-    from budgetplan.solve.fleet import read_fleet, read_fleet_profiles, solve_fleet
+    from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_path)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
     profiles = [offered_states(p, settings) for p in profiles]
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
-                             settings.seed, settings.workers, importance, progress=tick)
+                             settings.seed, settings.workers, importance, progress=tick,
+                             limits=_limits(fleet, *limits))
     return plan_from_fleet(result, settings, model_spec)
 
 
@@ -81,12 +92,19 @@ def solve(
                                       help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
                                            "with --fleet: the candidate models, overriding the file's)"),
     objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
-                                                 "importance (per-block weights)"),
+                                                 "importance (the profile's measured importance, else --importance weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = [one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     recompute: bool = typer.Option(True, help="let the solver choose activation recomputation per block "
                                               "(trained+recompute, lora-R+recompute: less memory, more FLOPs)"),
-    time_limit: float = typer.Option(10.0, help="CP-SAT time limit per solve, seconds"),
+    fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
+                                                  help="with --fleet: server ingress per round, bytes"),
+    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round",
+                                                    help="with --fleet-ingress: clients sampled per round"),
+    min_coverage: Optional[float] = typer.Option(None, "--min-coverage",
+                                                 help="with --fleet: least share of a round's clients training "
+                                                      "any block that is trained"),
+    time_limit: float = typer.Option(10.0, help="CP-SAT time limit (fleet limits only), seconds"),
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
@@ -98,15 +116,21 @@ def solve(
     from budgetplan.report.solve_report import fleet_table, plan_table
     from budgetplan.solve.objective import read_importance
 
+    from budgetplan.validate import check_options
+
+    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers, recompute)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, model_spec)
+        plan = _solve_fleet(fleet, paths, settings, weights, model_spec, (fleet_ingress, clients_per_round, min_coverage))
         console.print(fleet_table(plan.fleet))
     else:
+        if fleet_ingress is not None or clients_per_round is not None or min_coverage is not None:
+            raise ConfigError("--fleet-ingress, --clients-per-round and --min-coverage couple a fleet's classes; "
+                              "use them with --fleet")
         if len(paths) > 1:
             raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
         model = offered_states(read_profile(paths[0] if paths else BUNDLED_PROFILE), settings)
@@ -118,7 +142,7 @@ def solve(
                   "[yellow]some classes stopped at the time limit (FEASIBLE, not proven best): raise --time-limit[/]")
     if json_path:
         write_plan(plan, json_path)
-        console.print(f"plan written to {json_path} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
+        console.print(f"plan written to {escape(str(json_path))} (schema {PLAN_SCHEMA_VERSION}; see docs/plan-format.md)")
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (profiles/*.toml).", no_args_is_help=True)
@@ -158,13 +182,15 @@ def devices_detect(
     from budgetplan.devices import detect_device, write_device_file
     from budgetplan.report.device_report import device_table
 
-    if seconds <= 0:
-        raise ConfigError(f"--seconds {seconds}: give a positive duration")
+    from budgetplan.validate import check_name, check_options
+
+    check_options({"--seconds": seconds})
+    check_name(name, "--name", "name the device class with letters, digits and . _ + -")
     with console.status(f"measuring sustained FLOP/s for {seconds:g} s"):
         device = detect_device(name, seconds)
     write_device_file(device, out)
     console.print(device_table(device))
-    console.print(f"written to {out}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
+    console.print(f"written to {escape(str(out))}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
 
 
 plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
@@ -201,7 +227,7 @@ def plan_validate(
         loaded = load_model(model, num_labels=ctx.num_labels, task=ctx.task, trust_pickle=trust_pickle)
         data.check_model(loaded.fingerprint, model)
         line += f"; matches {model}"
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,6 @@ the same call gives bit-identical tensors.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from budgetplan.models.load import LoadedModel
 from budgetplan.plan import PlanClass
 from budgetplan.profile.configure import apply_block_states
 from budgetplan.profile.measure import OPTIMIZERS, make_optimizer
+from budgetplan.validate import check_options
 
 
 class ClientDropped(BudgetplanError):
@@ -39,16 +39,10 @@ class TrainSettings:
     fail_at_step: int | None = None  # simulate a device that dies before this local step (tests, demos)
 
     def __post_init__(self):
-        for name in ("local_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+        check_options({"--local-steps": self.local_steps, "--batch-size": self.batch_size, "--lr": self.lr,
+                       "--client-timeout-s": self.max_seconds})
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{self.optimizer}'; use one of: {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
-            raise ConfigError(f"--client-timeout-s must be a positive number of seconds, got {self.max_seconds!r}")
         if self.fail_at_step is not None and (not isinstance(self.fail_at_step, int) or self.fail_at_step < 0):
             raise ConfigError(f"fail_at_step = {self.fail_at_step!r} must be a local step index >= 0 or None")
 

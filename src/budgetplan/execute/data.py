@@ -84,6 +84,9 @@ def dataset_info(name: str) -> DatasetInfo:
 def load_dataset(name: str, loaded: LoadedModel, *, seq_len: int = 64, data_dir: str | None = None,
                  max_train: int | None = None, max_test: int | None = None, seed: int = 0) -> Dataset:
     """Read, encode for `loaded` and (optionally) subsample a dataset; the same seed gives the same slice."""
+    from budgetplan.validate import check_seq_len
+
+    check_seq_len(seq_len, loaded.max_positions, loaded.name)
     info = dataset_info(name)
     if info.input_kind != loaded.input_kind:
         raise DataError(f"dataset {name} is {info.input_kind} but model {loaded.name} takes {loaded.input_kind}; "

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from budgetplan.execute import client as client_mod
 from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
+from budgetplan.execute.finite import non_finite_reason
 from budgetplan.execute.setup import lora_transposed
 from budgetplan.plan import PlanClass
 
@@ -154,7 +155,8 @@ def usable_upload(reply: Reply, plan_class: PlanClass, global_state: dict, trans
         check_shapes(upload, global_state)
     except AggregationError as exc:
         return None, str(exc)
-    return upload, None
+    reason = non_finite_reason(upload, reply.metrics)  # never average a NaN or an infinity into the model
+    return (None, reason) if reason else (upload, None)
 
 
 def aggregate(plan, global_state: dict, replies: list[Reply], transposed: frozenset[str]):

@@ -9,7 +9,6 @@ run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,11 +17,13 @@ import torch
 
 from budgetplan.errors import ConfigError
 from budgetplan.execute import client as client_mod
+from budgetplan.execute import rundir
 from budgetplan.execute.data import Dataset, Partition, dataset_info, load_dataset, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
 from budgetplan.execute.setup import load_plan_model, measure_class
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, write_plan
+from budgetplan.validate import check_options
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -45,14 +46,12 @@ class RunConfig:
     measure: bool = True
 
     def __post_init__(self):
-        for name, value in (("rounds", self.rounds), ("clients", self.clients),
-                            ("clients_per_round", self.clients_per_round)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+        check_options({"--rounds": self.rounds, "--clients": self.clients,
+                       "--clients-per-round": self.clients_per_round, "--alpha": self.alpha, "--seed": self.seed,
+                       "--seq-len": self.seq_len, "--max-train": self.max_train, "--max-test": self.max_test,
+                       "--fail-prob": self.fail_prob})
         if not isinstance(self.train, client_mod.TrainSettings):
             raise ConfigError(f"train = {self.train!r} must be a TrainSettings")
-        if not (isinstance(self.fail_prob, (int, float)) and 0 <= self.fail_prob < 1):
-            raise ConfigError(f"--fail-prob must be in [0, 1), got {self.fail_prob!r}")
 
     def identity(self) -> dict:
         """Everything that must match for --resume (the round count may grow)."""
@@ -99,9 +98,11 @@ def prepare(plan: Plan, config: RunConfig) -> Setup:
 def start_or_resume(run_dir: Path, setup: Setup, resume: bool) -> RunState:
     settings = {"config": setup.config.identity(), "plan": setup.plan.digest(), "model": setup.template.fingerprint}
     run_file = run_dir / "run.json"
-    if resume:
+    if resume and not _before_round_one(run_dir):
         return _resume(run_dir, settings)
-    if (run_dir / CHECKPOINT).exists():
+    if resume:  # stopped (killed, disk full) before the first checkpoint: start over with the same settings
+        _check_settings(run_dir, settings)
+    elif (run_dir / CHECKPOINT).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({**settings, "rounds": setup.config.rounds}, indent=1) + "\n")
@@ -113,16 +114,27 @@ def start_or_resume(run_dir: Path, setup: Setup, resume: bool) -> RunState:
 def _resume(run_dir: Path, settings: dict) -> RunState:
     if not (run_dir / CHECKPOINT).is_file():
         raise ConfigError(f"--resume: {run_dir} has no {CHECKPOINT}; start the run without --resume")
-    saved = json.loads((run_dir / "run.json").read_text())
+    _check_settings(run_dir, settings)
+    data = rundir.read_checkpoint(run_dir / CHECKPOINT)
+    state = RunState(data["round"], data["global_state"], data["history"], data["measurements"])
+    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    return state
+
+
+def _before_round_one(run_dir: Path) -> bool:
+    """The run wrote its settings but no round yet (no checkpoint, empty log)."""
+    log = run_dir / "rounds.jsonl"
+    return (not (run_dir / CHECKPOINT).exists() and (run_dir / "run.json").is_file() and log.is_file()
+            and log.stat().st_size == 0)
+
+
+def _check_settings(run_dir: Path, settings: dict) -> None:
+    saved = rundir.read_run_settings(run_dir / "run.json", ("config", "plan", "model"))
     for key in ("config", "plan", "model"):
         if json.dumps(saved[key], sort_keys=True) != json.dumps(settings[key], sort_keys=True):
             changed = _changed(saved[key], settings[key]) if key == "config" else key
             raise ConfigError(f"--resume with changed settings ({changed}); resume with the original settings "
                               "or start a new run with another --out")
-    data = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-    state = RunState(data["round"], data["global_state"], json.loads(data["history"]), json.loads(data["measurements"]))
-    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
-    return state
 
 
 def _changed(old: dict, new: dict) -> str:
@@ -132,10 +144,9 @@ def _changed(old: dict, new: dict) -> str:
 
 def save_checkpoint(run_dir: Path, state: RunState) -> None:
     """Atomic: a kill leaves either the previous checkpoint or this one, never half of one."""
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save({"round": state.round, "global_state": state.global_state, "history": json.dumps(state.history),
-                "measurements": json.dumps(state.measurements)}, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    rundir.write_checkpoint(run_dir, CHECKPOINT, {"round": state.round, "global_state": state.global_state,
+                                                  "history": json.dumps(state.history),
+                                                  "measurements": json.dumps(state.measurements)}, state.round)
     with open(run_dir / "rounds.jsonl", "a") as log:
         log.write(json.dumps(state.history[-1]) + "\n")
 
@@ -175,8 +186,10 @@ def run(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bool = False
     """
     on_event = on_event or (lambda kind, payload: None)
     run_dir = Path(run_dir)
-    setup, state = begin(plan, config, run_dir, resume, on_event)
-    state = run_rounds(setup, state, trainer or EmbeddedTrainer(), on_event, lambda s: save_checkpoint(run_dir, s))
+    with rundir.locked(run_dir, on_event):
+        setup, state = begin(plan, config, run_dir, resume, on_event)
+        state = run_rounds(setup, state, trainer or EmbeddedTrainer(), on_event,
+                           lambda s: save_checkpoint(run_dir, s))
     return RunResult(run_dir, state.history, state.measurements, state.global_state)
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from budgetplan.errors import ModelLoadError
-from budgetplan.models import bundled
+from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
-from budgetplan.models.task import TaskModel
+from budgetplan.models.task import TASKS, TaskModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 hf_logging.disable_progress_bar()
@@ -47,24 +49,42 @@ class LoadedModel:
         return self.model.get_submodule(self.layout.path)
 
 
-def load_model(spec: str, *, num_labels: int | None = None, task: str = "classification",
+def load_model(spec: str, *, num_labels: int | None = None, task: str | None = None,
                trust_pickle: bool = False, blocks: str | None = None) -> LoadedModel:
-    """Load `spec` (bundled name, HF directory or model file) and wrap it with a task head."""
-    base, config, head_state = _load_base(spec, trust_pickle)
+    """Load `spec` (bundled name, HF directory or model file): a task model keeps its own head, a base gets one.
+
+    `task` None means the model's own head decides (classification for a bare base model).
+    """
+    base, config, head_state, saved_task = _load_base(spec, trust_pickle)
+    return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task or saved_task,
+                      head_state=head_state, blocks=blocks)
+
+
+def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | None = None, task: str | None = None,
+               head_state: dict | None = None, blocks: str | None = None) -> LoadedModel:
+    """A LoadedModel around an in-memory network: its own task head is kept, a bare base gets budgetplan's."""
+    config = config if config is not None else getattr(base, "config", None)
     _use_eager_attention(base)
-    if getattr(base, "pooler", None) is not None:
-        base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
-    hidden = _hidden_size(base, config)
-    labels = _num_labels(num_labels, head_state, task, config)
-    model = TaskModel(base, hidden, labels, task)
-    if head_state is not None:
-        model.head.load_state_dict(head_state)
+    own_task = heads.module_head_task(base)
+    task = heads.resolve_task(own_task, task, type(base).__name__)
+    if own_task is not None:
+        model = TaskModel(base, None, heads.own_num_labels(base, task, num_labels), task, own_head=True)
+    else:
+        if getattr(base, "pooler", None) is not None:
+            base.pooler = None  # the head pools itself; an unused pooler would hold weights no config trains
+        model = TaskModel(base, _hidden_size(base, config), _num_labels(num_labels, head_state, task, config), task)
+        if head_state is not None:
+            try:
+                model.head.load_state_dict(head_state)
+            except RuntimeError as exc:
+                raise ModelLoadError(f"{name}: the saved head does not fit the model ({_first_line(exc)[:120]}); "
+                                     "save the head of this model") from None
     override = f"{TASK_PREFIX}{blocks}" if blocks else None
     layout = find_blocks(model, override)
     return LoadedModel(
-        name=_display_name(spec), model=model, layout=layout, family=_family(base, config),
+        name=name, model=model, layout=layout, family=_family(base, config),
         input_kind="image" if _is_vision(config) else "text",
-        vocab_size=getattr(config, "vocab_size", None) if config is not None else None,
+        vocab_size=_vocab_size(base, config),
         max_positions=_max_positions(config), image_size=getattr(config, "image_size", None),
         num_channels=getattr(config, "num_channels", None), fingerprint=fingerprint(model),
     )
@@ -90,6 +110,7 @@ def save_model_file(loaded: LoadedModel, path: str | Path) -> None:
 
 
 def _load_base(spec: str, trust_pickle: bool):
+    """(network, config, budgetplan head weights or None, task the file was saved for or None)."""
     if spec in bundled.tiny_configs():
         return _build_tiny(spec)
     if spec == bundled.MINILM_NAME:
@@ -110,28 +131,74 @@ def _build_tiny(name: str):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(bundled.TINY_SEED)
         base = AutoModel.from_config(config)
-    return base, config, None
+    return base, config, None, None
 
 
 def _load_hf_dir(path: Path):
+    """A save_pretrained directory: the class its config names when that is a kept task head, else the base."""
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
-        base = AutoModel.from_pretrained(path, config=config)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first[:160]}); "
-                             "check config.json and the weights file") from None
-    return base, config, None
+        _check_fits_memory(config, path)
+        cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
+        base = cls.from_pretrained(path, config=config)
+    except ModelLoadError:
+        raise
+    except (*BUILD_ERRORS, OSError, SafetensorError) as exc:
+        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({_first_line(exc)}); "
+                             "check config.json and the weights file (a truncated download: fetch it again)") from None
+    return base, config, None, None
+
+
+# What a bad config or weights file raises inside transformers/torch while a model is built or filled.
+BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, IndexError, ZeroDivisionError,
+                OverflowError, StrictDataclassError)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _check_fits_memory(config, path) -> None:
+    """Refuse a config whose parameters alone exceed the memory available now (counted on the meta device)."""
+    import psutil
+
+    with torch.device("meta"):
+        meta = AutoModel.from_config(config)
+    need = sum(p.numel() * p.element_size() for p in meta.parameters())
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ModelLoadError(f"{path}: the model's {sum(p.numel() for p in meta.parameters()):,} parameters need "
+                             f"{need / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of memory is available; "
+                             "check the config's sizes (hidden size, layers, vocabulary) or use a smaller model")
+
+
+def _builds(config, path) -> bool:
+    try:
+        with torch.device("meta"):
+            AutoModel.from_config(config)
+    except BUILD_ERRORS:
+        return False
+    return True
+
+
+def _build_from_config(cls, config, path):
+    """The model `cls` builds from `config`, after checking on the meta device that it builds and fits memory."""
+    try:
+        _check_fits_memory(config, path)
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    except BUILD_ERRORS as exc:
+        raise ModelLoadError(f"{path}: its config cannot build a model ({_first_line(exc)}); fix the config "
+                             "(e.g. the hidden size must be a whole number divisible by the number of heads)") from None
 
 
 def _load_file(path: Path, trust_pickle: bool):
     if trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, nn.Module):
-            return obj, getattr(obj, "config", None), None
+            return obj, getattr(obj, "config", None), None, None
     else:
         obj = _torch_load(path, weights_only=True)
     return _from_checkpoint_dict(obj, path)
@@ -148,7 +215,8 @@ def _torch_load(path: Path, weights_only: bool):
                 "torch.save({'config': config.to_dict(), 'state_dict': model.state_dict()})"
             ) from None
         raise _corrupt(path, exc) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, KeyError,
+            TypeError, IndexError, OverflowError) as exc:
         raise _corrupt(path, exc) from None
 
 
@@ -158,24 +226,39 @@ def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
 
 
 def _from_checkpoint_dict(obj, path: Path):
+    """{"config", "state_dict"}: a base model's, a task model's (e.g. keys under "bert." plus "classifier."),
+    or budgetplan's own save_model_file form (keys under "base." and "head.")."""
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
         raise ModelLoadError(f"{path} is not a budgetplan model file: expected a dict with 'config' "
                              "(a transformers config dict) and 'state_dict'")
     config = _config_from_dict(obj["config"], path)
     config._attn_implementation = "eager"
-    base = AutoModel.from_config(config)
     state = obj["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelLoadError(f"{path}: 'state_dict' must map parameter names to tensors (got "
+                             f"{type(state).__name__}); save model.state_dict()")
     head_state = None
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
-    state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
-    missing, unexpected = base.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("pooler.")]
+    # Which class fits the keys is only asked of a config that builds at all (else every candidate "mismatches").
+    cls = heads.checkpoint_class(config, set(state), str(path)) if _builds(config, path) else None
+    base = _build_from_config(cls, config, path)
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+    if dtype is not None:
+        base.to(dtype)  # a bf16/fp16 checkpoint stays in its dtype (loading would cast it to float32)
+    try:
+        missing, unexpected = base.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        raise ModelLoadError(f"{path}: state_dict does not fit its config ({_first_line(exc)[:120]}...); save the "
+                             "config and weights of the same model") from None
+    missing = [k for k in missing if "pooler." not in k]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: state_dict does not match its config (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}); save the config and weights of the same model")
-    return base, config, head_state or None
+    saved_task = obj.get("task") if obj.get("task") in TASKS else None
+    return base, config, head_state or None, saved_task
 
 
 def _config_from_dict(data, path: Path) -> PretrainedConfig:
@@ -185,8 +268,9 @@ def _config_from_dict(data, path: Path) -> PretrainedConfig:
     model_type = data.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **data)
-    except (ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{path}: unknown model_type '{model_type}' ({exc}); use a transformers model type") from None
+    except BUILD_ERRORS as exc:
+        raise ModelLoadError(f"{path}: config of model_type '{model_type}' cannot be read ({_first_line(exc)}); "
+                             "use a transformers model type and its config fields") from None
 
 
 def _use_eager_attention(base: nn.Module) -> None:
@@ -214,6 +298,13 @@ def _num_labels(num_labels, head_state, task, config) -> int:
     if task == "lm":
         return int(config.vocab_size)
     return int(num_labels or 2)
+
+
+def _vocab_size(base: nn.Module, config) -> int | None:
+    """The config's vocabulary, else the size of the model's first embedding table (a plain torch model)."""
+    if config is not None and getattr(config, "vocab_size", None):
+        return int(config.vocab_size)
+    return next((m.num_embeddings for m in base.modules() if isinstance(m, nn.Embedding)), None)
 
 
 def _is_vision(config) -> bool:

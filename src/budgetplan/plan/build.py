@@ -20,7 +20,7 @@ from budgetplan.plan.types import (
 )
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import FROZEN_OUTSIDE, ModelProfile
-from budgetplan.solve.budget import budget_of, flops_per_round, step_flops_cap
+from budgetplan.solve.caps import budget_of, flops_per_round, step_flops_cap
 
 DEVICE_FIELDS = ("name", "description", "memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s",
                  "round_deadline_s", "upload_time_budget_s", "samples_per_round", "sources")
@@ -132,5 +132,6 @@ def plan_from_fleet(result, settings: SolverSettings, model_spec: str | None = N
                    "classes": len(c.solutions), "classes_fit": sum(s is not None for s in c.solutions),
                    "chosen": c is chosen} for c in result.candidates]
     summary = {"name": fleet.name, "file": fleet.origin, "status": result.status, "solve_s": result.solve_s,
-               "score": chosen.score, "candidates": candidates}
+               "score": chosen.score, "candidates": candidates,
+               "limits": {k: v for k, v in vars(result.limits).items() if v is not None}}
     return build_plan(chosen.profile, classes, settings, model_spec, summary)

@@ -192,7 +192,7 @@ class Plan:
                 "model": {**{k: v for k, v in _fields(self.model).items() if v is not None},
                           "spec": self.model.load_spec},
                 "context": _fields(self.context), "aggregation": dict(AGGREGATION),
-                "solver": None if self.solver is None else {"name": "ortools-cp-sat", **_fields(self.solver)},
+                "solver": None if self.solver is None else {"name": "budgetplan-frontier", **_fields(self.solver)},
                 "fleet": self.fleet, "classes": {c.name: class_to_dict(self, c) for c in self.classes}}
 
     @staticmethod
@@ -300,13 +300,9 @@ def plan_schema() -> dict:
     return json.loads(resources.files("budgetplan").joinpath("schemas/plan.schema.json").read_text())
 
 
-def _path_of(error) -> str:
-    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
-
-
 def validate_plan(data, origin: str = "plan") -> dict:
-    """Check kind, major schema version and every required field; PlanError (one line) otherwise."""
-    import jsonschema
+    """Check kind, major schema version, every field (JSON Schema) and the semantics; PlanError (one line)."""
+    from budgetplan.validate import check_plan, check_schema
 
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
         raise PlanError(f"{origin} is not a budgetplan plan file (no \"kind\": \"{PLAN_KIND}\"); {FIX}")
@@ -314,9 +310,8 @@ def validate_plan(data, origin: str = "plan") -> dict:
     if found.split(".")[0] not in READABLE_MAJORS:
         raise PlanError(f"{origin} has schema version {found or 'none'}; this budgetplan reads "
                         f"{', '.join(m + '.x' for m in READABLE_MAJORS)}: {FIX}")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(plan_schema()).iter_errors(data))
-    if error is not None:
-        raise PlanError(f"{origin}: {error.message} at {_path_of(error)}; {FIX}")
+    check_schema(data, "plan", origin, FIX)  # also refuses NaN/Infinity and runaway nesting
+    check_plan(data, origin)  # what a schema cannot state: states per block, gradient paths, shares, LoRA
     return data
 
 

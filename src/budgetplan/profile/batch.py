@@ -6,6 +6,7 @@ import torch
 
 from budgetplan.errors import ConfigError
 from budgetplan.models.load import LoadedModel
+from budgetplan.models.task import floating_dtype
 
 
 def check_context(loaded: LoadedModel, batch_size: int, seq_len: int | None) -> None:
@@ -20,12 +21,12 @@ def check_context(loaded: LoadedModel, batch_size: int, seq_len: int | None) -> 
 
 
 def make_batch(loaded: LoadedModel, batch_size: int, seq_len: int | None = None, seed: int = 0) -> dict:
-    """Random inputs and labels of the model's kind: token ids and mask for text, pixels for images."""
+    """Random inputs and labels of the model's kind: token ids and mask for text, pixels (model dtype) for images."""
     generator = torch.Generator().manual_seed(seed)
-    num_labels = loaded.model.head.out_features
+    num_labels = loaded.model.num_labels
     if loaded.input_kind == "image":
         size, channels = loaded.image_size, loaded.num_channels or 3
-        pixels = torch.randn(batch_size, channels, size, size, generator=generator)
+        pixels = torch.randn(batch_size, channels, size, size, generator=generator).to(floating_dtype(loaded.model))
         return {"pixel_values": pixels, "labels": torch.randint(0, num_labels, (batch_size,), generator=generator)}
     seq_len = seq_len or 16
     vocab = loaded.vocab_size or 256

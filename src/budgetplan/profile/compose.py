@@ -13,7 +13,9 @@ The peak is the largest of a few *events* of one training step, each a sum of pe
 where resident = weights, buffers, the batch and the optimizer state (steady state: state exists before
 the step), and held(k) = what the model's own forward code keeps live at block k's start (BERT keeps its
 embedding output, GPT-2 its token and position embeddings, every model its masks), minus what is already
-kept for backward. The solver states the same events as linear constraints.
+kept for backward. `advance` computes the same events part by part (compose() folds it over the parts;
+the planner, solve/frontier.py, folds it over many partial configurations at once); peak_events lists them
+by name and tests/test_profile.py checks both agree.
 
 A +recompute block keeps only its inputs, so kept(k) shrinks for every event above it; the moment its
 activations are alive again is its own backward (checkpoint re-runs the forward when autograd first needs
@@ -24,7 +26,7 @@ counts (the block's input, the later parts' gradients, the incoming hidden gradi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from budgetplan.errors import ConfigError
 from budgetplan.profile.types import (
@@ -74,6 +76,29 @@ def resolve_states(states: tuple[str, ...] | list[str], train_embeddings: bool) 
     return tuple(resolved)
 
 
+def place_block(profile: ModelProfile, index: int, state: str, grad_flows: bool) -> PlacedPart:
+    """Block `index` in `state` (already resolved), with an input gradient when `grad_flows`."""
+    block = profile.blocks[index]
+    if state not in block.states:
+        known = ", ".join(block.states)
+        raise ConfigError(f"block {block.index}: state '{state}' was not profiled; profiled states: {known}")
+    boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
+    frozen_key = FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE
+    base = block.states[frozen_key][boundary].param_bytes
+    return PlacedPart(f"block {block.index}", state, boundary, block.states[state][boundary], base)
+
+
+def place_pre(profile: ModelProfile) -> PlacedPart:
+    pre_state = TRAINED if profile.context.train_embeddings else FROZEN_OUTSIDE
+    pre_frozen = profile.pre[FROZEN_OUTSIDE][NO_INPUT_GRAD]
+    return PlacedPart("pre", pre_state, NO_INPUT_GRAD, profile.pre[pre_state][NO_INPUT_GRAD], pre_frozen.param_bytes)
+
+
+def place_post(profile: ModelProfile, grad_flows: bool) -> PlacedPart:
+    post = profile.post[INPUT_GRAD if grad_flows else NO_INPUT_GRAD]
+    return PlacedPart("post", TRAINED, INPUT_GRAD if grad_flows else NO_INPUT_GRAD, post, post.param_bytes)
+
+
 def place_parts(profile: ModelProfile, block_states: tuple[str, ...]) -> list[PlacedPart]:
     """The parts of a configuration in forward order, each with its state, boundary and cost."""
     if len(block_states) != profile.num_blocks:
@@ -82,23 +107,12 @@ def place_parts(profile: ModelProfile, block_states: tuple[str, ...]) -> list[Pl
         )
     train_embeddings = profile.context.train_embeddings
     states = resolve_states(block_states, train_embeddings)
-    pre_state = TRAINED if train_embeddings else FROZEN_OUTSIDE
-    pre_frozen = profile.pre[FROZEN_OUTSIDE][NO_INPUT_GRAD]
-    parts = [PlacedPart("pre", pre_state, NO_INPUT_GRAD, profile.pre[pre_state][NO_INPUT_GRAD], pre_frozen.param_bytes)]
+    parts = [place_pre(profile)]
     grad_flows = train_embeddings
-    for block, state in zip(profile.blocks, states):
-        if state not in block.states:
-            known = ", ".join(block.states)
-            raise ConfigError(f"block {block.index}: state '{state}' was not profiled; profiled states: {known}")
-        boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
-        frozen_key = FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE
-        base = block.states[frozen_key][boundary].param_bytes
-        parts.append(PlacedPart(f"block {block.index}", state, boundary, block.states[state][boundary], base))
+    for index, state in enumerate(states):
+        parts.append(place_block(profile, index, state, grad_flows))
         grad_flows = grad_flows or is_trainable(state)
-    post_boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
-    post = profile.post[post_boundary]
-    parts.append(PlacedPart("post", TRAINED, post_boundary, post, post.param_bytes))
-    return parts
+    return parts + [place_post(profile, grad_flows)]
 
 
 def kept_bytes_per_part(parts: list[PlacedPart], boundary_bytes: int) -> list[int]:
@@ -172,20 +186,113 @@ def peak_events(profile: ModelProfile, parts: list[PlacedPart]) -> dict[str, int
     return events
 
 
+def maximum(a, b):
+    """max(a, b) for ints, elementwise for numpy arrays: solve/frontier.py runs the scan below on arrays that
+    hold many partial configurations at once (the same arithmetic, so its costs are compose's costs)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a if a >= b else b
+    import numpy
+
+    return numpy.maximum(a, b)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """What the parts placed so far fix about a configuration's cost, in the form the later parts need.
+
+    compose() folds `advance` over the parts; the planner (solve/frontier.py) folds it over many partial
+    configurations at once. The amounts are ints (or numpy arrays of them); the other fields are plain.
+    Live bytes leave out two terms every event of the step contains the same way: the resident bytes
+    (weights, buffers, batch, adapters, optimizer state) and, for a backward event, the gradients of the
+    parts not placed yet. `peak_of` adds them back, so the peak equals max(peak_events(...).values()).
+    """
+
+    parts: int = 0  # parts placed (pre is part 0, block i is part i + 1)
+    grad_flows: bool = False  # some placed part is trainable: the next block has an input gradient
+    saves_output: bool = False  # the last placed part keeps its output for backward
+    # Per hidden state entering block b (b < blocks placed): kept for backward by its producer or consumer.
+    kept_boundaries: tuple[bool, ...] = ()
+    shared: dict = field(default_factory=dict)  # shared input name -> the largest size a placed part keeps
+    kept_bytes: object = 0  # sum of kept_bytes_per_part over the placed parts (the activation bytes)
+    resident_extra_bytes: object = 0  # adapters beyond the base weights, and optimizer state
+    grad_bytes: object = 0  # gradients of trained tensors (= upload bytes)
+    flops_forward: object = 0
+    flops_backward: object = 0
+    trainable_params: object = 0
+    optimizer_state_bytes: object = 0
+    forward_live: object = 0  # largest forward event so far, less the resident bytes
+    backward_live: object = 0  # largest backward event so far, less resident and not-yet-placed gradients
+    step_extra_bytes: object = 0  # largest optimizer-step temporary so far
+
+
+def held_at(profile: ModelProfile, prefix: Prefix) -> object:
+    """held_bytes for the part placed next, from what the prefix keeps (compose.held_bytes, incrementally)."""
+    block = prefix.parts - 1
+    if not 0 <= block < len(profile.held_hidden):
+        return 0
+    dropped = sum(1 for b in profile.held_hidden[block] if b != block and not prefix.kept_boundaries[b])
+    total = dropped * profile.boundary_bytes + profile.held_other_bytes[block]
+    for name, nbytes in profile.held_shared_bytes[block].items():
+        total = total + maximum(0, nbytes - prefix.shared.get(name, 0))
+    return total
+
+
+def advance(profile: ModelProfile, prefix: Prefix, part: PlacedPart) -> Prefix:
+    """The prefix with `part` placed next: its kept bytes, its forward and backward events, its sums."""
+    k, c, hidden = prefix.parts, part.cost, profile.boundary_bytes
+    boundary = k > 0 and (prefix.saves_output or c.saves_input)
+    own = c.activation_bytes + (hidden if boundary else 0)
+    shared = dict(prefix.shared)
+    for name, nbytes in c.shared_saved_bytes.items():
+        before = shared.get(name, 0)
+        shared[name] = maximum(before, nbytes)
+        own = own + (shared[name] - before)
+    kept = prefix.kept_bytes + own
+    forward = prefix.kept_bytes + (hidden if k > 0 else 0) + held_at(profile, prefix) + c.forward_extra_bytes
+    backward = prefix.backward_live + c.trainable_bytes
+    if has_backward(part):
+        backward = maximum(backward, kept + (hidden if part.label != "post" else 0) + c.backward_extra_bytes)
+    return Prefix(
+        parts=k + 1, grad_flows=prefix.grad_flows or is_trainable(part.state), saves_output=c.saves_output,
+        kept_boundaries=prefix.kept_boundaries + ((boundary,) if k > 0 else ()), shared=shared, kept_bytes=kept,
+        resident_extra_bytes=prefix.resident_extra_bytes + (c.param_bytes - part.base_param_bytes)
+        + c.optimizer_state_bytes,
+        grad_bytes=prefix.grad_bytes + c.trainable_bytes,
+        flops_forward=prefix.flops_forward + c.flops_forward, flops_backward=prefix.flops_backward + c.flops_backward,
+        trainable_params=prefix.trainable_params + c.trainable_params,
+        optimizer_state_bytes=prefix.optimizer_state_bytes + c.optimizer_state_bytes,
+        forward_live=maximum(prefix.forward_live, forward), backward_live=backward,
+        step_extra_bytes=maximum(prefix.step_extra_bytes, c.step_extra_bytes),
+    )
+
+
+def peak_of(profile: ModelProfile, prefix: Prefix) -> object:
+    """The predicted peak of a complete configuration: its largest event, resident bytes added back."""
+    live = maximum(maximum(prefix.forward_live, prefix.backward_live), prefix.grad_bytes + prefix.step_extra_bytes)
+    return profile.resident_bytes + prefix.resident_extra_bytes + live
+
+
+def scan(profile: ModelProfile, parts: list[PlacedPart]) -> Prefix:
+    prefix = Prefix()
+    for part in parts:
+        prefix = advance(profile, prefix, part)
+    return prefix
+
+
 def compose(profile: ModelProfile, block_states: tuple[str, ...] | list[str]) -> ConfigCost:
     """Derived cost of one configuration, exact for FLOPs and saved bytes, modelled for the peak."""
     parts = place_parts(profile, tuple(block_states))
-    kept = kept_bytes_per_part(parts, profile.boundary_bytes)
+    total = scan(profile, parts)
     return ConfigCost(
         block_states=tuple(p.state for p in parts[1:-1]),
-        flops_forward=sum(p.cost.flops_forward for p in parts),
-        flops_backward=sum(p.cost.flops_backward for p in parts),
-        activation_bytes=sum(kept),
-        peak_bytes_predicted=max(peak_events(profile, parts).values()),
+        flops_forward=total.flops_forward,
+        flops_backward=total.flops_backward,
+        activation_bytes=total.kept_bytes,
+        peak_bytes_predicted=peak_of(profile, total),
         peak_bytes_measured=None,
-        trainable_params=sum(p.cost.trainable_params for p in parts),
-        upload_bytes=sum(p.cost.trainable_bytes for p in parts),
-        optimizer_state_bytes=sum(p.cost.optimizer_state_bytes for p in parts),
+        trainable_params=total.trainable_params,
+        upload_bytes=total.grad_bytes,
+        optimizer_state_bytes=total.optimizer_state_bytes,
     )
 
 

@@ -37,11 +37,17 @@ class PartNames:
 
 
 def lora_targets(loaded: LoadedModel) -> tuple[str, ...]:
-    """Names, relative to a block, of the linear layers LoRA adapts (attention and MLP projections)."""
-    block = loaded.blocks[0]
-    names = tuple(name for name, module in block.named_modules() if _is_linear(module))
+    """Names, relative to a block, of the linear layers LoRA adapts (attention and MLP projections).
+
+    Only linears that run as modules: nn.MultiheadAttention reads out_proj.weight functionally, so an
+    adapter there would never run nor get a gradient (and would be counted and uploaded for nothing).
+    """
+    block, prefix = loaded.blocks[0], f"{loaded.layout.path}.0."
+    ran = _first_run_order(loaded)
+    names = tuple(name for name, module in block.named_modules() if _is_linear(module) and prefix + name in ran)
     if not names:
-        raise ConfigError(f"block class {loaded.layout.block_class} has no linear layers for LoRA to adapt")
+        raise ConfigError(f"block class {loaded.layout.block_class} has no linear layers that run as modules "
+                          "for LoRA to adapt; profile without LoRA states (--lora-ranks '')")
     return names
 
 

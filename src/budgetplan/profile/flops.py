@@ -1,8 +1,10 @@
 """FLOP counting of the ops autograd really runs.
 
 Counting convention, stated once:
-- matmul-class ops (mm, addmm, bmm, baddbmm, convolution and their backward, SDPA kernels) use torch's own
-  formulas in torch.utils.flop_counter: FLOPs = 2 x MACs;
+- matmul-class ops (mm, addmm, bmm, baddbmm, convolution and their backward) use torch's own formulas in
+  torch.utils.flop_counter: FLOPs = 2 x MACs;
+- every fused scaled-dot-product-attention kernel (CPU flash, CUDA flash, efficient, cuDNN), forward and
+  backward, counts what torch's eager math path counts for the same shapes (profile/sdpa_flops.py);
 - the per-element formulas below cover norms, softmax, activations, dropout, reductions and elementwise
   arithmetic (residual adds, scaling): FLOPs = factor x elements of the tensor named in the table;
 - data movement, views and tensor creation cost 0 (ZERO_COST_OPS);
@@ -20,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry as TORCH_MATMUL_FORMULAS
 from torch.utils.flop_counter import shape_wrapper
 
+from budgetplan.profile.sdpa_flops import sdpa_formulas
+
 aten = torch.ops.aten
 
 # op -> (FLOPs per element, which tensor's elements: "out" or "in" = first argument)
@@ -27,6 +31,7 @@ ELEMENTWISE_FORMULAS: dict[object, tuple[int, str]] = {
     aten.native_layer_norm: (8, "in"),  # mean, centre, square, variance, rstd, scale, shift
     aten.native_layer_norm_backward: (12, "in"),
     aten._softmax: (5, "out"),  # max, subtract, exp, sum, divide
+    aten._safe_softmax: (5, "out"),  # softmax of SDPA's math path (fully masked rows give 0, not NaN)
     aten._softmax_backward_data: (4, "out"),
     aten._log_softmax: (5, "out"),
     aten._log_softmax_backward_data: (4, "out"),
@@ -37,7 +42,9 @@ ELEMENTWISE_FORMULAS: dict[object, tuple[int, str]] = {
     aten.relu: (1, "out"),
     aten.threshold_backward: (1, "out"),
     aten.tanh_backward: (3, "out"),
-    aten.native_dropout: (2, "in"),  # draw and scale
+    # Dropout: the fused kernel (CUDA) costs 2 per element (draw, scale); on CPU it runs as bernoulli_ (draw),
+    # div_ (scale the mask) and mul (apply) = 3 per element forward, and one mul per element backward.
+    aten.native_dropout: (2, "in"),
     aten.native_dropout_backward: (2, "in"),
     aten.bernoulli_: (1, "out"),
     aten.sum: (1, "in"),
@@ -91,11 +98,16 @@ def _elementwise_formula(factor: int, which: str):
 
 
 def extra_formulas() -> dict:
-    """budgetplan's per-element formulas in FlopCounterMode's custom_mapping form (raw shape functions)."""
-    return {op: _elementwise_formula(factor, which) for op, (factor, which) in ELEMENTWISE_FORMULAS.items()}
+    """budgetplan's formulas in FlopCounterMode's custom_mapping form (shape functions; SDPA ones take raw args)."""
+    elementwise = {op: _elementwise_formula(factor, which) for op, (factor, which) in ELEMENTWISE_FORMULAS.items()}
+    return {**elementwise, **sdpa_formulas()}
 
 
-FORMULAS = {**TORCH_MATMUL_FORMULAS, **{op: shape_wrapper(f) for op, f in extra_formulas().items()}}
+def _wrapped(formula):
+    return formula if getattr(formula, "_get_raw", False) else shape_wrapper(formula)
+
+
+FORMULAS = {**TORCH_MATMUL_FORMULAS, **{op: _wrapped(f) for op, f in extra_formulas().items()}}
 
 
 # Profiler markers that autograd and the optimizers emit: not computation.

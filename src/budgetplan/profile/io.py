@@ -12,6 +12,7 @@ from budgetplan.profile.types import (
     SCHEMA_VERSION,
     BlockProfile,
     ConfigCost,
+    Importance,
     ModelInfo,
     ModelProfile,
     PartCost,
@@ -52,8 +53,11 @@ def _states(data: dict) -> dict[str, dict[str, PartCost]]:
 
 
 def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
+    from budgetplan.validate import check_profile  # local: validate imports profile.types and profile.compose
+
     check_format(data, PROFILE_KIND, SCHEMA_VERSION, origin, "re-run 'budgetplan profile MODEL --json PATH'",
                  PlanError)
+    check_profile(data, origin)
     try:
         context = dict(data["context"])
         context["lora_ranks"] = tuple(context["lora_ranks"])
@@ -83,10 +87,19 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
             held_other_bytes=tuple(data["held_other_bytes"]),
             configs=configs,
             measurement=data.get("measurement", {}),
+            importance=_importance(data.get("importance")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"{origin} is missing or has a malformed field ({exc!s}); "
                         "regenerate it with 'budgetplan profile MODEL --json PATH'") from None
+
+
+def _importance(data: dict | None) -> Importance | None:
+    if data is None:
+        return None
+    blocks = tuple({str(k): float(v) for k, v in b.items()} for b in data["blocks"])
+    return Importance(method=str(data["method"]), data=str(data["data"]), steps=int(data["steps"]),
+                      seconds=float(data["seconds"]), blocks=blocks, source=str(data.get("source", "measured")))
 
 
 def read_profile(path: str | Path) -> ModelProfile:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.flops import OpCounter
 from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes
 
@@ -49,12 +49,22 @@ class StepMeasurement:
     source: str = "measured"
 
 
-def _train_step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    loss = model(batch)
-    loss.backward()
+def check_gradients(named_params, where: str) -> None:
+    """Every trainable parameter got a gradient in the backward just run; else the model trains less than it claims."""
+    missing = [name for name, p in named_params if p.requires_grad and p.grad is None]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ProfileError(f"{len(missing)} trainable parameter(s) of {where} got no gradient in the measured step "
+                           f"({shown}): the module holding them does not run in forward (e.g. a weight read "
+                           "functionally); its cost and upload would be counted for nothing")
+
+
+def create_optimizer_state(params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer's state as after a first step, from a zero-gradient step (half the cost of a warm-up step)."""
+    for param in params:
+        param.grad = torch.zeros_like(param)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
 
 
 def measure_training_step(model: nn.Module, batch: dict, optimizer_name: str, lr: float = DEFAULT_LR) -> StepMeasurement:
@@ -63,7 +73,7 @@ def measure_training_step(model: nn.Module, batch: dict, optimizer_name: str, lr
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, optimizer_name, lr)
-    _train_step(model, batch, optimizer)  # warm-up: creates optimizer state, as on a device mid-training
+    create_optimizer_state(params, optimizer)  # as on a device mid-training
     tracker, counter = LiveTracker(), OpCounter()
     saved = SavedTensors(model.parameters())
     tracker.track([*model.parameters(), *model.buffers(), *batch.values(), *optimizer_state_tensors(optimizer)])
@@ -78,6 +88,7 @@ def measure_training_step(model: nn.Module, batch: dict, optimizer_name: str, lr
         flops_forward = counter.flops
         loss.backward()
         flops_backward = counter.flops - flops_forward
+        check_gradients(model.named_parameters(), "the model")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     cuda_peak = None

@@ -11,6 +11,8 @@ Forward/backward FLOPs are read from the counter between phases; extras are peak
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +20,10 @@ from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_map
 
+from budgetplan.errors import ProfileError
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile.flops import OpCounter
-from budgetplan.profile.measure import measure_optimizer
+from budgetplan.profile.measure import check_gradients, measure_optimizer
 from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes, storage_key
 from budgetplan.profile.types import INPUT_GRAD, MEASURED, PartCost
 
@@ -136,6 +139,7 @@ def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: s
             flops_bwd = bwd_extra = 0
             if out.requires_grad:
                 flops_bwd, bwd_extra = _backward(phase, out, torch.ones_like(out))
+        check_gradients(block.named_parameters(), "the block")
         saved = _saved_split(phase.saved, "", {storage_key(hidden)}, {storage_key(out)}, shared)
         del out
         opt = measure_optimizer(list(block.parameters()), optimizer, phase.tracker)
@@ -151,52 +155,108 @@ def _set_trainable(model: nn.Module, names: set[str]) -> list[nn.Parameter]:
     return [p for n, p in model.named_parameters() if n in names]
 
 
+@dataclass(frozen=True)
+class PreRun:
+    """What the first (full) forward records besides the pre part's cost."""
+
+    calls: list[BlockCall]  # each block's inputs (hidden state cloned)
+    held: tuple[HeldAtEntry, ...]
+    outputs: list  # each block's output (cloned): later runs replace the blocks by these (stubbed_blocks)
+
+
 def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tuple[str, ...],
-                train: bool) -> tuple[PartCost, list[BlockCall], tuple[HeldAtEntry, ...]]:
+                train: bool, outputs: list | None = None) -> tuple[PartCost, PreRun]:
     """Everything before the first block.
 
-    Also returns each block's captured call (hidden state cloned, so that our copy keeps nothing alive) and,
-    per block, the earlier hidden states the model's own code still holds when the block starts (BERT keeps
-    the embedding output for the whole encoder): those are live in the forward whatever the configuration.
+    Also records each block's captured call (hidden state cloned, so that our copy keeps nothing alive) and
+    output, and per block the earlier hidden states the model's own code still holds when the block starts
+    (BERT keeps the embedding output for the whole encoder): those are live in the forward whatever the
+    configuration. With `outputs` (from an earlier run) the blocks are skipped: pre ends where they start.
     """
     model = loaded.model.train()
     _set_trainable(model, set(pre_names) if train else set())
     params = [p for n, p in model.named_parameters() if n in set(pre_names)]
     phase = _new_phase(model, list(batch.values()))
-    calls: list[BlockCall] = []
+    run = PreRun([], (), [])
     alive_refs: list[weakref.ref] = []
     held: list[HeldAtEntry] = []
     mark: dict = {}
+    counts = [0] * loaded.layout.num_blocks
 
-    def capture(module, args, kwargs):
-        call = BlockCall(args, kwargs)
-        held.append(_held_at_entry(call, alive_refs, phase.tracker.live_bytes - mark.get("start", 0)))
-        if not calls:
-            # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
-            mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, h0=call.hidden if train else None,
-                        h0_key=storage_key(call.hidden), uncounted=dict(phase.counter.uncounted))
-            phase.saved.label = "later"
-        alive_refs.append(weakref.ref(call.hidden.untyped_storage()))
-        with _disable_current_modes():  # our copy is not the model's memory
-            calls.append(call.with_hidden_clone())
+    def capture(index):
+        def hook(module, args, kwargs):
+            counts[index] += 1
+            call = BlockCall(args, kwargs)
+            held.append(_held_at_entry(call, alive_refs, phase.tracker.live_bytes - mark.get("start", 0)))
+            if not run.calls:
+                # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
+                mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes,
+                            h0=call.hidden if train else None, h0_key=storage_key(call.hidden),
+                            uncounted=dict(phase.counter.uncounted))
+                phase.saved.label = "later"
+            alive_refs.append(weakref.ref(call.hidden.untyped_storage()))
+            with _disable_current_modes():  # our copy is not the model's memory
+                run.calls.append(call.with_hidden_clone())
+        return hook
 
-    handles = [b.register_forward_pre_hook(capture, with_kwargs=True) for b in loaded.blocks]
+    def record(module, args, kwargs, output):
+        with _disable_current_modes():
+            run.outputs.append(tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, output))
+
+    handles = [b.register_forward_pre_hook(capture(i), with_kwargs=True) for i, b in enumerate(loaded.blocks)]
+    if outputs is None:
+        handles += [b.register_forward_hook(record, with_kwargs=True) for b in loaded.blocks]
     try:
-        with phase.tracker:
-            with phase.counter:
-                start = mark["start"] = phase.tracker.reset_peak()
-                phase.saved.label = "pre"
-                with phase.saved:
-                    model(batch)
-                flops_bwd, bwd_extra, h0_key = _pre_backward(phase, mark, train)
-            saved = _saved_split(phase.saved, "pre", set(), {h0_key}, calls[0].shared())
+        with phase.tracker, phase.counter, stubbed_blocks(loaded.blocks, outputs):
+            start = mark["start"] = phase.tracker.reset_peak()
+            phase.saved.label = "pre"
+            with phase.saved:
+                model(batch)
+            flops_bwd, bwd_extra, h0_key = _pre_backward(phase, mark, train)
+            check_gradients(((n, p) for n, p in model.named_parameters() if n in set(pre_names)), "the embeddings")
+            saved = _saved_split(phase.saved, "pre", set(), {h0_key}, run.calls[0].shared())
             opt = measure_optimizer(params, optimizer, phase.tracker)
     finally:
         for handle in handles:
             handle.remove()
+    _check_single_invocation(loaded, counts)
     cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
     model.zero_grad(set_to_none=True)
-    return cost, calls, tuple(held)
+    return cost, PreRun(run.calls, tuple(held), run.outputs)
+
+
+def _check_single_invocation(loaded: LoadedModel, counts: list[int]) -> None:
+    for index, count in enumerate(counts):
+        if count == 0:
+            raise ProfileError(f"block {index} of '{loaded.layout.path}' never runs in a forward; point --blocks "
+                               "at the stack of blocks the model runs")
+        if count > 1:
+            raise ProfileError(
+                f"block {index} of '{loaded.layout.path}' runs {count} times in one forward (weights shared "
+                "across layers, as in ALBERT, or a loop over one block); budgetplan gives each block one state "
+                "and would count it once: use a model whose layers each have their own weights")
+
+
+@contextmanager
+def stubbed_blocks(blocks, outputs: list | None) -> Iterator[None]:
+    """Each block returns its recorded output instead of computing: the rest of the model runs unchanged.
+
+    Hooks still fire (they are called around forward), so parts before and after the blocks are measured
+    exactly as in a full forward, without paying for the blocks.
+    """
+    if outputs is None:
+        yield
+        return
+    saved = [block.__dict__.get("forward") for block in blocks]
+    for block, output in zip(blocks, outputs):
+        block.forward = lambda *args, _output=output, **kwargs: _output
+    try:
+        yield
+    finally:
+        for block, forward in zip(blocks, saved):
+            del block.forward
+            if forward is not None:
+                block.forward = forward
 
 
 @dataclass(frozen=True)
@@ -226,8 +286,11 @@ def _pre_backward(phase: _Phase, mark: dict, train: bool) -> tuple[int, int, int
 
 
 def measure_post(loaded: LoadedModel, batch: dict, optimizer: str, post_names: tuple[str, ...],
-                 boundary: str) -> PartCost:
-    """Everything after the last block (head and loss), with its input requiring grad or not."""
+                 boundary: str, outputs: list | None = None) -> PartCost:
+    """Everything after the last block (head and loss), with its input requiring grad or not.
+
+    With `outputs` (recorded by measure_pre) the blocks are skipped and return their recorded outputs.
+    """
     model = loaded.model.train()
     params = _set_trainable(model, set(post_names))
     phase = _new_phase(model, list(batch.values()))
@@ -244,12 +307,13 @@ def measure_post(loaded: LoadedModel, batch: dict, optimizer: str, post_names: t
     handle = loaded.blocks[-1].register_forward_hook(cut)
     try:
         with phase.tracker:
-            with phase.counter:
+            with phase.counter, stubbed_blocks(loaded.blocks, outputs):
                 phase.saved.label = "before"
                 with phase.saved:
                     loss = model(batch)
                 flops_fwd, fwd_extra = phase.counter.flops - mark["flops"], phase.tracker.peak_bytes - mark["live"]
                 flops_bwd, bwd_extra = _backward(phase, loss, None)
+            check_gradients(((n, p) for n, p in model.named_parameters() if n in set(post_names)), "the head")
             saved = _saved_split(phase.saved, "post", {storage_key(mark["hidden"])}, set(), {})
             del loss
             opt = measure_optimizer(params, optimizer, phase.tracker)

@@ -1,7 +1,11 @@
-"""The profile stage: measure every part once per state and boundary, then compose the standard configurations.
+"""The profile stage: measure every distinct part once per state and boundary, then compose configurations.
 
-Direct runs grow with blocks x states (each block: frozen_outside, frozen_in_path, trained twice, each LoRA
-rank twice), never with the number of configurations, which are composed.
+Runs: one full forward (pre, frozen; it records every block's inputs and outputs), three runs that skip the
+blocks (pre trained, post under both boundaries), and per *distinct* block each state under each boundary
+(frozen_outside, frozen_in_path, trained twice, each LoRA rank twice). Blocks of the same module type,
+structure, parameter shapes and dtypes, given inputs of the same shapes and dtypes, do the same work and
+keep the same tensors, so one measurement stands for all of them (tests compare against measuring each
+block). Runs never grow with the number of configurations, which are composed.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from budgetplan.profile.batch import check_context, make_batch
 from budgetplan.profile.configure import LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
+from budgetplan.profile.groups import block_groups
 from budgetplan.profile.parts import measure_block, measure_post, measure_pre
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
     ModelInfo, ModelProfile, ProfileContext, boundaries_of, is_trainable, lora_state, parse_state, recompute_state,
@@ -41,6 +46,7 @@ class ProfileRequest:
     train_embeddings: bool = False
     measure_configs: bool = True  # also run each standard configuration once to measure its real peak
     recompute: bool = True  # also measure every trainable state with activation recomputation (+recompute)
+    share_identical_blocks: bool = True  # False: measure every block, even identical ones (for checking)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -56,9 +62,11 @@ class ProfileRequest:
         return (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
 
 
-def count_part_runs(num_blocks: int, request: ProfileRequest) -> int:
+def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
+    """Direct runs profile_model makes (blocks grouped by structure; input shapes may split a group further)."""
     per_block = sum(len(boundaries_of(s)) for s in request.block_states)
-    return 2 + 2 + num_blocks * per_block
+    distinct = len(set(block_groups(loaded.blocks, None, request.share_identical_blocks)))
+    return 2 + 2 + distinct * per_block
 
 
 def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
@@ -75,42 +83,54 @@ def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
     return variant
 
 
-def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[BlockProfile, ...]:
-    states: list[dict] = [dict() for _ in range(loaded.layout.num_blocks)]
-    names: list[dict] = [dict() for _ in range(loaded.layout.num_blocks)]
-    variants = {FROZEN_OUTSIDE: _variant(loaded, FROZEN_OUTSIDE)}
+def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
+    """Every block's costs, measuring one block per group of identical ones; returns (profiles, runs made)."""
+    n = loaded.layout.num_blocks
+    groups = block_groups(loaded.blocks, calls, request.share_identical_blocks)
+    states: list[dict] = [dict() for _ in range(n)]
+    names: list[dict] = [dict() for _ in range(n)]
+    frozen = _variant(loaded, FROZEN_OUTSIDE)
+    runs = 0
     for state in request.block_states:
-        variant = variants.get(state) if state in (FROZEN_OUTSIDE, FROZEN_IN_PATH) else None
-        variant = variant or variants[FROZEN_OUTSIDE] if not is_trainable(state) else _variant(loaded, state)
+        variant = frozen if not is_trainable(state) else _variant(loaded, state)
         for i, block in enumerate(variant.blocks):
-            states[i][state] = {}
-            for boundary in boundaries_of(state):
-                tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
-                states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+            if groups[i] != i:
+                states[i][state] = states[groups[i]][state]
+            else:
+                states[i][state] = {}
+                for boundary in boundaries_of(state):
+                    tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
+                    states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+                    runs += 1
             if is_trainable(state):
                 prefix = f"{loaded.layout.path}.{i}."
                 names[i][state] = tuple(n for n, p in variant.model.named_parameters()
                                         if p.requires_grad and n.startswith(prefix))
-    return tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", states[i], names[i]) for i in range(len(states)))
+    profiles = tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", states[i], names[i]) for i in range(n))
+    return profiles, runs
 
 
 def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress = lambda _: None) -> ModelProfile:
     """Measure `loaded` under `request` and compose the standard configurations."""
     check_context(loaded, request.batch_size, request.seq_len)
+    check_blocks_own_their_weights(loaded)
     started = time.perf_counter()
     batch = make_batch(loaded, request.batch_size, request.seq_len)
     parts = part_names(loaded)
+    if request.train_embeddings:
+        check_embeddings_untied(loaded, parts.pre)
     work = _variant(loaded, FROZEN_OUTSIDE)
     tick("pre (embeddings) frozen")
-    pre_frozen, calls, held = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
+    pre_frozen, run = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
     tick("pre (embeddings) trained")
-    pre_trained, _, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True)
+    pre_trained, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True, outputs=run.outputs)
     post = {}
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
-        post[boundary] = measure_post(work, batch, request.optimizer, parts.post, boundary)
-    blocks = _block_profiles(loaded, request, calls, tick)
+        post[boundary] = measure_post(work, batch, request.optimizer, parts.post, boundary, outputs=run.outputs)
+    blocks, block_runs = _block_profiles(loaded, request, run.calls, tick)
     parts_seconds = time.perf_counter() - started
+    calls, held = run.calls, run.held
     profile = ModelProfile(
         schema_version=SCHEMA_VERSION, generator=f"budgetplan {budgetplan.__version__}",
         model=_model_info(loaded), context=_context(loaded, request),
@@ -120,10 +140,37 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
-        measurement={"part_runs": count_part_runs(loaded.layout.num_blocks, request),
+        measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
+                     "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},
     )
     return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:
+    """Refuse --train-embeddings when an embedding weight is tied to a later module (a tied LM head)."""
+    aliases: dict[int, list[str]] = {}
+    for name, param in loaded.model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    for names in aliases.values():
+        if len(names) > 1 and names[0] in pre_names:
+            raise ProfileError(
+                f"the embedding weight '{names[0]}' is tied to '{names[1]}' (an output head sharing the input "
+                "embeddings); training it trains two parts at once, which budgetplan does not compose: profile "
+                "without --train-embeddings (the tied head then stays frozen with the embeddings)")
+
+
+def check_blocks_own_their_weights(loaded: LoadedModel) -> None:
+    """Refuse blocks that share a parameter: one state per block could not describe what trains."""
+    owner: dict[int, int] = {}
+    for index, block in enumerate(loaded.blocks):
+        for name, param in block.named_parameters():
+            first = owner.setdefault(id(param), index)
+            if first != index:
+                raise ProfileError(
+                    f"blocks {first} and {index} of '{loaded.layout.path}' share the parameter '{name}' (tied "
+                    "layers, as in ALBERT); budgetplan gives each block one state and would count the shared "
+                    "weights twice: use a model whose layers each have their own weights")
 
 
 def with_standard_configs(profile: ModelProfile, loaded: LoadedModel, batch: dict, request: ProfileRequest,
@@ -175,7 +222,8 @@ def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
     return ProfileContext(
         batch_size=request.batch_size, seq_len=request.seq_len if text else None,
         image_size=None if text else loaded.image_size, dtype=str(next(loaded.model.parameters()).dtype),
-        optimizer=request.optimizer, num_labels=loaded.model.head.out_features, task=loaded.model.task,
+        optimizer=request.optimizer, num_labels=loaded.model.num_labels, task=loaded.model.task,
+        head_source=loaded.model.head_source,
         train_embeddings=request.train_embeddings, lora_ranks=tuple(request.lora_ranks),
         lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=lora_targets(loaded), device="cpu",
     )

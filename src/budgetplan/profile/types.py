@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# 1.1: block states may carry "+recompute" (activation recomputation); 1.0 profiles read unchanged.
-SCHEMA_VERSION = "1.1"
+# 1.1 (i10): context.head_source, measurement.block_runs / distinct_blocks. 1.1 (i15, a parallel branch): block
+# states may carry "+recompute". 1.2: both. 1.0 and both kinds of 1.1 profile read unchanged.
+SCHEMA_VERSION = "1.2"
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
@@ -94,8 +95,35 @@ def is_recompute(state: str) -> bool:
 
 
 def lora_rank(state: str) -> int | None:
-    """The LoRA rank of a state name (recomputing or not), or None when the state is not a LoRA state."""
-    return parse_state(state).lora_rank
+    """The LoRA rank of a state name (recomputing or not), or None when the state is not a valid LoRA state."""
+    try:
+        return parse_state(state).lora_rank
+    except ValueError:
+        return None
+
+
+STATE_NAMES_HINT = (f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1, the "
+                    f"trainable ones optionally with {RECOMPUTE_SUFFIX}")
+
+
+def state_problem(state) -> str | None:
+    """Why `state` is not a block state budgetplan knows, or None. The one place validation asks: it reads the
+    name with parse_state, so trained+recompute and lora-R+recompute are accepted ('frozen' is input-only and
+    is not a stored state)."""
+    if not isinstance(state, str):
+        return f"{state!r} is not a state name"
+    try:
+        parsed = parse_state(state)
+    except ValueError as exc:
+        base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+        if base.startswith(LORA_PREFIX):
+            return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
+        if base in (FROZEN_OUTSIDE, FROZEN_IN_PATH, FROZEN):
+            return f"'{state}': only trainable states (trained, lora-R) can recompute"
+        return f"unknown state '{state}'"
+    if parsed.base == FROZEN:
+        return f"unknown state '{state}'"
+    return None
 
 
 def is_trainable(state: str) -> bool:
@@ -171,7 +199,7 @@ class ProfileContext:
     batch_size: int
     seq_len: int | None  # text models
     image_size: int | None  # vision models
-    dtype: str
+    dtype: str  # of weights, gradients and optimizer state alike (no fp32 master copy, no autocast)
     optimizer: str  # "sgd", "sgd-momentum", "adam", "adamw"
     num_labels: int
     task: str  # "classification" or "lm"
@@ -180,6 +208,9 @@ class ProfileContext:
     lora_alpha_per_rank: float  # alpha = this x rank
     lora_targets: tuple[str, ...]  # module names inside a block that LoRA adapts
     device: str  # "cpu" or "cuda"
+    # "model": the model's own task head (kept with its weights); "budgetplan": a head added to a bare base.
+    # Profiles of schema 1.0 predate own heads: always "budgetplan".
+    head_source: str = "budgetplan"
 
 
 @dataclass(frozen=True)
@@ -199,6 +230,22 @@ class ConfigCost:
     flops_source: str = DERIVED
     peak_predicted_source: str = DERIVED
     peak_measured_source: str = MEASURED
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Measured worth of each block per trainable state (budgetplan.importance; JSON key "importance").
+
+    blocks[i] maps a state name to a finite value >= 0; a state missing from the dict is worth 0.0 (frozen
+    states always are), except a +recompute state, which gets its base state's value (the same weights train).
+    """
+
+    method: str
+    data: str
+    steps: int
+    seconds: float
+    blocks: tuple[dict[str, float], ...]
+    source: str = MEASURED
 
 
 @dataclass(frozen=True)
@@ -228,6 +275,7 @@ class ModelProfile:
     held_other_bytes: tuple[int, ...] = ()
     configs: tuple[ConfigCost, ...] = ()
     measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
+    importance: Importance | None = None  # measured block importance, when `budgetplan importance` ran
 
     @property
     def num_blocks(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from budgetplan.report.markup import safe
 from budgetplan.verify import PASS, SAT_OUT, VerifyReport
 
 MIB = 2**20
@@ -23,7 +24,7 @@ def _pct(value) -> str:
 
 
 def rounds_table(history: list, title: str = "Rounds") -> Table:
-    table = Table(title=title)
+    table = Table(title=safe(title))
     for column in ("round", "trained", "dropped", "accuracy", "loss", "upload MiB", "GFLOPs (measured)", "s"):
         table.add_column(column, justify="right")
     for r in history:
@@ -41,7 +42,7 @@ def dropped_table(history: list) -> Table | None:
     for column in ("round", "client", "class", "reason"):
         table.add_column(column)
     for round_index, d in rows:
-        table.add_row(str(round_index), str(d["client"]), d["class"], d["reason"])
+        table.add_row(str(round_index), str(d["client"]), safe(str(d["class"])), safe(str(d["reason"])))
     return table
 
 
@@ -50,7 +51,7 @@ def _planned_measured(planned, measured, fmt) -> str:
 
 
 def verify_table(report: VerifyReport) -> Table:
-    table = Table(title=f"Verify {report.run_dir}: each class's first local step, measured against its plan",
+    table = Table(title=f"Verify {safe(report.run_dir)}: each class's first local step, measured against its plan",
                   caption=f"PASS = measured peak within the memory budget and at most {report.tolerance:.0%} above "
                           "the plan, FLOPs within budget, upload exactly as planned. Peak error = (measured - "
                           "planned) / planned.")
@@ -60,8 +61,8 @@ def verify_table(report: VerifyReport) -> Table:
         table.add_column(column, justify="left" if column == "status" else "right")
     for c in report.checks:
         style = "green" if c.status == PASS else ("yellow" if c.status == SAT_OUT else "red")
-        status = c.status + (f"\n{'; '.join(c.reasons)}" if c.reasons and c.status != SAT_OUT else "")
-        table.add_row(c.name, _planned_measured(c.predicted_peak_bytes, c.measured_peak_bytes, _mib),
+        status = c.status + (f"\n{safe('; '.join(c.reasons))}" if c.reasons and c.status != SAT_OUT else "")
+        table.add_row(safe(c.name), _planned_measured(c.predicted_peak_bytes, c.measured_peak_bytes, _mib),
                       _pct(c.peak_error), _mib(c.memory_budget_bytes),
                       _planned_measured(c.predicted_flops, c.measured_flops, _giga),
                       _planned_measured(c.predicted_upload_bytes, c.measured_upload_bytes, _mib),

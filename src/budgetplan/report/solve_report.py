@@ -6,6 +6,7 @@ from rich.table import Table
 
 from budgetplan.plan import Plan, PlanClass
 from budgetplan.profile.types import is_trainable
+from budgetplan.report.markup import safe
 from budgetplan.report.units import fmt_bytes, fmt_count, fmt_flops
 
 SHORT = {"frozen_outside": "frozen", "frozen_in_path": "frozen (in grad path)", "trained": "trained"}
@@ -45,6 +46,7 @@ def _active_row(c: PlanClass, num_blocks: int, with_share: bool) -> list[str]:
 
 
 def plan_table(plan: Plan) -> Table:
+    plan = safe(plan)  # names, reasons and states come from a file
     model, ctx, solver = plan.model, plan.context, plan.solver
     shape = f"seq {ctx.seq_len}" if ctx.seq_len else f"image {ctx.image_size}px"
     with_share = plan.fleet is not None
@@ -72,6 +74,7 @@ def plan_table(plan: Plan) -> Table:
 
 def fleet_table(fleet: dict) -> Table:
     """Candidate models of a fleet solve with their share-weighted scores."""
+    fleet = safe(fleet)
     table = Table(title=f"Fleet {fleet['name']}: model choice (score = sum of share x objective over classes "
                         "that fit)")
     for column in ("model", "fingerprint", "score", "classes that fit", "chosen"):

@@ -4,13 +4,19 @@
   of the block's parameters its adapters train (a rank-8 adapter on a MiniLM block is ~0.03 of a layer), so
   LoRA widens a plan only where full layers do not fit, and full fine-tuning wins whenever it fits.
 - params: trainable parameters of the whole configuration (pre and head included, as compose counts them).
-- importance: a weight per block; a trained block earns its weight, a LoRA block the same fraction as above. Weights come from a file or from the
-  profile's `measurement` entries "importance.block.N"; a measured-importance step can fill either.
-A "+recompute" state earns what its base state earns (the same weights are trained). Where the profile has
-recompute states, every weight is multiplied by the tie factor blocks + 1 and each earning block that does not
-recompute adds 1: among plans equal in the objective the solver takes the most blocks that do not recompute
-(recomputation costs FLOPs and lowers the peak, so the peak tie-break alone would recompute wherever it
-could). report() divides the tie factor back out, so reported values are those of the base objective.
+- importance: a value per (block, state). In order of precedence: a weights file (`--importance`, one weight
+  per block: a trained block earns its weight, a LoRA block the same fraction as above); the profile's measured
+  importance (`ModelProfile.importance`, one dict per block, state -> value; a state missing from a block's
+  dict, and every frozen state, is worth 0); the profile's `measurement` entries "importance.block.N".
+Values are kept as integers: layers and per-block weights to 1/WEIGHT_SCALE, measured values to
+1/MEASURED_SCALE; a positive value never rounds to 0, so a state that earns something still beats frozen.
+A "+recompute" state earns what its base state earns (the same weights are trained; a measured importance
+missing for the recompute state is its base state's). Where the profile has recompute states, every weight is
+multiplied by the tie factor blocks + 1 and each earning block that does not recompute adds 1: among plans
+equal in the objective the solver takes the most blocks that do not recompute (recomputation costs FLOPs and
+lowers the peak, so the peak tie-break alone would recompute wherever it could). The tie-break lives in the
+integer objective itself, so any planner ordering by it (solve/frontier.py: objective, then peak, then state
+order) applies it. report() divides the tie factor back out, so reported values are those of the base objective.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
 OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
 # Weights are fractions; the model needs integers: every weight is kept to 1/1000 of a layer.
 WEIGHT_SCALE = 1000
+MEASURED_SCALE = 10**6
 IMPORTANCE_KEY = "importance.block.{index}"
 
 
@@ -39,8 +46,12 @@ class Objective:
     tie: int = 1  # blocks + 1 where the profile has recompute states, else 1 (see the module docstring)
 
     def report(self, scaled: int) -> float | int:
-        scaled //= self.tie
+        scaled = int(scaled) // self.tie
         return scaled if self.scale == 1 else scaled / self.scale
+
+    def value(self, block_states: tuple[str, ...], trainable_params: int) -> int:
+        """The integer objective of a configuration (trainable_params: of the whole configuration; tie included)."""
+        return sum(w.get(s, 0) for w, s in zip(self.state_weights, block_states)) + self.params_weight * trainable_params
 
 
 def state_fractions(block) -> dict[str, float]:
@@ -86,12 +97,47 @@ def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ..
         return Objective(PARAMS, _no_recompute_bonus(profile, tie), tie, 1, tie)
     if name != IMPORTANCE:
         raise ConfigError(f"unknown objective '{name}'; use one of: {', '.join(OBJECTIVES)}")
+    if importance is None:
+        measured = measured_weights(profile, tie)
+        if measured is not None:
+            return Objective(IMPORTANCE, measured, 0, MEASURED_SCALE, tie)
     weights = importance if importance is not None else profile_importance(profile)
     if len(weights) != n:
         raise ConfigError(f"importance has {len(weights)} weights but the model has {n} blocks; give one per block")
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
     return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
+
+
+def measured_weights(profile: ModelProfile, tie: int = 1) -> tuple[dict[str, int], ...] | None:
+    """Integer weights per (block, trainable state) from ModelProfile.importance, or None when it has none.
+    A +recompute state missing from a block's values gets its base state's value (the same weights train);
+    `tie` as in make_objective (recompute_tie)."""
+    measured = getattr(profile, "importance", None)
+    if measured is None:
+        return None
+    blocks = measured.get("blocks") if isinstance(measured, dict) else getattr(measured, "blocks", None)
+    if blocks is None or len(blocks) != profile.num_blocks:
+        raise ConfigError(f"the profile's importance has {len(blocks or ())} blocks but the model has "
+                          f"{profile.num_blocks}; measure it again with 'budgetplan importance'")
+    weights = []
+    for block, values in zip(profile.blocks, blocks):
+        per_state = {}
+        for state in block.states:
+            if state not in values and is_recompute(state):
+                value = float(values.get(parse_state(state).base, 0.0))
+            else:
+                value = float(values.get(state, 0.0)) if is_trainable(state) else 0.0
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"importance of block {block.index} state {state} is {value}; values must be "
+                                  "finite and >= 0; measure it again with 'budgetplan importance'")
+            per_state[state] = (tie * max(1, round(value * MEASURED_SCALE)) + int(tie > 1 and not is_recompute(state))
+                                if value > 0 else 0)
+        weights.append(per_state)
+    if not any(any(w.values()) for w in weights):
+        raise ConfigError("measured importance is 0 for every block and state: nothing beat training the head "
+                          "alone; re-run 'budgetplan importance' with more --steps or a higher --lr")
+    return tuple(weights)
 
 
 def profile_importance(profile: ModelProfile) -> tuple[float, ...]:

@@ -1,11 +1,13 @@
-"""What one device class gets: the chosen configuration with its use of every budget and its slack."""
+"""What one device class gets: the chosen configuration with its use of every budget and its slack,
+re-composed and checked against the caps before it is returned."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from budgetplan.profile.types import ModelProfile, is_trainable
-from budgetplan.solve.budget import (
+from budgetplan.errors import PlanError
+from budgetplan.profile.types import ConfigCost, ModelProfile, is_trainable
+from budgetplan.solve.caps import (
     BUDGET_NAMES,
     BUDGET_UNITS,
     COMPUTE,
@@ -16,7 +18,8 @@ from budgetplan.solve.budget import (
     step_flops_cap,
 )
 from budgetplan.solve.objective import Objective
-from budgetplan.solve.run import Outcome
+
+OPTIMAL = "OPTIMAL"  # every answer is proved: the frontier holds every configuration that can be an answer
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class DeviceSolution:
     objective: str
     objective_value: float | int  # layers, parameters or importance of the chosen configuration
     contiguous: bool
-    status: str  # OPTIMAL (proved) or FEASIBLE (time limit hit first)
+    status: str  # OPTIMAL: proved best (the frontier planner's answers always are)
     block_states: tuple[str, ...]
     peak_bytes: int  # predicted, derived from the profile's parts
     flops_per_round: int
@@ -67,16 +70,28 @@ def describe(block_states: tuple[str, ...]) -> str:
     return f"{len(trainable)} of {len(block_states)} blocks trainable"
 
 
-def to_solution(outcome: Outcome, device, profile: ModelProfile, objective: Objective, contiguous: bool,
-                budget: Budget, unconstrained: int) -> DeviceSolution:
-    used = {MEMORY: outcome.peak_bytes, UPLOAD: outcome.upload_bytes,
-            COMPUTE: flops_per_round(outcome.flops_per_step, budget.samples_per_round, profile.context.batch_size)}
+def to_solution(states: tuple[str, ...], objective_value: int, cost: ConfigCost, device, profile: ModelProfile,
+                objective: Objective, contiguous: bool, budget: Budget, caps: tuple[int, int, int],
+                unconstrained: int, solve_s: float) -> DeviceSolution:
+    """The answer for one class, checked against `cost` = compose(profile, states): PlanError if its costs
+    break a cap or its objective differs from the planner's (a planner bug must never reach a plan file)."""
+    if tuple(cost.block_states) != tuple(states):
+        raise PlanError(f"internal check failed for {device.name}: cost of {cost.block_states}, not {states}")
+    flops_per_step = cost.flops_forward + cost.flops_backward
+    value = objective.value(states, cost.trainable_params)
+    if (cost.peak_bytes_predicted > caps[0] or flops_per_step > caps[1] or cost.upload_bytes > caps[2]
+            or value != objective_value):
+        raise PlanError(f"internal check failed for {device.name}: the planned configuration {states} composes to "
+                        f"peak {cost.peak_bytes_predicted} B, {flops_per_step} FLOPs, upload {cost.upload_bytes} B, "
+                        f"objective {value} (caps {caps}, planned objective {objective_value}); please report it")
+    used = {MEMORY: cost.peak_bytes_predicted, UPLOAD: cost.upload_bytes,
+            COMPUTE: flops_per_round(flops_per_step, budget.samples_per_round, profile.context.batch_size)}
     uses = tuple(BudgetUse(n, used[n], budget.limit(n), BUDGET_UNITS[n]) for n in BUDGET_NAMES)
-    binding = "none" if outcome.primary >= unconstrained else min(uses, key=lambda u: u.slack / u.limit).name
+    binding = "none" if value >= unconstrained else min(uses, key=lambda u: u.slack / u.limit).name
     return DeviceSolution(
         device=device, model_name=profile.model.name, fingerprint=profile.model.fingerprint,
-        objective=objective.name, objective_value=objective.report(outcome.primary), contiguous=contiguous,
-        status=outcome.status, block_states=outcome.block_states, peak_bytes=outcome.peak_bytes,
-        flops_per_round=used[COMPUTE], upload_bytes_per_round=outcome.upload_bytes,
-        trainable_params=outcome.trainable_params, budgets=uses, binding=binding, solve_s=outcome.wall_s,
+        objective=objective.name, objective_value=objective.report(value), contiguous=contiguous,
+        status=OPTIMAL, block_states=tuple(states), peak_bytes=cost.peak_bytes_predicted,
+        flops_per_round=used[COMPUTE], upload_bytes_per_round=cost.upload_bytes,
+        trainable_params=cost.trainable_params, budgets=uses, binding=binding, solve_s=solve_s,
     )

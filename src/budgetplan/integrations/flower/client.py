@@ -2,8 +2,8 @@
 
 Training is the embedded executor's `train_client`, with the same per-(seed, round, client) seed, data
 partition and simulated failures, so a client trains the same tensors on either engine. A node is client
-`partition-id` of its node_config; its device class is node_config["device-class"] when set (deployment),
-else the class the executor assigns to that partition (simulation).
+`partition-id` of its node_config; its device class is node_config["device-class"] (deployment), or in
+Flower's simulation (its node_config has num-partitions) the class the executor assigns to that partition.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ def node_client(context: Context, setup: Setup) -> tuple[int, str]:
     if not 0 <= client < setup.config.clients:
         raise ConfigError(f"{rec.PARTITION_ID}={client} is outside 0..{setup.config.clients - 1}; the run config "
                           f"has clients={setup.config.clients}: give each node its own id in that range")
-    device_class = node_config.get(rec.DEVICE_CLASS) or setup.class_of[client]
-    return client, str(device_class)
+    if rec.DEVICE_CLASS in node_config:
+        return client, str(node_config[rec.DEVICE_CLASS])
+    # Flower's simulation engine gives every virtual node partition-id and num-partitions: such a node takes
+    # the class the executor assigns its partition. A deployed node must say its class; "" is refused.
+    return client, setup.class_of[client] if rec.NUM_PARTITIONS in node_config else ""
 
 
 def identify(source: ClientSource, message: Message, context: Context) -> Message:

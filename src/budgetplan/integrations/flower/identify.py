@@ -1,24 +1,37 @@
-"""Server side of the node handshake: ask each new node for its device class, partition and model.
+"""Server side of node identity: which Flower node is which client, and what happens when nodes come and go.
 
-Flower's Grid exposes node ids only; a node's class lives in its own Context.node_config. A node that
-cannot run the plan (no class, a class the plan lacks, another model) is logged in one line, once, and
-never sampled; the run continues with the others.
+Flower's Grid exposes node ids only; a node's class lives in its own Context.node_config. Each new node is
+asked who it is (device class, partition id, model fingerprint). The roster then keeps, per node id:
+
+- accepted: alive, sampled by its partition id (the client index);
+- refused: no class, a class the plan lacks, another model, no answer: one log line, never sampled;
+- dead: it was accepted, then the SuperLink reported it unavailable for a round's message, or it left the
+  federation. It is not sampled until it is back: a node id that reappears after it
+  was gone is asked again, and a new node with the same partition id replaces it;
+- waiting: a second node with a partition id an alive node holds; it takes over if the holder dies.
+
+Replies are matched to nodes by the id of the message they answer, not by their source: the SuperLink's
+own error replies (node unavailable, reply expired) come from the SuperLink's node id, not the dead node's.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from logging import WARNING
 
 from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from budgetplan.integrations.flower import records as rec
-from budgetplan.plan import Plan
 
 PREFIX = "budgetplan:"
+# Error codes the SuperLink itself sends for a message: the node is gone, or the message or reply expired.
+GONE_CODES = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
+                        ErrorCode.REPLY_MESSAGE_UNAVAILABLE})
 
 
 @dataclass(frozen=True)
@@ -30,71 +43,168 @@ class NodeIdentity:
 
 def warn(message: str) -> None:
     """One line in the server log (Flower's logger), prefixed so operators can grep for it."""
-    log(WARNING, "%s %s", PREFIX, message.replace("\n", " "))
+    log(WARNING, "%s %s", PREFIX, " ".join(message.split("\n")))
 
 
-def wait_for_nodes(grid: Grid, count: int, timeout_s: float) -> list[int]:
-    """Node ids once `count` nodes are connected (SuperNodes register after the ServerApp starts)."""
-    deadline = time.monotonic() + timeout_s
-    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if len(nodes) < count:
-        warn(f"only {len(nodes)} of the {count} expected nodes connected within {timeout_s:g} s; "
-             "going on with those")
-    return nodes
+def first_line(text: str | None, limit: int = 300) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:limit] if lines else "no reason given"
 
 
-def identify_nodes(strategy, grid: Grid) -> None:
-    """Ask every node the strategy has not yet seen who it is; record it in strategy.nodes or .rejected."""
-    present = wait_for_nodes(grid, strategy.min_nodes, strategy.reply_timeout_s) if not strategy.nodes else \
-        list(grid.get_node_ids())
-    unseen = [n for n in present if n not in strategy.nodes and n not in strategy.rejected]
-    if not unseen:
-        return
-    question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: strategy.plan.model.fingerprint})})
-    messages = [Message(content=question, dst_node_id=n, message_type=rec.IDENTIFY_MESSAGE) for n in unseen]
-    replies = list(grid.send_and_receive(messages, timeout=strategy.reply_timeout_s))
-    taken = {n.client: n.node_id for n in strategy.nodes.values()}
-    for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
-        node_id = reply.metadata.src_node_id
-        identity, problem = judge(reply, strategy.plan, taken)
+def replied_node(reply: Message, sent: Mapping[str, int]) -> int:
+    """The node a reply is about: the destination of the message it answers (sent: message id -> node id)."""
+    return sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+
+def reply_problem(reply: Message) -> tuple[str, bool] | None:
+    """(one-line reason, whether the node is gone) for an error reply; None for a normal reply."""
+    if not reply.has_error():
+        return None
+    code = reply.error.code
+    gone = code in GONE_CODES
+    kind = "unavailable (reported by the SuperLink)" if gone else "dropped"
+    return f"{kind}: {first_line(reply.error.reason)}", gone
+
+
+@dataclass
+class NodeRoster:
+    """Who is who among the grid's nodes, for one plan (its class names, model and fingerprint)."""
+
+    class_names: tuple[str, ...]
+    model: str
+    fingerprint: str
+    nodes: dict[int, NodeIdentity] = field(default_factory=dict)  # accepted and alive, by node id
+    rejected: dict[int, str] = field(default_factory=dict)  # node id -> why it can never run the plan
+    dead: dict[int, NodeIdentity] = field(default_factory=dict)
+    dead_why: dict[int, str] = field(default_factory=dict)
+    left: set[int] = field(default_factory=set)  # dead nodes seen absent from the grid since they died
+    waiting: dict[int, NodeIdentity] = field(default_factory=dict)  # duplicates of an alive node's partition
+
+    @classmethod
+    def for_plan(cls, plan) -> "NodeRoster":
+        return cls(tuple(c.name for c in plan.classes), str(plan.model.load_spec), str(plan.model.fingerprint))
+
+    def answered(self) -> int:
+        """How many nodes said who they are (accepted, refused or waiting)."""
+        return len(self.nodes) + len(self.rejected) + len(self.waiting)
+
+    def missing(self) -> set[int]:
+        """Partitions whose node died and that no live node holds yet."""
+        return {n.client for n in self.dead.values()} - set(self.by_client())
+
+    def by_client(self) -> dict[int, NodeIdentity]:
+        return {n.client: n for n in self.nodes.values()}
+
+    def sync(self, present: Iterable[int]) -> list[int]:
+        """Record who left the grid; the node ids to ask who they are (new ones, and dead ones back again)."""
+        present = set(present)
+        for node_id in [n for n in self.nodes if n not in present]:
+            self.mark_dead(node_id, "left the federation")
+        self.left |= {n for n in self.dead if n not in present}
+        for node_id in [n for n in self.waiting if n not in present]:
+            del self.waiting[node_id]
+        known = set(self.nodes) | set(self.rejected) | set(self.waiting) | set(self.dead)
+        back = [n for n in self.dead if n in self.left and n in present]
+        return sorted([n for n in present if n not in known] + back)
+
+    def mark_dead(self, node_id: int, reason: str) -> None:
+        """An accepted node failed: not sampled until it is back; a node waiting for its partition takes over."""
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return
+        self.dead[node_id], self.dead_why[node_id] = node, reason
+        self.left.discard(node_id)
+        warn(f"node {node_id} (client {node.client}, class {node.device_class}) is out: {reason}; it is not "
+             "sampled until it is back or a node with the same partition-id replaces it")
+        heir = next((w for w in self.waiting.values() if w.client == node.client), None)
+        if heir is not None:
+            del self.waiting[heir.node_id]
+            self._accept(heir)
+
+    def admit(self, node_id: int, reply: Message | None) -> None:
+        """Judge a node's answer to the identity query (None: no answer in time) and record the verdict."""
+        if reply is None:
+            warn(f"node {node_id} did not answer the identity query in time; it is asked again next round")
+            return
+        identity, problem = judge(node_id, reply, self)
         if problem is not None:
-            strategy.rejected[node_id] = problem
+            self.rejected[node_id] = problem
+            self.dead.pop(node_id, None)
             warn(f"node {node_id}: {problem}; node skipped, the run continues without it")
-            continue
-        strategy.nodes[node_id] = identity
-        taken[identity.client] = node_id
-    answered = {r.metadata.src_node_id for r in replies}
-    silent = [n for n in unseen if n not in answered]
-    if silent:
-        warn(f"{len(silent)} node(s) did not answer the identity query (e.g. node {silent[0]}); "
-             "they are asked again next round")
+            return
+        holder = self.by_client().get(identity.client)
+        if holder is not None and holder.node_id != node_id:
+            self.waiting[node_id] = identity
+            warn(f"node {node_id}: client {identity.client} is already node {holder.node_id}; it waits and takes "
+                 "over if that node dies (give each node its own partition-id)")
+            return
+        self._accept(identity)
+
+    def _accept(self, identity: NodeIdentity) -> None:
+        self.dead.pop(identity.node_id, None)
+        self.left.discard(identity.node_id)
+        replaced = [n for n, old in self.dead.items() if old.client == identity.client]
+        for node_id in replaced:
+            warn(f"node {identity.node_id} (client {identity.client}, class {identity.device_class}) replaces "
+                 f"node {node_id} (out: {self.dead_why.get(node_id, 'dead')})")
+            del self.dead[node_id]
+            self.dead_why.pop(node_id, None)
+        self.nodes[identity.node_id] = identity
 
 
-def judge(reply: Message, plan: Plan, taken: dict[int, int]) -> tuple[NodeIdentity | None, str | None]:
+def judge(node_id: int, reply: Message, roster: NodeRoster) -> tuple[NodeIdentity | None, str | None]:
     """The node's identity, or why it cannot run this plan (one line: what is wrong and what to do)."""
-    node_id = reply.metadata.src_node_id
     if reply.has_error():
-        reason = (reply.error.reason or "no reason given").strip().splitlines() or ["no reason given"]
-        return None, f"could not say who it is ({reason[0][:300]})"
+        return None, f"could not say who it is ({first_line(reply.error.reason)})"
     if rec.IDENTITY not in reply.content.config_records:
         return None, "answered without budgetplan's identity record; run budgetplan's ClientApp on it"
     answer = reply.content.config_records[rec.IDENTITY]
     device_class = str(answer.get(rec.DEVICE_CLASS, ""))
-    classes = ", ".join(c.name for c in plan.classes)
+    classes = ", ".join(roster.class_names)
     if not device_class:
         return None, (f"has no device class; start its SuperNode with --node-config "
-                      f"'{rec.DEVICE_CLASS}=\"<one of: {classes}>\"'")
-    if device_class not in {c.name for c in plan.classes}:
-        return None, (f"device class '{device_class}' is not in the plan (classes: {classes}); give the node one "
-                      f"of these classes or solve a plan that includes '{device_class}'")
+                      f"'{rec.DEVICE_CLASS}=\"<one of: {classes}>\"' (or the app's nodes/node-<i>.toml)")
+    if device_class not in roster.class_names:
+        return None, (f"device class {device_class!r} is not in the plan (classes: {classes}); give the node one "
+                      "of these classes or solve a plan that includes it")
     fingerprint = str(answer.get(rec.MODEL_FINGERPRINT, ""))
-    if fingerprint != plan.model.fingerprint:
+    if fingerprint != roster.fingerprint:
         return None, (f"class {device_class} runs model {fingerprint or '(unknown)'} but the plan is for "
-                      f"{plan.model.load_spec} ({plan.model.fingerprint}); load the plan's model on the node or solve a plan "
+                      f"{roster.model} ({roster.fingerprint}); load the plan's model on the node or solve a plan "
                       "for the node's model")
     partition = int(answer.get(rec.PARTITION_ID, rec.NO_PARTITION))
-    client = partition if partition != rec.NO_PARTITION else node_id
-    if client in taken:
-        return None, f"client {client} is already node {taken[client]}; give each node its own partition-id"
-    return NodeIdentity(node_id, device_class, client), None
+    return NodeIdentity(node_id, device_class, partition if partition != rec.NO_PARTITION else node_id), None
+
+
+def ask(grid: Grid, roster: NodeRoster, node_ids: list[int], timeout_s: float) -> None:
+    """Send the identity query to node_ids and admit each answer (a silent node is asked again later)."""
+    if not node_ids:
+        return
+    question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: roster.fingerprint})})
+    messages = [Message(content=question, dst_node_id=n, message_type=rec.IDENTIFY_MESSAGE) for n in node_ids]
+    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+    sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    answers = {}
+    for reply in replies:
+        answers.setdefault(replied_node(reply, sent), reply)
+    for node_id in node_ids:
+        roster.admit(node_id, answers.get(node_id))
+
+
+def identify_nodes(roster: NodeRoster, grid: Grid, expected: int, wait_s: float, timeout_s: float,
+                   first: bool) -> None:
+    """Before a round: identify new and returning nodes. Before the first round wait up to wait_s until
+    `expected` nodes have answered; before later ones, until every dead node's partition is held again."""
+    deadline = time.monotonic() + wait_s
+    asked: set[int] = set()
+    while True:
+        unseen = [n for n in roster.sync(grid.get_node_ids()) if n not in asked]
+        asked.update(unseen)
+        ask(grid, roster, unseen, timeout_s)
+        missing = expected - roster.answered() if first else len(roster.missing())
+        if missing <= 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if missing > 0 and wait_s > 0:
+        what = "expected nodes" if first else "dead nodes' partitions"
+        warn(f"{missing} of the {what} did not come (back) within {wait_s:g} s; the round goes on without them")

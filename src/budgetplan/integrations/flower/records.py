@@ -27,6 +27,7 @@ NUM_EXAMPLES = "num-examples"  # the weight of a reply; Flower's stock strategie
 IDENTIFY_MESSAGE = "query.budgetplan_identify"
 DEVICE_CLASS = "device-class"  # also the node_config key a deployed SuperNode sets with --node-config
 PARTITION_ID = "partition-id"  # Flower's simulation node_config key
+NUM_PARTITIONS = "num-partitions"  # set by Flower's simulation engine only
 MODEL_FINGERPRINT = "model-fingerprint"
 SERVER_ROUND = "server-round"
 PLAN_CLASS = "plan-class"

@@ -15,6 +15,12 @@ from budgetplan.execute.rounds import RunConfig
 PLAN_FILE = "plan-file"
 RUN_DIR = "run-dir"
 NUM_ROUNDS = "num-server-rounds"  # the name Flower's templates use
+# A deployed app's own keys (not RunConfig): resume the run in run-dir, how long to wait for replies and nodes.
+RESUME = "resume"
+REPLY_TIMEOUT_S = "reply-timeout-s"
+NODE_WAIT_S = "node-wait-s"
+REPLY_TIMEOUT_DEFAULT_S = 600.0
+NODE_WAIT_DEFAULT_S = 60.0
 
 _NULL_INT = ("seq-len", "max-train", "max-test")
 

@@ -17,7 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from budgetplan.execute import rounds
+from budgetplan.execute import rounds, rundir
 from budgetplan.execute.loop import Event, RunState
 from budgetplan.execute.rounds import RunConfig, RunResult
 from budgetplan.integrations.flower.client import make_client_app
@@ -54,6 +54,13 @@ def run_on_flower(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bo
     on_event = on_event or (lambda kind, payload: None)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU only; silences a Ray notice
     run_dir = Path(run_dir)
+    with rundir.locked(run_dir, on_event):
+        end = _simulate(plan, config, run_dir, resume, on_event, resources, quiet)
+    return RunResult(run_dir, end.history, end.measurements, end.global_state)
+
+
+def _simulate(plan: Plan, config: RunConfig, run_dir: Path, resume: bool, on_event: Event,
+              resources: RayResources, quiet: bool) -> RunState:
     setup, state = rounds.begin(plan, config, run_dir, resume, on_event, engine=ENGINE)
     final: list[RunState] = [state]
     failures: list[BaseException] = []
@@ -72,8 +79,7 @@ def run_on_flower(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bo
                            num_supernodes=config.clients, backend_config=backend_config(resources))
     if failures:
         raise failures[0]
-    end = final[-1]
-    return RunResult(run_dir, end.history, end.measurements, end.global_state)
+    return final[-1]
 
 
 class _DropNotices(logging.Filter):

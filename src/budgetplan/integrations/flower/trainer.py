@@ -1,11 +1,11 @@
 """The train hook of execute/loop.py on a Flower grid: plan slices out, uploads back, over the Message API.
 
-Flower's server sees only node ids, so before a node is first sampled the trainer asks it who it is
-(identify.py: device class, partition id, model fingerprint); nodes that cannot run the plan are logged
-once, in one line, and left out. Each round the loop samples, configures and aggregates as in the embedded
-engine; this trainer sends each sampled node the global model and its own class's plan slice, and turns the
-replies into `Reply` values (an error reply, a malformed one or one with other tensor names: a one-line
-problem, logged, and the round goes on without it).
+Flower's server sees only node ids, so before each round the trainer brings its roster of nodes up to date
+(identify.py: new nodes are asked their device class, partition id and model fingerprint; refused, dead,
+returning and replacing nodes are each logged in one line). The loop samples among the roster's live
+nodes, configures and aggregates as in the embedded engine; this trainer sends each sampled node the global
+model and its own class's plan slice, and turns the replies into `Reply` values. Replies are matched to
+nodes by the message they answer: the SuperLink answers for a dead node itself, from its own node id.
 """
 
 from __future__ import annotations
@@ -18,26 +18,35 @@ from flwr.supercore import log
 
 from budgetplan.execute.loop import Job, Reply, key_mismatch
 from budgetplan.integrations.flower import records as rec
-from budgetplan.integrations.flower.identify import PREFIX, NodeIdentity, identify_nodes, warn
+from budgetplan.integrations.flower.identify import (PREFIX, NodeIdentity, NodeRoster, identify_nodes,
+                                                    replied_node, reply_problem, warn)
 from budgetplan.plan import Plan
 
 
 class FlowerTrainer:
-    """Trains the loop's jobs on the nodes of `grid`; `nodes` / `rejected` are filled by identify_nodes."""
+    """Trains the loop's jobs on the nodes of `grid`; who is who lives in `roster` (identify.py)."""
 
     name = "flower"
 
-    def __init__(self, grid: Grid, plan: Plan, *, min_nodes: int, reply_timeout_s: float = 3600.0) -> None:
+    def __init__(self, grid: Grid, plan: Plan, *, min_nodes: int, reply_timeout_s: float = 3600.0,
+                 node_wait_s: float = 0.0) -> None:
         self.grid = grid
         self.plan = plan
         self.min_nodes = min_nodes  # nodes to wait for before round 1 (all of them in simulation)
         self.reply_timeout_s = reply_timeout_s
-        self.nodes: dict[int, NodeIdentity] = {}  # accepted nodes by node id
-        self.rejected: dict[int, str] = {}  # node id -> reason, each logged once
+        self.node_wait_s = node_wait_s  # before later rounds: how long to wait for dead nodes to come back
+        self.roster = NodeRoster.for_plan(plan)
+        self._identified = False
+
+    @property
+    def nodes(self) -> dict[int, NodeIdentity]:
+        return self.roster.nodes
 
     def available(self, setup, round_index: int) -> dict[int, str]:
-        """Client -> device class of every identified node (new nodes are asked first)."""
-        identify_nodes(self, self.grid)
+        """Client -> device class of every live accepted node (new and returning nodes are asked first)."""
+        first, self._identified = not self._identified, True
+        identify_nodes(self.roster, self.grid, self.min_nodes,
+                       self.reply_timeout_s if first else self.node_wait_s, self.reply_timeout_s, first)
         return {n.client: n.device_class for n in self.nodes.values()}
 
     def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
@@ -53,24 +62,30 @@ class FlowerTrainer:
         log(INFO, "%s round %d: %d of %d nodes sent a plan slice", PREFIX, round_index, len(messages),
             len(self.nodes))
         replies = list(self.grid.send_and_receive(messages, timeout=self.reply_timeout_s)) if messages else []
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
         out = []
         for message in replies:
-            node = pending.pop(message.metadata.src_node_id, None)
+            node_id = replied_node(message, sent)
+            node = pending.pop(node_id, None)
             if node is None:
-                warn(f"reply from node {message.metadata.src_node_id}, which was not asked to train this round; "
-                     "ignored")
+                warn(f"reply about node {node_id}, which was not asked to train this round; ignored")
                 continue
             out.append(self.reply_of(message, node))
             done(node.client)
-        for node in pending.values():
-            out.append(self._problem(node, "no reply before the round's timeout"))
+        for node in pending.values():  # still connected as far as the SuperLink knows: slow, not dead
+            out.append(self._problem(node, f"no reply within the round's {self.reply_timeout_s:g} s"))
             done(node.client)
         return out
 
     def reply_of(self, message: Message, node: NodeIdentity) -> Reply:
         """The node's Reply; a problem (one line, also logged) when the reply cannot be used."""
-        if message.has_error():
-            return self._problem(node, f"dropped ({_first_line(message.error.reason)})")
+        error = reply_problem(message)
+        if error is not None:
+            reason, gone = error
+            if gone:  # the SuperLink says the node is gone: out of the sample until it is back
+                self.roster.mark_dead(node.node_id, reason)
+                return Reply(node.client, node.device_class, problem=reason)
+            return self._problem(node, reason)
         content = message.content
         if rec.ARRAYS not in content.array_records or rec.METRICS not in content.metric_records:
             return self._problem(node, f"reply lacks the '{rec.ARRAYS}' arrays or '{rec.METRICS}' metrics record")
@@ -89,8 +104,3 @@ class FlowerTrainer:
         warn(f"node {node.node_id} (client {node.client}, class {node.device_class}): {problem}; "
              "the round continues without it")
         return Reply(node.client, node.device_class, problem=problem)
-
-
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0][:300] if lines else "no reason given"

@@ -23,7 +23,7 @@ import time
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import InfeasibleError
 from budgetplan.profile.types import ModelProfile
-from budgetplan.solve.budget import (
+from budgetplan.solve.caps import (
     BUDGET_NAMES,
     COMPUTE,
     MEMORY,
@@ -33,10 +33,10 @@ from budgetplan.solve.budget import (
     flops_per_round,
     format_quantity,
 )
-from budgetplan.solve.cpmodel import build_state_model
+from cpsat_baseline.cpmodel import build_state_model
 from budgetplan.solve.objective import make_objective
-from budgetplan.solve.run import INFEASIBLE, OPTIMAL, Known, Outcome, SolverParams, solve_best, solve_min
-from budgetplan.solve.solution import DeviceSolution, caps_of, describe, to_solution
+from cpsat_baseline.run import INFEASIBLE, OPTIMAL, Known, Outcome, SolverParams, solve_best, solve_min
+from cpsat_baseline.solution import DeviceSolution, caps_of, describe, to_solution
 
 BEST = "best"  # the answer's order: the best objective (run.best_terms), or the least of a budget (run.min_terms)
 Caps = tuple[int, int, int]  # (memory, compute, upload) in the model's units, clamped to the model's bounds

@@ -18,8 +18,8 @@ from typing import Callable
 from ortools.sat.python import cp_model
 from ortools.util.python.sorted_interval_list import Domain
 
-from budgetplan.solve.budget import BUDGET_NAMES
-from budgetplan.solve.cpmodel import LEXICOGRAPHIC_LIMIT, StateModel
+from budgetplan.solve.caps import BUDGET_NAMES
+from cpsat_baseline.cpmodel import LEXICOGRAPHIC_LIMIT, StateModel
 
 OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN = "OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"
 _STATUS = {cp_model.OPTIMAL: OPTIMAL, cp_model.FEASIBLE: FEASIBLE, cp_model.INFEASIBLE: INFEASIBLE}

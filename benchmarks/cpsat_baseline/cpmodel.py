@@ -30,8 +30,8 @@ from budgetplan.profile.types import (
     boundaries_of,
     is_trainable,
 )
-from budgetplan.solve.budget import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD
-from budgetplan.solve.memory import Option, Part, add_memory, peak_bound
+from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD
+from cpsat_baseline.memory import Option, Part, add_memory, peak_bound
 from budgetplan.solve.objective import Objective
 
 # With primary x weight + peak below this, one solve is exact (CP-SAT's LP works in doubles); above it

@@ -1,0 +1,121 @@
+"""Tables and plots from benchmarks/accuracy_compare.py results: mean ± std, paired differences, 95% intervals.
+
+    .venv/bin/python benchmarks/accuracy_report.py runs/accuracy/shakespeare-memory ... --out docs/accuracy
+
+For each run directory: a Markdown table (final accuracy mean ± std over seeds, chosen lr and grid results,
+paired difference to (b) CAFF last-k and to (c) LoRA with a 95% t interval over seeds) printed to stdout,
+and a PNG of accuracy per round (mean line and min-max band per scheme, distinct markers and line styles;
+the central reference dashed black) written to OUT/<task>-<fleet>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+# Two-sided 95% Student t quantiles by degrees of freedom (scipy is not a dependency).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-.")]
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of a - b over paired seeds and the half-width of its 95% t interval."""
+    diff = np.asarray(a) - np.asarray(b)
+    if len(diff) < 2:
+        return float(diff.mean()), math.nan
+    half = T95.get(len(diff) - 1, 1.96) * diff.std(ddof=1) / math.sqrt(len(diff))
+    return float(diff.mean()), float(half)
+
+
+def _states(states: dict) -> str:
+    def short(s):
+        return {"trained": "T", "frozen": "-", "frozen_outside": "-", "frozen_in_path": "-"}.get(s, s.replace("lora-", "L"))
+    return "; ".join(f"{name}: " + ("sits out" if v is None else "".join(short(s) + " " for s in v).strip())
+                     for name, v in states.items())
+
+
+def _pm(mean: float, half: float) -> str:
+    return f"{mean:+.4f} ± {half:.4f}" if not math.isnan(half) else f"{mean:+.4f}"
+
+
+def table(results: dict) -> str:
+    skipped = {k: v for k, v in results["schemes"].items() if "skipped" in v}
+    schemes = {k: v for k, v in results["schemes"].items() if "skipped" not in v}
+    finals = {k: [c[-1] for c in v["curves"]] for k, v in schemes.items()}
+    lines = ["| scheme | configuration per class (block 0 first; T trained, L8 LoRA-8, - frozen) | lr (grid: final acc) "
+             "| final accuracy mean ± std | vs (b) CAFF, 95% CI | vs (c) LoRA, 95% CI |",
+             "|---|---|---|---|---|---|"]
+    for key, v in schemes.items():
+        grid = ", ".join(f"{lr}: {acc:.3f}" for lr, acc in v["lr_grid"].items())
+        vs = [_pm(*paired(finals[key], finals[ref])) if ref in finals and ref != key else "-" for ref in ("b", "c")]
+        lines.append(f"| {v['label']} | {_states(v['states'])} | {v['lr']:g} ({grid}) | "
+                     f"{np.mean(finals[key]):.4f} ± {np.std(finals[key]):.4f} | {vs[0]} | {vs[1]} |")
+    if "central" in results:
+        curve, half = results["central"]["curve"], max(1, len(results["central"]["curve"]) // 2)
+        lines.append(f"| {results['central']['label']} (reference, one seed) | all blocks trained, data pooled "
+                     f"| {results['central']['lr']:g} | {curve[-1]:.4f} at round {len(curve)} "
+                     f"({curve[half - 1]:.4f} at round {half}) | - | - |")
+    for v in skipped.values():
+        lines.append(f"| {v['label']} | not run: {v['skipped']} | - | - | - | - |")
+    lines.append(f"\nUntrained model: {results['untrained_accuracy']:.4f}; majority label: "
+                 f"{results['majority_accuracy']:.4f} (same test set). Importance measured in "
+                 f"{results['importance_seconds']:.1f} s.")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ran = [(k, v) for k, v in results["schemes"].items() if "skipped" not in v]
+    for index, ((key, v), (marker, style)) in enumerate(zip(ran, STYLES)):
+        curves = np.asarray([[results["untrained_accuracy"], *c] for c in v["curves"]])
+        rounds = np.arange(curves.shape[1]) + 0.04 * (index - 3)  # offset so identical curves stay visible
+        line, = ax.plot(rounds, curves.mean(0), marker=marker, linestyle=style, label=v["label"], markersize=4)
+        ax.fill_between(rounds, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
+    if "central" in results:
+        curve = [results["untrained_accuracy"], *results["central"]["curve"]]
+        ax.plot(range(len(curve)), curve, "k--", label=results["central"]["label"], linewidth=1)
+    ax.axhline(results["majority_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="majority label")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy" + (" (next character)" if results["task"] == "shakespeare" else ""))
+    ax.set_title(f"{results['task']}, {results['fleet']}-bound fleet: mean over seeds, band = min..max over seeds;\nlines offset slightly in x so equal ones stay visible", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs/accuracy"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, dict] = {}
+    for run_dir in args.runs:  # directories of one task and fleet (e.g. schemes run in parallel) are merged
+        results = json.loads((run_dir / "results.json").read_text())
+        name = f"{results['task']}-{results['fleet']}"
+        if name in merged:
+            merged[name]["schemes"].update(results["schemes"])
+            merged[name].setdefault("central", results.get("central"))
+            if merged[name]["central"] is None:
+                merged[name].pop("central")
+        else:
+            merged[name] = results
+    for name, results in merged.items():
+        order = {k: i for i, k in enumerate(("a", "a'", "b", "c", "d", "e", "g"))}
+        results["schemes"] = dict(sorted(results["schemes"].items(), key=lambda kv: order.get(kv[0], 99)))
+        plot(results, args.out / f"{name}.png")
+        print(f"### {name}\n\n{table(results)}\n\n![{name}](accuracy/{name}.png)\n")
+
+
+if __name__ == "__main__":
+    main()

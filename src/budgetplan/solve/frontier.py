@@ -1,0 +1,307 @@
+"""The configuration frontier of one profile: the few configurations that can be some device class's answer.
+
+A dynamic programme over the parts in forward order, whose step is compose.advance run on numpy arrays of
+partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). A partial
+configuration is dropped when another one
+- has the same obligations towards the parts not placed yet: the Prefix fields they read exactly (whether
+  gradient flows into the next block, whether the last part keeps its output, which hidden states that later
+  blocks hold are kept, and for --contiguous whether a block trains already), and
+- is no worse in every amount later costs grow with (kept bytes, each shared input's kept size, adapter and
+  optimizer bytes, gradient bytes, FLOPs, the largest forward / backward / optimizer-step event so far), and
+- comes first in the answer order: a higher objective, or the same objective and earlier in state order.
+Every event of compose.peak_events is non-decreasing in each amount (a held shared input adds
+max(0, held - kept), so kept + held = max(kept, held)), hence the same completion of the other partial
+configuration fits whenever the dropped one's does, and wins or ties earlier: no answer is lost. Complete
+configurations are then kept only if no other is at least as good in objective, peak, FLOPs and upload and
+comes first in the answer order (higher objective, then lower peak, then state order).
+
+The answer for any caps is the first row, in that order, that fits. Proof by construction, not by a solver
+status; the planner still re-composes every answer with compose() before returning it (solve/planner.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from budgetplan.profile.compose import (
+    FROZEN,
+    Prefix,
+    advance,
+    place_block,
+    place_post,
+    place_pre,
+    peak_of,
+)
+from budgetplan.profile.types import FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, TRAINED, \
+    ModelProfile, boundaries_of, is_trainable
+from budgetplan.solve.objective import Objective
+
+# Partial configurations alive after any block beyond which the planner stops building one frontier for all
+# classes and runs the same programme per class, pruned by that class's caps (still exact, see planner.py).
+ROW_LIMIT = 2_500
+_AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
+            "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
+_CHUNK = 256  # rows compared at once in the dominance filter
+INT64_SAFE = 2**62
+
+
+class FrontierTooLarge(Exception):
+    """More partial configurations than the row limit (the planner then works per class)."""
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Complete configurations in answer order: the best objective first, then the lower peak, then state order."""
+
+    state_names: tuple[str, ...]  # the profile's state order; choice holds indices into it
+    choice: np.ndarray  # rows x blocks, state indices
+    objective: np.ndarray  # integer objective (Objective.scale units)
+    peak_bytes: np.ndarray
+    flops_per_step: np.ndarray  # forward + backward FLOPs of one profiled batch
+    upload_bytes: np.ndarray
+    largest_partial_rows: int  # the most partial configurations alive after one block
+    build_s: float
+
+    def __len__(self) -> int:
+        return len(self.objective)
+
+    def states(self, row: int) -> tuple[str, ...]:
+        return tuple(self.state_names[i] for i in self.choice[row])
+
+    def fitting(self, memory: int | None, compute: int | None, upload: int | None) -> np.ndarray:
+        """Mask of the rows within the caps (None: no cap)."""
+        mask = np.ones(len(self), dtype=bool)
+        for values, cap in ((self.peak_bytes, memory), (self.flops_per_step, compute), (self.upload_bytes, upload)):
+            if cap is not None:
+                mask &= values <= cap
+        return mask
+
+    def best_of_many(self, caps: list[tuple[int, int, int]]) -> list[int | None]:
+        """best() for many caps at once (one comparison grid: classes x rows)."""
+        if not len(self) or not caps:
+            return [None] * len(caps)
+        limits = np.array(caps, dtype=object if self.peak_bytes.dtype == object else np.int64)
+        mask = ((self.peak_bytes[None, :] <= limits[:, 0:1]) & (self.flops_per_step[None, :] <= limits[:, 1:2])
+                & (self.upload_bytes[None, :] <= limits[:, 2:3]))
+        rows = np.argmax(mask, axis=1)
+        return [int(r) if mask[i, r] else None for i, r in enumerate(rows)]
+
+    def best(self, caps: tuple[int, int, int]) -> int | None:
+        """The answer for caps (memory, FLOPs per step, upload): the first row that fits, or None."""
+        mask = self.fitting(*caps)
+        row = int(np.argmax(mask)) if len(mask) else 0
+        return row if len(mask) and mask[row] else None
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Partial configurations with the same obligations; the Prefix's amounts are arrays, one entry per row."""
+
+    prefix: Prefix
+    objective: np.ndarray
+    choice: np.ndarray
+    started: bool  # --contiguous: some block trains, so every later block must
+
+
+def _allowed(state: str, group: _Group, contiguous: bool) -> bool:
+    boundary = INPUT_GRAD if group.prefix.grad_flows else NO_INPUT_GRAD
+    if boundary not in boundaries_of(state):
+        return False
+    if contiguous:
+        return state == TRAINED if group.started else state in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED)
+    return True
+
+
+def _dtype(profile: ModelProfile) -> type:
+    """int64 while no sum can reach 2**62, else exact Python ints (object arrays, slower)."""
+    parts = [profile.pre, profile.post, *(b.states for b in profile.blocks)]
+    costs = [c for part in parts for by in part.values() for c in (by.values() if isinstance(by, dict) else [by])]
+    total = profile.resident_bytes + profile.boundary_bytes * 4 * (profile.num_blocks + 2) + sum(
+        sum(v for v in vars(c).values() if isinstance(v, int) and not isinstance(v, bool))
+        + sum(c.shared_saved_bytes.values()) for c in costs)
+    total += sum(sum(s.values()) for s in profile.held_shared_bytes) + sum(profile.held_other_bytes)
+    return np.int64 if total < INT64_SAFE else object
+
+
+def _start(profile: ModelProfile, objective: Objective, dtype) -> _Group:
+    names = sorted({n for b in profile.blocks for by in b.states.values() for c in by.values()
+                    for n in c.shared_saved_bytes} | {n for h in profile.held_shared_bytes for n in h}
+                   | {n for by in (profile.pre, {"": profile.post}) for p in by.values() for c in p.values()
+                      for n in c.shared_saved_bytes})
+    zeros = {f: np.zeros(1, dtype=dtype) for f in _AMOUNTS}
+    prefix = Prefix(shared={n: np.zeros(1, dtype=dtype) for n in names}, **zeros)
+    pre = place_pre(profile)
+    prefix = advance(profile, prefix, pre)
+    score = np.array([objective.params_weight * pre.cost.trainable_params], dtype=dtype)
+    return _Group(prefix, score, np.zeros((1, 0), dtype=np.int16), False)
+
+
+def _held_later(profile: ModelProfile, placed: int) -> frozenset:
+    """Boundaries that a block not placed yet holds (the only kept_boundaries later parts read)."""
+    return frozenset(b for block in range(placed, len(profile.held_hidden)) for b in profile.held_hidden[block])
+
+
+def _key(group: _Group, relevant: frozenset) -> tuple:
+    p = group.prefix
+    kept = tuple(k if b in relevant else False for b, k in enumerate(p.kept_boundaries))
+    return p.grad_flows, bool(p.saves_output), kept, group.started
+
+
+def _extend(profile, group: _Group, index: int, state: int, objective: Objective, relevant) -> _Group:
+    name = profile.block_state_names[state]
+    part = place_block(profile, index, name, group.prefix.grad_flows)
+    prefix = advance(profile, group.prefix, part)
+    prefix = replace(prefix, kept_boundaries=_key(replace(group, prefix=prefix), relevant)[2])
+    earned = objective.state_weights[index].get(name, 0) + objective.params_weight * part.cost.trainable_params
+    choice = np.hstack([group.choice, np.full((len(group.objective), 1), state, dtype=np.int16)])
+    return _Group(prefix, group.objective + earned, choice, group.started or is_trainable(name))
+
+
+def _concat(groups: list[_Group]) -> _Group:
+    first = groups[0]
+    if len(groups) == 1:
+        return first
+    join = lambda get: np.concatenate([get(g) for g in groups])  # noqa: E731
+    amounts = {f: join(lambda g, f=f: getattr(g.prefix, f)) for f in _AMOUNTS}
+    shared = {n: join(lambda g, n=n: g.prefix.shared[n]) for n in first.prefix.shared}
+    prefix = replace(first.prefix, shared=shared, **amounts)
+    return _Group(prefix, join(lambda g: g.objective), join(lambda g: g.choice), first.started)
+
+
+def _take(group: _Group, rows: np.ndarray) -> _Group:
+    p = group.prefix
+    amounts = {f: getattr(p, f)[rows] for f in _AMOUNTS}
+    prefix = replace(p, shared={n: v[rows] for n, v in p.shared.items()}, **amounts)
+    return _Group(prefix, group.objective[rows], group.choice[rows], group.started)
+
+
+def _beaten(earlier: np.ndarray, rows: np.ndarray, strictly_before: bool) -> np.ndarray:
+    """Per row, whether some row of `earlier` is <= it in every column (with strictly_before, `earlier` is
+    `rows` itself and only earlier rows count). Two columns on the full grid, the rest on surviving pairs."""
+    if not len(earlier) or not len(rows):
+        return np.zeros(len(rows), dtype=bool)
+    grid = earlier[None, :, 0] <= rows[:, None, 0]
+    if earlier.shape[1] > 1:
+        grid &= earlier[None, :, 1] <= rows[:, None, 1]
+    if strictly_before:
+        grid = np.tril(grid, -1)
+    i, j = np.nonzero(grid)
+    for column in range(2, earlier.shape[1]):
+        ok = earlier[j, column] <= rows[i, column]
+        i, j = i[ok], j[ok]
+    beaten = np.zeros(len(rows), dtype=bool)
+    beaten[i] = True
+    return beaten
+
+
+def undominated(values: np.ndarray) -> np.ndarray:
+    """Mask of the rows (in priority order) that no earlier row is <= in every column.
+
+    An earlier row that is itself dominated is dominated by a kept one (the relation is transitive), so
+    each chunk is compared with the kept rows of earlier chunks and with every earlier row of its own."""
+    keep = np.zeros(len(values), dtype=bool)
+    kept = values[:0]
+    for start in range(0, len(values), _CHUNK):
+        chunk = values[start:start + _CHUNK]
+        mask = ~(_beaten(kept, chunk, False) | _beaten(chunk, chunk, True))
+        keep[start:start + len(chunk)] = mask
+        kept = np.concatenate([kept, chunk[mask]])
+    return keep
+
+
+def _lex_rank(choice: np.ndarray) -> np.ndarray:
+    """Rank of each row's state indices read from block 0 (the stable tie-break)."""
+    if choice.shape[1] == 0:
+        return np.zeros(len(choice), dtype=np.int64)
+    order = np.lexsort(tuple(choice[:, j] for j in reversed(range(choice.shape[1]))))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _prune(group: _Group) -> _Group:
+    p = group.prefix
+    columns = [p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, p.forward_live, p.backward_live,
+               p.step_extra_bytes, p.flops_forward + p.flops_backward, *(p.shared[n] for n in sorted(p.shared))]
+    order = np.lexsort((_lex_rank(group.choice), -group.objective))
+    keep = undominated(np.column_stack(columns)[order])
+    return _take(group, order[keep])
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Per-class mode: the caps (memory, FLOPs per step, upload), and an objective some configuration within
+    them reaches, with the most each block from `index` on can still add (suffix[index])."""
+
+    caps: tuple[int, int, int]
+    reached: int
+    suffix: tuple[int, ...]
+
+
+def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> _Group:
+    """Drop rows that exceed a cap already (costs only grow as parts are added) or that cannot reach the
+    objective of a configuration known to fit (they can never be the answer: its objective is lower)."""
+    p, caps = group.prefix, bound.caps
+    ok = (profile.resident_bytes + p.resident_extra_bytes + np.maximum(np.maximum(p.forward_live, p.backward_live),
+                                                                      p.grad_bytes + p.step_extra_bytes) <= caps[0])
+    ok &= (p.flops_forward + p.flops_backward <= caps[1]) & (p.grad_bytes <= caps[2])
+    ok &= group.objective + bound.suffix[placed] >= bound.reached
+    return group if ok.all() else _take(group, np.flatnonzero(ok))
+
+
+def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound) -> list[_Group]:
+    relevant = _held_later(profile, index + 1)
+    buckets: dict[tuple, list[_Group]] = {}
+    for group in groups:
+        for state, name in enumerate(profile.block_state_names):
+            if name == FROZEN or not _allowed(name, group, contiguous):
+                continue
+            child = _extend(profile, group, index, state, objective, relevant)
+            if bound is not None:
+                child = _within(profile, child, bound, index + 1)
+            if len(child.objective):
+                buckets.setdefault(_key(child, relevant), []).append(child)
+    return [_prune(_concat(bucket)) for bucket in buckets.values()]
+
+
+def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool = False,
+                   bound: Bound | None = None, row_limit: int | None = ROW_LIMIT) -> Frontier:
+    """The frontier of every configuration (bound None), or the rows that can answer one class (`bound`).
+    FrontierTooLarge when more than `row_limit` partial configurations stay alive after some block."""
+    start, dtype = time.perf_counter(), _dtype(profile)
+    groups, largest = [_start(profile, objective, dtype)], 1
+    caps = bound.caps if bound is not None else None
+    for index in range(profile.num_blocks):
+        groups = _layer(profile, groups, index, objective, contiguous, bound)
+        largest = max(largest, sum(len(g.objective) for g in groups))
+        if row_limit is not None and largest > row_limit:
+            raise FrontierTooLarge(f"{largest} partial configurations after block {index}")
+    return _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
+
+
+def _complete(profile: ModelProfile, groups: list[_Group], objective: Objective, caps, largest: int,
+              elapsed: float) -> Frontier:
+    """Place the head on every partial configuration, keep the complete ones that can be an answer."""
+    columns: list[list] = [[], [], [], [], []]
+    for group in groups:
+        post = place_post(profile, group.prefix.grad_flows)
+        final = advance(profile, group.prefix, post)
+        values = (group.objective + objective.params_weight * post.cost.trainable_params, peak_of(profile, final),
+                  final.flops_forward + final.flops_backward, final.grad_bytes, group.choice)
+        for column, value in zip(columns, values):
+            column.append(value)
+    if not groups:
+        empty = np.zeros(0, dtype=np.int64)
+        return Frontier(profile.block_state_names, np.zeros((0, profile.num_blocks), dtype=np.int16), empty, empty,
+                        empty, empty, largest, elapsed)
+    score, peak, flops, upload, choice = (np.concatenate(c) for c in columns)
+    index = np.arange(len(score))
+    if caps is not None:
+        index = np.flatnonzero((peak <= caps[0]) & (flops <= caps[1]) & (upload <= caps[2]))
+    order = index[np.lexsort((_lex_rank(choice[index]), peak[index], -score[index]))]
+    order = order[undominated(np.column_stack([peak[order], flops[order], upload[order]]))]
+    return Frontier(profile.block_state_names, choice[order], score[order], peak[order], flops[order],
+                    upload[order], largest, elapsed)

@@ -1,0 +1,179 @@
+"""Answers for any number of device classes of one profile, read off its configuration frontier.
+
+A class's answer is the first frontier row, in answer order, whose peak, FLOPs of one profiled batch and
+upload fit its caps (solve/frontier.py). When the frontier outgrows frontier.ROW_LIMIT partial
+configurations, each class runs the same programme pruned by its own caps and by the objective of a standard
+configuration (last-k, LoRA everywhere) that fits them; the pruned rows can never be its answer, so the
+answer is the same, only slower. Either way every answer is re-composed with compose() and checked against
+the caps before it is returned (solution.to_solution).
+
+Why nothing fits is read off the same rows: for each budget, the least any configuration within the other
+two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from budgetplan.devices import DeviceClass
+from budgetplan.errors import InfeasibleError
+from budgetplan.profile.compose import compose, standard_configs
+from budgetplan.profile.types import TRAINED, ConfigCost, ModelProfile, is_trainable
+from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
+    format_quantity
+from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier
+from budgetplan.solve.objective import make_objective
+from budgetplan.solve.solution import DeviceSolution, caps_of, describe, to_solution
+
+Caps = tuple[int, int, int]  # (memory bytes, FLOPs of one profiled batch, upload bytes)
+NO_CAP = 2**62  # a cap no configuration reaches (frontier.INT64_SAFE bounds every sum)
+
+# The device-file fields that set each budget, named in the fix.
+BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline_s",
+                 UPLOAD: "uplink_bits_per_s or upload_time_budget_s"}
+
+
+class ProfilePlanner:
+    """One profile's frontier (built once) and the answers of every class planned with it."""
+
+    def __init__(self, profile: ModelProfile, objective: str = "layers", contiguous: bool = False,
+                 importance: tuple[float, ...] | None = None, row_limit: int | None = ROW_LIMIT) -> None:
+        self.profile, self.contiguous = profile, contiguous
+        self.goal = make_objective(objective, profile, importance)
+        try:
+            self.frontier: Frontier | None = build_frontier(profile, self.goal, contiguous, row_limit=row_limit)
+        except FrontierTooLarge:
+            self.frontier = None  # per class (see the module docstring)
+        self._rows: dict[tuple, Frontier] = {}
+        self._costs: dict[tuple[str, ...], ConfigCost] = {}
+        self._suffix = self._most_gained()
+        self._free: tuple | None = None
+
+    def cost(self, states: tuple[str, ...]) -> ConfigCost:
+        """compose(profile, states), once per configuration (many classes share an answer)."""
+        if states not in self._costs:
+            self._costs[states] = compose(self.profile, states)
+        return self._costs[states]
+
+    def unconstrained(self) -> int:
+        """The best objective with no budget at all (a class reaching it is bound by no budget)."""
+        if self._free is None:
+            self._free = self.answer((NO_CAP,) * 3)
+        return self._free[1] if self._free else 0
+
+    def caps(self, budget: Budget) -> Caps:
+        named = caps_of(budget, self.profile)
+        return named[MEMORY], named[COMPUTE], named[UPLOAD]
+
+    def _most_gained(self) -> tuple[int, ...]:
+        """suffix[k]: the most objective blocks k.. and the head can still add (the per-class bound)."""
+        goal, blocks = self.goal, self.profile.blocks
+        post = max(c.trainable_params for c in self.profile.post.values())
+        suffix = [goal.params_weight * post]
+        for block, weights in zip(reversed(blocks), reversed(goal.state_weights)):
+            params = max(c.trainable_params for by in block.states.values() for c in by.values())
+            suffix.insert(0, suffix[0] + max(weights.values(), default=0) + goal.params_weight * params)
+        return tuple(suffix)
+
+    def _reached(self, caps: Caps) -> int:
+        """The best objective among the standard configurations within caps (0 when none fits)."""
+        best = 0
+        for states in standard_configs(self.profile):
+            if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
+                continue
+            cost = compose(self.profile, states)
+            if (cost.peak_bytes_predicted <= caps[0] and cost.flops_forward + cost.flops_backward <= caps[1]
+                    and cost.upload_bytes <= caps[2]):
+                best = max(best, self.goal.value(cost.block_states, cost.trainable_params))
+        return best
+
+    def rows(self, caps: Caps, answer_only: bool = True) -> Frontier:
+        """Rows among which the answer under caps is the first that fits (all of them when the frontier is
+        small; else the class's own, pruned by the objective bound only when `answer_only`)."""
+        if self.frontier is not None:
+            return self.frontier
+        key = (caps, answer_only)
+        if key not in self._rows:
+            bound = Bound(caps, self._reached(caps) if answer_only else 0, self._suffix)
+            self._rows[key] = build_frontier(self.profile, self.goal, self.contiguous, bound, row_limit=None)
+        return self._rows[key]
+
+    def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
+        rows = self.rows(caps)
+        row = rows.best(caps)
+        return None if row is None else (rows.states(row), int(rows.objective[row]))
+
+    def answers(self, caps: list[Caps]) -> list[tuple[tuple[str, ...], int] | None]:
+        """answer() for many caps (one grid comparison when the frontier is whole)."""
+        if self.frontier is None:
+            return [self.answer(c) for c in caps]
+        rows = self.frontier.best_of_many(caps)
+        return [None if r is None else (self.frontier.states(r), int(self.frontier.objective[r])) for r in rows]
+
+    def solve_class(self, device: DeviceClass, found: tuple | None | bool = False,
+                    budget: Budget | None = None) -> tuple[DeviceSolution | None, str | None]:
+        """(solution, None), or (None, why nothing fits); `found`: the answer when already looked up."""
+        start = time.perf_counter()
+        budget = budget_of(device) if budget is None else budget
+        caps = self.caps(budget)
+        found = self.answer(caps) if found is False else found
+        if found is None:
+            return None, self.infeasible_message(device.name, budget)
+        solution = to_solution(found[0], found[1], self.cost(found[0]), device, self.profile, self.goal,
+                               self.contiguous, budget, caps, self.unconstrained(), time.perf_counter() - start)
+        return solution, None
+
+    def solve(self, device: DeviceClass) -> DeviceSolution:
+        solution, reason = self.solve_class(device)
+        if solution is None:
+            raise InfeasibleError(reason)
+        return solution
+
+    def least(self, name: str, caps: Caps) -> tuple[tuple[str, ...], int] | None:
+        """(a configuration of least `name`, its value) within the caps, or None."""
+        rows = self.rows(caps, answer_only=False)
+        values = np.stack([rows.peak_bytes, rows.flops_per_step, rows.upload_bytes])
+        limits = np.array(caps, dtype=values.dtype)[:, None]
+        mask = (values <= limits).all(axis=0)
+        if not mask.any():
+            return None
+        index = np.flatnonzero(mask)
+        row = int(index[np.argmin(values[BUDGET_NAMES.index(name)][index])])
+        return rows.states(row), int(values[BUDGET_NAMES.index(name)][row])
+
+    def infeasible_message(self, device_name: str, budget: Budget) -> str:
+        """Name the budget no configuration meets and the least it needs, with the other budgets held."""
+        caps = self.caps(budget)
+        needs = []
+        for i, name in enumerate(BUDGET_NAMES):
+            cheapest = self.least(name, tuple(NO_CAP if j == i else c for j, c in enumerate(caps)))
+            if cheapest is not None:
+                needs.append(f"the cheapest plan ({describe(cheapest[0])}) needs {self._amount(name, cheapest[1], budget)}; "
+                             f"the budget is {format_quantity(name, budget.limit(name))}; raise {BUDGET_FIELDS[name]}")
+        if needs:
+            return f"{device_name}: " + "; or: ".join(needs) + " (or pick a smaller model)"
+        least = {name: self.least(name, (NO_CAP,) * 3)[1] for name in BUDGET_NAMES}
+        over = [n for n in BUDGET_NAMES if self._value(n, least[n], budget) > budget.limit(n)] or list(BUDGET_NAMES)
+        over = [f"{n} needs {self._amount(n, least[n], budget)} (budget {format_quantity(n, budget.limit(n))})"
+                for n in over]
+        return (f"{device_name}: no plan meets the budgets together; at the least " + ", ".join(over)
+                + "; raise the budgets in the device file or pick a smaller model")
+
+    def _value(self, name: str, value: int, budget: Budget) -> int:
+        if name == COMPUTE:
+            return flops_per_round(value, budget.samples_per_round, self.profile.context.batch_size)
+        return value
+
+    def _amount(self, name: str, value: int, budget: Budget) -> str:
+        return format_quantity(name, self._value(name, value, budget))
+
+
+def solve_device(profile: ModelProfile, device, objective: str = "layers", contiguous: bool = False,
+                 importance: tuple[float, ...] | None = None) -> DeviceSolution:
+    """The best configuration of `profile` for one device class; InfeasibleError when none fits.
+
+    Among configurations with the best objective the smallest predicted peak wins, then the first in the
+    profile's state order from block 0, so the answer is unique."""
+    return ProfilePlanner(profile, objective, contiguous, importance).solve(device)
