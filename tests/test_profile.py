@@ -10,14 +10,13 @@ import copy
 import random
 
 import pytest
-import torch
 
 from budgetplan.profile.batch import make_batch
 from budgetplan.profile.compose import FROZEN, compose, standard_configs
 from budgetplan.profile.configure import apply_block_states
-from budgetplan.profile.flops import reference_counter
 from budgetplan.profile.measure import measure_training_step
 from budgetplan.profile.types import TRAINED
+from profile_checks import direct_run
 
 FAMILIES = ("tiny-bert", "tiny-vit", "tiny-gpt2")
 PEAK_TOLERANCE = 0.03
@@ -38,28 +37,6 @@ def random_subsets(num_blocks: int, count: int, seed: int) -> list[tuple[str, ..
 
 def configs_for(profile) -> list[tuple[str, ...]]:
     return standard_configs(profile) + random_subsets(profile.num_blocks, 3, seed=profile.num_blocks + 7)
-
-
-def direct_run(loaded, states, batch, train_embeddings=False):
-    """FLOPs (forward, backward) and saved bytes of one whole configuration, measured on the whole model."""
-    fresh = copy.deepcopy(loaded)
-    apply_block_states(fresh, states, train_embeddings=train_embeddings)
-    model = fresh.model.train()
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor):
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr not in param_ptrs and tensor.numel():
-            saved[ptr] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with reference_counter() as counter:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(batch)
-        forward = counter.get_total_flops()
-        loss.backward()
-    return forward, counter.get_total_flops() - forward, sum(saved.values()), fresh
 
 
 @pytest.mark.parametrize("family", FAMILIES)
