@@ -16,7 +16,9 @@ def test_own_model_example_profiles_solves_and_validates(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     plan = json.loads((tmp_path / "plan.json").read_text())
     entry = plan["classes"]["my-board"]
-    # the example board is too small for full fine-tuning: memory must bind and some blocks stay frozen
-    assert entry["binding"] == "memory" and "frozen_outside" in entry["block_states"]
+    # the example board is too small for plain full fine-tuning: memory must bind
+    # (or, with activation recomputation, trade FLOPs for memory: some block frozen or recomputed)
+    assert entry["binding"] == "memory" and any(s == "frozen_outside" or s.endswith("+recompute")
+                                                for s in entry["block_states"])
     assert entry["predicted"]["peak_bytes"] <= entry["budget"]["memory_bytes"]
     assert "matches" in done.stdout

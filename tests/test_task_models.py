@@ -22,6 +22,7 @@ from budgetplan.errors import ConfigError
 from budgetplan.models import load_model, save_model_file
 from budgetplan.profile.batch import make_batch
 from budgetplan.profile.profiler import ProfileRequest, profile_model
+from budgetplan.profile.types import SCHEMA_VERSION
 from cli_helpers import assert_one_line_error
 from profile_checks import assert_composition_exact
 
@@ -147,9 +148,9 @@ def test_profile_json_1_1_round_trips_head_source_and_1_0_still_reads(tmp_path):
     from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
 
     old = read_profile(BUNDLED_PROFILE_PATH)
-    assert old.schema_version == "1.0" and old.context.head_source == "budgetplan"
+    assert old.schema_version == "1.1" and old.context.head_source == "budgetplan"
     profile = profile_model(load_model(_save(_classifier(), tmp_path, "dict")), REQUEST)
     write_profile(profile, tmp_path / "p.json")
     again = read_profile(tmp_path / "p.json")
-    assert again.schema_version == "1.1" and again.context.head_source == "model"
+    assert again.schema_version == SCHEMA_VERSION == "1.2" and again.context.head_source == "model"
     assert again.measurement["distinct_blocks"] == 1

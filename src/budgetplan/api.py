@@ -89,19 +89,20 @@ def device(spec: DeviceLike, devices_dir: Sequence[str | Path] = ()) -> "DeviceC
 
 
 def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLike]", *, objective: str = "layers",
-          contiguous: bool = False, time_limit_s: float = 10.0, seed: int = 0, workers: int = 1,
-          importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
+          contiguous: bool = False, recompute: bool = True, time_limit_s: float = 10.0, seed: int = 0,
+          workers: int = 1, importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
           model_spec: str | None = None) -> "Plan":
     """The plan: per device class the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing is in the plan as inactive (`plan.by_name(n).active is False`), with the least
     budget it needs as `reason`; when no class fits, InfeasibleError says what each needs.
+    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute).
     """
     from budgetplan.plan import SolverSettings
 
     many = isinstance(devices, Sequence) and not isinstance(devices, (str, Path))
     classes = [device(d, devices_dir) for d in (devices if many else [devices])]
-    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers)
+    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute)
     return plan_for_devices(profile, classes, settings, importance, model_spec)
 
 
@@ -110,6 +111,7 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
+    from budgetplan.profile.types import without_recompute
     from budgetplan.solve.planner import ProfilePlanner
 
     names = [d.name for d in devices]
@@ -117,6 +119,7 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     if twice or not devices:
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
+    profile = profile if settings.recompute else without_recompute(profile)
     # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
     planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
     classes, reasons = [], []

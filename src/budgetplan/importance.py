@@ -56,8 +56,10 @@ class ImportanceRequest:
 
 
 def base_state(state: str) -> str:
-    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained')."""
-    return state.split("+", 1)[0]
+    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained'; profile.types.parse_state)."""
+    from budgetplan.profile.types import parse_state
+
+    return parse_state(state).base
 
 
 def pilot_slices(loaded: LoadedModel, request: ImportanceRequest) -> tuple[Examples, Examples]:

@@ -7,11 +7,15 @@ dedup and the shared-tensor union in the peak model. Random held tensors (what a
 live at a block's start: earlier hidden states, masks, other bytes) exercise compose.held_bytes; the bundled
 MiniLM profile holds the embeddings' output (boundary 0) at every block after the first, GPT-2 profiles also
 hold token and position embeddings as other bytes.
+With recompute=True every trainable state also gets its +recompute variant, shaped like a measured one: the
+same forward, the forward again inside the backward, only the block's input (and shared inputs) kept, and the
+kept activations alive again as backward extra bytes (drawn from a separate stream: the other costs stay).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from budgetplan.profile.types import (
     FROZEN_IN_PATH,
@@ -26,8 +30,10 @@ from budgetplan.profile.types import (
     PartCost,
     ProfileContext,
     boundaries_of,
+    is_trainable,
     lora_rank,
     lora_state,
+    recompute_state,
 )
 
 SHARED_NAMES = ("attention_mask", "rotary")
@@ -60,7 +66,20 @@ def _part(rng: random.Random, state: str, boundary: str, params: int, optimizer_
     )
 
 
-def _states(rng, state_names, params, optimizer_factor, name_prefix):
+def _recomputed(rng: random.Random, cost: PartCost) -> PartCost:
+    """The +recompute variant of a trainable part's cost (see the module docstring)."""
+    return replace(
+        cost,
+        flops_backward=cost.flops_backward + cost.flops_forward,
+        activation_bytes=rng.choice((0, 0, rng.randint(1, 400))),
+        saves_input=True,
+        saves_output=False,
+        forward_extra_bytes=max(1, cost.forward_extra_bytes - rng.randint(0, 400)),
+        backward_extra_bytes=cost.backward_extra_bytes + cost.activation_bytes + rng.randint(0, 1_000),
+    )
+
+
+def _states(rng, state_names, params, optimizer_factor, name_prefix, recompute_rng=None):
     states, names = {}, {}
     for state in state_names:
         states[state] = {b: _part(rng, state, b, params, optimizer_factor) for b in boundaries_of(state)}
@@ -68,6 +87,9 @@ def _states(rng, state_names, params, optimizer_factor, name_prefix):
             names[state] = (f"{name_prefix}.weight", f"{name_prefix}.bias")
         elif lora_rank(state):
             names[state] = (f"{name_prefix}.lora_A.weight", f"{name_prefix}.lora_B.weight")
+    for state in [s for s in state_names if is_trainable(s)] if recompute_rng else ():
+        states[recompute_state(state)] = {b: _recomputed(recompute_rng, c) for b, c in states[state].items()}
+        names[recompute_state(state)] = names[state]
     return states, names
 
 
@@ -93,15 +115,17 @@ def make_profile(
     optimizer_factor: int = 2,
     name: str = "synthetic",
     held: bool = True,
+    recompute: bool = False,
 ) -> ModelProfile:
     """A random profile with states frozen_outside, frozen_in_path, trained and lora-R for each R
-    (with random held tensors unless held=False)."""
+    (with random held tensors unless held=False, and the +recompute variants with recompute=True)."""
     rng = random.Random(seed)
+    recompute_rng = random.Random(seed * 104729 + 3) if recompute else None
     state_names = (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, *(lora_state(r) for r in lora_ranks))
     blocks = []
     for index in range(num_blocks):
         params = rng.randint(100, 300)
-        states, names = _states(rng, state_names, params, optimizer_factor, f"encoder.layer.{index}")
+        states, names = _states(rng, state_names, params, optimizer_factor, f"encoder.layer.{index}", recompute_rng)
         blocks.append(BlockProfile(index=index, name=f"encoder.layer.{index}", states=states, trainable_names=names))
     pre = {state: {NO_INPUT_GRAD: _part(rng, state, NO_INPUT_GRAD, 500, optimizer_factor)}
            for state in (FROZEN_OUTSIDE, TRAINED)}

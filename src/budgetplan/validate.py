@@ -144,7 +144,8 @@ def _check_block(block: dict, index: int, states: list[str], context: dict, orig
     if list(block["states"]) != states:
         _profile_error(origin, f"{where}/states", f"are {list(block['states'])}, but block 0 has {states}: every "
                                                   "block is profiled in the same states")
-    _check_part_states(block["states"], where, {s: boundaries_of(s) for s in states}, origin)
+    _check_part_states(block["states"], where, {s: boundaries_of(s) for s in states if state_problem(s) is None},
+                       origin)  # a bad state name is refused by _check_part_states itself
     ranks = set(context["lora_ranks"])
     for state in states:
         rank = lora_rank(state)

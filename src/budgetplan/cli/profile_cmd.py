@@ -28,12 +28,11 @@ def progress_bar() -> Progress:
 
 def profile_with_progress(loaded, request):
     """Profile with a progress bar (a tick per direct run), then print the table and the summary lines."""
-    from budgetplan.profile.profiler import count_part_runs, profile_model
+    from budgetplan.profile.profiler import count_config_runs, count_part_runs, profile_model
     from budgetplan.report.profile_report import profile_table, summary_lines
 
     blocks = loaded.layout.num_blocks
-    total = count_part_runs(loaded, request)
-    total += (blocks + 1 + len(request.lora_ranks)) if request.measure_configs else 0  # the standard configurations
+    total = count_part_runs(loaded, request) + count_config_runs(blocks, request)
     with progress_bar() as bar:
         job = bar.add_task("profiling", total=total)
         result = profile_model(loaded, request, tick=lambda what: bar.update(job, advance=1, description=what))
@@ -59,6 +58,8 @@ def profile(
     blocks: str = typer.Option(None, help="dotted path of the block stack when it is not found automatically"),
     trust_pickle: bool = typer.Option(False, help="allow loading a pickled nn.Module (runs code from the file)"),
     measure: bool = typer.Option(True, help="also run each standard configuration to measure its real peak"),
+    recompute: bool = typer.Option(True, help="also measure each trainable state with activation recomputation "
+                                              "(trained+recompute, lora-R+recompute)"),
     json_path: Path = typer.Option(None, "--json", help=JSON_HELP.format(what="versioned profile")),
 ) -> None:
     """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations.
@@ -79,7 +80,7 @@ def profile(
                    **{"--lora-rank": r for r in ranks if r < 1}})
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                              lora_ranks=ranks, train_embeddings=train_embeddings,
-                             measure_configs=measure)
+                             measure_configs=measure, recompute=recompute)
     with json_output(json_path):
         with console.status(f"loading {escape(model)}"):
             loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)

@@ -62,6 +62,7 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
 
     fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
+    profiles = [offered_states(p, settings) for p in profiles]
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
                              settings.seed, settings.workers, importance, progress=tick,
@@ -94,6 +95,13 @@ def _sat_out(plan) -> list[str]:
     return [c.name for c in plan.classes if not c.active and not _left_out_by_limits(c)]
 
 
+def offered_states(profile, settings):
+    """The profile the solver chooses from: without its +recompute states under --no-recompute."""
+    from budgetplan.profile.types import without_recompute
+
+    return profile if settings.recompute else without_recompute(profile)
+
+
 @friendly_errors
 def solve(
     device: List[str] = typer.Option([], "--device", "-d", help="bundled device class (repeat for several)"),
@@ -108,6 +116,8 @@ def solve(
                                                  "importance (the profile's measured importance, else --importance weights)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
+    recompute: bool = typer.Option(True, help="let the solver choose activation recomputation per block "
+                                              "(trained+recompute, lora-R+recompute: less memory, more FLOPs)"),
     fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
                                                   help="with --fleet: server ingress per round, bytes"),
     clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round",
@@ -134,7 +144,7 @@ def solve(
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
-                          time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+                          recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
         console.print(plan_table(plan))
         for line in _summary(plan):
             console.print(line, highlight=False)
@@ -144,8 +154,8 @@ def solve(
         raise typer.Exit(EXIT_SAT_OUT)
 
 
-def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, time_limit,
-               seed, workers, model_spec, limits: tuple):
+def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, recompute,
+               time_limit, seed, workers, model_spec, limits: tuple):
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
     from budgetplan.report.solve_report import fleet_table
@@ -154,7 +164,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
     from budgetplan.validate import check_options
 
     check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
-    settings = SolverSettings(objective, contiguous, time_limit, seed, workers)
+    settings = SolverSettings(objective, contiguous, time_limit, seed, workers, recompute)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
@@ -168,7 +178,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
                           "use them with --fleet")
     if len(paths) > 1:
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)
+    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute: applied in plan_for_devices
     devices = _devices(device, device_file, devices_dir)
     return _solve_devices(model, devices, settings, weights, model_spec)
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from budgetplan import __version__
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.files import read_json
-from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, lora_rank
+from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
 
 PLAN_KIND = "budgetplan-plan"
-PLAN_SCHEMA_VERSION = "2.0"
+# 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
+PLAN_SCHEMA_VERSION = "2.1"
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -39,6 +40,7 @@ class SolverSettings:
     time_limit_s: float
     seed: int
     workers: int
+    recompute: bool = True  # whether +recompute states were offered to the solver (False: --no-recompute)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -184,7 +186,7 @@ class Plan:
                             f"but {model_name} has {fingerprint[:19]}...; solve a plan for this model")
 
     def to_dict(self) -> dict:
-        """The plan JSON (schema 2.0): the only layout, read back by from_dict."""
+        """The plan JSON (schema 2.1): the only layout, read back by from_dict."""
         return {"kind": PLAN_KIND, "schema_version": PLAN_SCHEMA_VERSION, "generator": dict(self.generator),
                 "created_utc": self.created_utc, "label": self.label,
                 "model": {**{k: v for k, v in _fields(self.model).items() if v is not None},
@@ -236,6 +238,7 @@ def class_to_dict(plan: Plan, c: PlanClass) -> dict:
         "train_embeddings": c.train_embeddings,
         "trainable_parameter_names": list(c.trainable_names),
         "lora": lora_spec(plan, c),
+        "recompute": recompute_spec(c.block_states),
         "predicted": None if c.predicted is None else _fields(c.predicted),
         "measured": measured_entry(c),
         **({} if answer is None else {
@@ -278,6 +281,14 @@ def lora_spec(plan: Plan, plan_class: PlanClass) -> dict | None:
     if plan.model.block_path:
         spec["blocks_path"] = plan.model.block_path
     return spec
+
+
+def recompute_spec(block_states: tuple[str, ...]) -> dict | None:
+    """Which blocks run under activation recomputation, and how (None when none does)."""
+    blocks = [i for i, s in enumerate(block_states) if is_recompute(s)]
+    if not blocks:
+        return None
+    return {"blocks": blocks, "method": "torch.utils.checkpoint", "use_reentrant": False}
 
 
 def measured_entry(plan_class: PlanClass) -> dict | None:

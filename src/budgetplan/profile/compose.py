@@ -16,6 +16,12 @@ embedding output, GPT-2 its token and position embeddings, every model its masks
 kept for backward. `advance` computes the same events part by part (compose() folds it over the parts;
 the planner, solve/frontier.py, folds it over many partial configurations at once); peak_events lists them
 by name and tests/test_profile.py checks both agree.
+
+A +recompute block keeps only its inputs, so kept(k) shrinks for every event above it; the moment its
+activations are alive again is its own backward (checkpoint re-runs the forward when autograd first needs
+one of them), and that is the backward event of part k: its backward_extra is measured with the block under
+checkpoint, so it holds the re-run forward's activations and temporaries on top of what the event already
+counts (the block's input, the later parts' gradients, the incoming hidden gradient).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 
 from budgetplan.errors import ConfigError
 from budgetplan.profile.types import (
+    FROZEN,
     FROZEN_IN_PATH,
     FROZEN_OUTSIDE,
     INPUT_GRAD,
@@ -33,9 +40,9 @@ from budgetplan.profile.types import (
     ModelProfile,
     PartCost,
     is_trainable,
+    parse_state,
 )
 
-FROZEN = "frozen"  # accepted as input; resolved to frozen_outside or frozen_in_path
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,10 @@ def resolve_states(states: tuple[str, ...] | list[str], train_embeddings: bool) 
     grad_flows = train_embeddings
     resolved = []
     for index, state in enumerate(states):
+        try:
+            parse_state(state)
+        except ValueError as exc:
+            raise ConfigError(f"block {index}: {exc}") from None
         if state == FROZEN:
             state = FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE
         elif state == FROZEN_OUTSIDE and grad_flows:
@@ -286,10 +297,11 @@ def compose(profile: ModelProfile, block_states: tuple[str, ...] | list[str]) ->
 
 
 def standard_configs(profile: ModelProfile) -> list[tuple[str, ...]]:
-    """Last-k for k = 0..L (k = 0 is head only, k = L is full), then LoRA on all blocks at each rank."""
+    """Last-k for k = 0..L (k = 0 is head only, k = L is full), then every other trainable state on all blocks
+    (LoRA at each rank, and the +recompute variants where profiled)."""
     n = profile.num_blocks
     configs = [tuple([FROZEN] * (n - k) + [TRAINED] * k) for k in range(n + 1)]
     for state in profile.block_state_names:
-        if state.startswith("lora-"):
+        if is_trainable(state) and state != TRAINED:
             configs.append(tuple([state] * n))
     return configs

@@ -1,5 +1,8 @@
 """Put a task model into a configuration: a state per block, LoRA where asked, the head always trained.
 
+A "+recompute" state wraps the block's forward in torch.utils.checkpoint (use_reentrant=False) while the model
+trains: the block keeps only its tensor inputs for backward and runs its forward again during backward.
+
 Parts: "pre" is every parameter outside the blocks that runs before the first block (embeddings), "post"
 every parameter outside the blocks that runs after the last one (final norm, head). Embeddings are frozen
 unless train_embeddings.
@@ -13,10 +16,12 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from budgetplan.errors import ConfigError
 from budgetplan.models.load import LoadedModel
-from budgetplan.profile.types import FROZEN_IN_PATH, FROZEN_OUTSIDE, TRAINED, lora_rank
+from budgetplan.profile.types import TRAINED, parse_state
 
 LORA_ALPHA_PER_RANK = 2.0  # alpha = 2 x rank, the common choice; recorded in profiles and plans
 ADAPTER = "default"
@@ -116,25 +121,69 @@ def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embed
     """
     if len(states) != loaded.layout.num_blocks:
         raise ConfigError(f"{len(states)} block states given for a model with {loaded.layout.num_blocks} blocks")
-    ranks = {i: lora_rank(s) for i, s in enumerate(states) if lora_rank(s) is not None}
+    parsed = [_parse(i, s) for i, s in enumerate(states)]
+    ranks = {i: p.lora_rank for i, p in enumerate(parsed) if p.lora_rank is not None}
     inject_lora(loaded, ranks, alpha_per_rank)
     parts = part_names(loaded)
     trained = set(parts.post) | (set(parts.pre) if train_embeddings else set())
     prefix = loaded.layout.path + "."
-    for i, state in enumerate(states):
-        _check_state(i, state)
-        if state == TRAINED:
+    for i, state in enumerate(parsed):
+        if state.base == TRAINED:
             trained.update(parts.blocks[i])
         elif i in ranks:
             block_prefix = f"{prefix}{i}."
             trained.update(n for n, _ in loaded.model.named_parameters()
                            if n.startswith(block_prefix) and "lora_" in n)
+        set_recompute(loaded.blocks[i], state.recompute)
     for name, param in loaded.model.named_parameters():
         param.requires_grad_(name in trained)
     return tuple(n for n, p in loaded.model.named_parameters() if p.requires_grad)
 
 
-def _check_state(index: int, state: str) -> None:
-    if state in (TRAINED, FROZEN_OUTSIDE, FROZEN_IN_PATH, "frozen") or lora_rank(state) is not None:
-        return
-    raise ConfigError(f"block {index}: unknown state '{state}'; use frozen, trained or lora-R (e.g. lora-8)")
+def _parse(index: int, state: str):
+    try:
+        return parse_state(state)
+    except ValueError as exc:
+        raise ConfigError(f"block {index}: {exc}") from None
+
+
+class RecomputedForward:
+    """A block's forward run under torch.utils.checkpoint while training with gradients.
+
+    Every tensor input (the hidden state and the shared ones given as keyword arguments: masks, rotary
+    tables) is passed to checkpoint positionally, so checkpoint saves it for backward like any saved tensor
+    (and the profiler sees what it keeps). It refers to its block, not to a bound method, so deep copies and
+    pickles of the model rebind it to the copied block.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+
+    def __call__(self, *args, **kwargs):
+        block = self.block
+        if not (torch.is_grad_enabled() and block.training):
+            return type(block).forward(block, *args, **kwargs)
+        leaves, spec = tree_flatten((args, kwargs))
+        where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+        template = [None if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
+
+        def run(*tensors):
+            filled = list(template)
+            for i, tensor in zip(where, tensors):
+                filled[i] = tensor
+            inner_args, inner_kwargs = tree_unflatten(filled, spec)
+            return type(block).forward(block, *inner_args, **inner_kwargs)
+
+        return checkpoint(run, *(leaves[i] for i in where), use_reentrant=False)
+
+
+def set_recompute(block: nn.Module, on: bool) -> None:
+    """Run `block` under activation recomputation (on) or plainly (off); idempotent."""
+    if on and not is_recomputed(block):
+        block.forward = RecomputedForward(block)
+    elif not on and is_recomputed(block):
+        del block.forward
+
+
+def is_recomputed(block: nn.Module) -> bool:
+    return isinstance(block.__dict__.get("forward"), RecomputedForward)

@@ -31,7 +31,7 @@ from budgetplan.profile.parts import measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, ProfileContext, boundaries_of, is_trainable, lora_state,
+    ModelInfo, ModelProfile, ProfileContext, boundaries_of, is_trainable, lora_state, parse_state, recompute_state,
 )
 
 Progress = Callable[[str], None]
@@ -45,6 +45,7 @@ class ProfileRequest:
     lora_ranks: tuple[int, ...] = (4, 8, 16)
     train_embeddings: bool = False
     measure_configs: bool = True  # also run each standard configuration once to measure its real peak
+    recompute: bool = True  # also measure every trainable state with activation recomputation (+recompute)
     share_identical_blocks: bool = True  # False: measure every block, even identical ones (for checking)
 
     def __post_init__(self) -> None:
@@ -56,7 +57,9 @@ class ProfileRequest:
 
     @property
     def block_states(self) -> tuple[str, ...]:
-        return (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, *(lora_state(r) for r in self.lora_ranks))
+        trainable = (TRAINED, *(lora_state(r) for r in self.lora_ranks))
+        recomputed = tuple(recompute_state(s) for s in trainable) if self.recompute else ()
+        return (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
 
 
 def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
@@ -64,6 +67,12 @@ def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
     per_block = sum(len(boundaries_of(s)) for s in request.block_states)
     distinct = len(set(block_groups(loaded.blocks, None, request.share_identical_blocks)))
     return 2 + 2 + distinct * per_block
+
+
+def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
+    """Direct runs of the standard configurations (compose.standard_configs), 0 without measure_configs."""
+    others = sum(is_trainable(s) and s != TRAINED for s in request.block_states)
+    return num_blocks + 1 + others if request.measure_configs else 0
 
 
 def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
@@ -188,14 +197,14 @@ def measure_config(loaded: LoadedModel, states, batch: dict, request: ProfileReq
 
 def describe_states(states: tuple[str, ...]) -> str:
     trained = [i for i, s in enumerate(states) if s == TRAINED]
-    lora = sorted({s for s in states if s.startswith("lora-")})
-    if lora and len(lora) == 1 and all(s == lora[0] for s in states):
-        return f"{lora[0]} on all blocks"
-    if not trained and not lora:
+    others = sorted({s for s in states if is_trainable(s) and s != TRAINED})
+    if others and len(others) == 1 and all(s == others[0] for s in states):
+        return f"{others[0]} on all blocks"
+    if not trained and not others:
         return "head only"
     if len(trained) == len(states):
         return "full"
-    return f"train blocks {','.join(map(str, trained))}" + (f" + {','.join(lora)}" if lora else "")
+    return f"train blocks {','.join(map(str, trained))}" + (f" + {','.join(others)}" if others else "")
 
 
 def _model_info(loaded: LoadedModel) -> ModelInfo:

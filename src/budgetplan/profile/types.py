@@ -4,7 +4,9 @@ Vocabulary
 - A *part* is the embeddings-and-everything-before-the-blocks ("pre"), one block, or everything after the
   last block including the head and the loss ("post").
 - A block's *state* is one of FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED or "lora-R" (peft LoRA of rank R on
-  the block's attention and MLP linears, base weights frozen).
+  the block's attention and MLP linears, base weights frozen), and a trainable state may carry the suffix
+  "+recompute" (activation recomputation: the block runs under torch.utils.checkpoint, keeps only its inputs
+  for backward and runs its forward again during backward). `parse_state` is the one reader of state names.
 - A part's *boundary* says whether the gradient must flow out of its input: INPUT_GRAD when some part below
   it is trainable, NO_INPUT_GRAD otherwise. Frozen states fix it (frozen_outside never has an input
   gradient, frozen_in_path always has); trained and LoRA parts are measured both ways, because the lowest
@@ -13,15 +15,17 @@ Vocabulary
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.1"  # 1.1: context.head_source, measurement.block_runs / distinct_blocks
+# 1.1 (i10): context.head_source, measurement.block_runs / distinct_blocks. 1.1 (i15, a parallel branch): block
+# states may carry "+recompute". 1.2: both. 1.0 and both kinds of 1.1 profile read unchanged.
+SCHEMA_VERSION = "1.2"
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
 TRAINED = "trained"
 LORA_PREFIX = "lora-"
+FROZEN = "frozen"  # accepted as input; resolved to frozen_outside or frozen_in_path by position
 
 INPUT_GRAD = "input_grad"
 NO_INPUT_GRAD = "no_input_grad"
@@ -30,46 +34,110 @@ MEASURED = "measured"
 DERIVED = "derived"
 
 
+RECOMPUTE_SUFFIX = "+recompute"
+STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1), the trainable ones optionally "
+               "with +recompute (e.g. trained+recompute, lora-8+recompute)")
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """A parsed state name: the base state and whether the block recomputes its activations."""
+
+    base: str  # frozen_outside, frozen_in_path, trained or lora-R
+    recompute: bool = False
+    lora_rank: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.base + (RECOMPUTE_SUFFIX if self.recompute else "")
+
+    @property
+    def trainable(self) -> bool:
+        return self.base == TRAINED or self.lora_rank is not None
+
+
+def parse_state(state: str) -> BlockState:
+    """Read a block state name; ValueError naming the accepted forms when it is none of them."""
+    if not isinstance(state, str):
+        raise ValueError(f"block state {state!r} is not a string; use {STATE_FORMS}")
+    base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    rank = None
+    if base.startswith(LORA_PREFIX):
+        digits = base[len(LORA_PREFIX):]
+        rank = int(digits) if digits.isascii() and digits.isdigit() and int(digits) >= 1 else None
+        if rank is None or digits != str(rank):
+            raise ValueError(f"block state '{state}': '{base}' is not lora-R with a rank R >= 1; use {STATE_FORMS}")
+    elif base not in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, FROZEN):
+        raise ValueError(f"unknown block state '{state}'; use {STATE_FORMS}")
+    parsed = BlockState(base, base != state, rank)
+    if parsed.recompute and not parsed.trainable:
+        raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute; "
+                         f"use trained+recompute or lora-R+recompute, or drop +recompute")
+    return parsed
+
+
 def lora_state(rank: int) -> str:
     return f"{LORA_PREFIX}{rank}"
 
 
-_LORA_STATE = re.compile(re.escape(LORA_PREFIX) + r"([0-9]+)")
+def recompute_state(state: str) -> str:
+    """The recomputing variant of a trainable state (trained -> trained+recompute)."""
+    return parse_state(parse_state(state).base + RECOMPUTE_SUFFIX).name
+
+
+def base_state(state: str) -> str:
+    """The state without recomputation (lora-8+recompute -> lora-8)."""
+    return parse_state(state).base
+
+
+def is_recompute(state: str) -> bool:
+    return parse_state(state).recompute
 
 
 def lora_rank(state: str) -> int | None:
-    """The LoRA rank of a state name, or None when the state is not a LoRA state."""
-    match = _LORA_STATE.fullmatch(state) if isinstance(state, str) else None
-    return int(match.group(1)) if match else None
+    """The LoRA rank of a state name (recomputing or not), or None when the state is not a valid LoRA state."""
+    try:
+        return parse_state(state).lora_rank
+    except ValueError:
+        return None
 
 
-STATE_NAMES_HINT = f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1"
+STATE_NAMES_HINT = (f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1, the "
+                    f"trainable ones optionally with {RECOMPUTE_SUFFIX}")
 
 
 def state_problem(state) -> str | None:
-    """Why `state` is not a block state budgetplan knows, or None. The one place the known states are listed:
-    validation of profiles and plans asks this function, so a new state is added here (and in the schemas)."""
+    """Why `state` is not a block state budgetplan knows, or None. The one place validation asks: it reads the
+    name with parse_state, so trained+recompute and lora-R+recompute are accepted ('frozen' is input-only and
+    is not a stored state)."""
     if not isinstance(state, str):
         return f"{state!r} is not a state name"
-    if state in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED):
-        return None
-    rank = lora_rank(state)
-    if rank is None:
+    try:
+        parsed = parse_state(state)
+    except ValueError as exc:
+        base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+        if base.startswith(LORA_PREFIX):
+            return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
+        if base in (FROZEN_OUTSIDE, FROZEN_IN_PATH, FROZEN):
+            return f"'{state}': only trainable states (trained, lora-R) can recompute"
         return f"unknown state '{state}'"
-    if rank < 1 or str(rank) != state[len(LORA_PREFIX):]:
-        return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
+    if parsed.base == FROZEN:
+        return f"unknown state '{state}'"
     return None
 
 
 def is_trainable(state: str) -> bool:
-    return state == TRAINED or lora_rank(state) is not None
+    return parse_state(state).trainable
 
 
 def boundaries_of(state: str) -> tuple[str, ...]:
     """The gradient boundaries under which a block in `state` can occur."""
-    if state == FROZEN_OUTSIDE:
+    base = parse_state(state).base
+    if base == FROZEN:
+        raise ValueError("'frozen' has no boundary of its own; resolve it with profile.compose.resolve_states")
+    if base == FROZEN_OUTSIDE:
         return (NO_INPUT_GRAD,)
-    if state == FROZEN_IN_PATH:
+    if base == FROZEN_IN_PATH:
         return (INPUT_GRAD,)
     return (INPUT_GRAD, NO_INPUT_GRAD)
 
@@ -169,7 +237,7 @@ class Importance:
     """Measured worth of each block per trainable state (budgetplan.importance; JSON key "importance").
 
     blocks[i] maps a state name to a finite value >= 0; a state missing from the dict is worth 0.0 (frozen
-    states always are).
+    states always are), except a +recompute state, which gets its base state's value (the same weights train).
     """
 
     method: str
@@ -216,3 +284,14 @@ class ModelProfile:
     @property
     def block_state_names(self) -> tuple[str, ...]:
         return tuple(self.blocks[0].states) if self.blocks else ()
+
+
+def without_recompute(profile: ModelProfile) -> ModelProfile:
+    """The profile with every +recompute state removed (what `--no-recompute` plans with)."""
+    from dataclasses import replace
+
+    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not is_recompute(s)},
+                           trainable_names={s: n for s, n in b.trainable_names.items() if not is_recompute(s)})
+                   for b in profile.blocks)
+    configs = tuple(c for c in profile.configs if not any(is_recompute(s) for s in c.block_states))
+    return replace(profile, blocks=blocks, configs=configs)

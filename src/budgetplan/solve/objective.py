@@ -10,6 +10,13 @@
   dict, and every frozen state, is worth 0); the profile's `measurement` entries "importance.block.N".
 Values are kept as integers: layers and per-block weights to 1/WEIGHT_SCALE, measured values to
 1/MEASURED_SCALE; a positive value never rounds to 0, so a state that earns something still beats frozen.
+A "+recompute" state earns what its base state earns (the same weights are trained; a measured importance
+missing for the recompute state is its base state's). Where the profile has recompute states, every weight is
+multiplied by the tie factor blocks + 1 and each earning block that does not recompute adds 1: among plans
+equal in the objective the solver takes the most blocks that do not recompute (recomputation costs FLOPs and
+lowers the peak, so the peak tie-break alone would recompute wherever it could). The tie-break lives in the
+integer objective itself, so any planner ordering by it (solve/frontier.py: objective, then peak, then state
+order) applies it. report() divides the tie factor back out, so reported values are those of the base objective.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
-from budgetplan.profile.types import TRAINED, ModelProfile, is_trainable
+from budgetplan.profile.types import TRAINED, ModelProfile, is_recompute, is_trainable, parse_state
 
 LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
 OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
@@ -34,14 +41,16 @@ IMPORTANCE_KEY = "importance.block.{index}"
 class Objective:
     name: str
     state_weights: tuple[dict[str, int], ...]  # per block: integer weight earned by each trainable state
-    params_weight: int  # 1 for "params", else 0
-    scale: int  # the reported objective is the integer objective / scale
+    params_weight: int  # RECOMPUTE_TIE for "params", else 0
+    scale: int  # the reported objective is (the integer objective // tie) / scale
+    tie: int = 1  # blocks + 1 where the profile has recompute states, else 1 (see the module docstring)
 
     def report(self, scaled: int) -> float | int:
-        return int(scaled) if self.scale == 1 else int(scaled) / self.scale
+        scaled = int(scaled) // self.tie
+        return scaled if self.scale == 1 else scaled / self.scale
 
     def value(self, block_states: tuple[str, ...], trainable_params: int) -> int:
-        """The integer objective of a configuration (trainable_params: of the whole configuration)."""
+        """The integer objective of a configuration (trainable_params: of the whole configuration; tie included)."""
         return sum(w.get(s, 0) for w, s in zip(self.state_weights, block_states)) + self.params_weight * trainable_params
 
 
@@ -52,39 +61,58 @@ def state_fractions(block) -> dict[str, float]:
     for state, by_boundary in block.states.items():
         if is_trainable(state):
             params = max(c.trainable_params for c in by_boundary.values())
-            fractions[state] = 1.0 if state == TRAINED or not full else min(1.0, params / full)
+            base = parse_state(state).base
+            fractions[state] = 1.0 if base == TRAINED or not full else min(1.0, params / full)
     return fractions
 
 
-def _weights(profile: ModelProfile, per_block: tuple[float, ...]) -> tuple[dict[str, int], ...]:
-    """Integer weights; a trainable state never rounds to 0, so it still beats frozen."""
-    return tuple({state: max(1, round(w * f * WEIGHT_SCALE)) if w > 0 else 0
-                  for state, f in state_fractions(block).items()}
+def recompute_tie(profile: ModelProfile) -> int:
+    """blocks + 1 where any block has a +recompute state, else 1."""
+    return profile.num_blocks + 1 if any(is_recompute(s) for b in profile.blocks for s in b.states) else 1
+
+
+def _weights(profile: ModelProfile, per_block: tuple[float, ...], tie: int) -> tuple[dict[str, int], ...]:
+    """Integer weights; a trainable state never rounds to 0, so it still beats frozen (a block of weight 0
+    earns nothing, recomputing or not)."""
+    def weight(w: float, fraction: float, state: str) -> int:
+        if w <= 0:
+            return 0
+        return tie * max(1, round(w * fraction * WEIGHT_SCALE)) + int(tie > 1 and not is_recompute(state))
+
+    return tuple({state: weight(w, f, state) for state, f in state_fractions(block).items()}
                  for block, w in zip(profile.blocks, per_block))
+
+
+def _no_recompute_bonus(profile: ModelProfile, tie: int) -> tuple[dict[str, int], ...]:
+    return tuple({s: 1 for s in b.states if is_trainable(s) and not is_recompute(s)} if tie > 1 else {}
+                 for b in profile.blocks)
 
 
 def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None = None) -> Objective:
     n = profile.num_blocks
+    tie = recompute_tie(profile)
     if name == LAYERS:
-        return Objective(LAYERS, _weights(profile, (1.0,) * n), 0, WEIGHT_SCALE)
+        return Objective(LAYERS, _weights(profile, (1.0,) * n, tie), 0, WEIGHT_SCALE, tie)
     if name == PARAMS:
-        return Objective(PARAMS, ({},) * n, 1, 1)
+        return Objective(PARAMS, _no_recompute_bonus(profile, tie), tie, 1, tie)
     if name != IMPORTANCE:
         raise ConfigError(f"unknown objective '{name}'; use one of: {', '.join(OBJECTIVES)}")
     if importance is None:
-        measured = measured_weights(profile)
+        measured = measured_weights(profile, tie)
         if measured is not None:
-            return Objective(IMPORTANCE, measured, 0, MEASURED_SCALE)
+            return Objective(IMPORTANCE, measured, 0, MEASURED_SCALE, tie)
     weights = importance if importance is not None else profile_importance(profile)
     if len(weights) != n:
         raise ConfigError(f"importance has {len(weights)} weights but the model has {n} blocks; give one per block")
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
-    return Objective(IMPORTANCE, _weights(profile, tuple(weights)), 0, WEIGHT_SCALE)
+    return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
 
 
-def measured_weights(profile: ModelProfile) -> tuple[dict[str, int], ...] | None:
-    """Integer weights per (block, trainable state) from ModelProfile.importance, or None when it has none."""
+def measured_weights(profile: ModelProfile, tie: int = 1) -> tuple[dict[str, int], ...] | None:
+    """Integer weights per (block, trainable state) from ModelProfile.importance, or None when it has none.
+    A +recompute state missing from a block's values gets its base state's value (the same weights train);
+    `tie` as in make_objective (recompute_tie)."""
     measured = getattr(profile, "importance", None)
     if measured is None:
         return None
@@ -96,11 +124,15 @@ def measured_weights(profile: ModelProfile) -> tuple[dict[str, int], ...] | None
     for block, values in zip(profile.blocks, blocks):
         per_state = {}
         for state in block.states:
-            value = float(values.get(state, 0.0)) if is_trainable(state) else 0.0
+            if state not in values and is_recompute(state):
+                value = float(values.get(parse_state(state).base, 0.0))
+            else:
+                value = float(values.get(state, 0.0)) if is_trainable(state) else 0.0
             if not value >= 0 or value == float("inf"):
                 raise ConfigError(f"importance of block {block.index} state {state} is {value}; values must be "
                                   "finite and >= 0; measure it again with 'budgetplan importance'")
-            per_state[state] = max(1, round(value * MEASURED_SCALE)) if value > 0 else 0
+            per_state[state] = (tie * max(1, round(value * MEASURED_SCALE)) + int(tie > 1 and not is_recompute(state))
+                                if value > 0 else 0)
         weights.append(per_state)
     if not any(any(w.values()) for w in weights):
         raise ConfigError("measured importance is 0 for every block and state: nothing beat training the head "
