@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
 from budgetplan.errors import ConfigError, PlanError
 
 SHARE_UNITS = 10_000
@@ -151,6 +149,8 @@ def check_exact(data: CouplingData, choice: list[int | None], limits: FleetLimit
 
 
 def _model(data: CouplingData):
+    from ortools.sat.python import cp_model  # imported here: ortools (and the pandas it loads) take ~1 s
+
     model = cp_model.CpModel()
     x = [[model.new_bool_var(f"c{c}_r{r}") for r in range(len(cands))] for c, cands in enumerate(data.candidates)]
     sits = [model.new_bool_var(f"c{c}_out") for c in range(len(x))]
@@ -176,6 +176,8 @@ def _model(data: CouplingData):
 def cpsat_solver(time_limit_s: float, seed: int, workers: int) -> cp_model.CpSolver:
     """The CP-SAT settings every budgetplan model is solved with (tests/test_coupling.py checks them on the
     presolve regression model)."""
+    from ortools.sat.python import cp_model
+
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.random_seed = seed
@@ -187,6 +189,8 @@ def cpsat_solver(time_limit_s: float, seed: int, workers: int) -> cp_model.CpSol
 def solve_coupling(data: CouplingData, limits: FleetLimits, time_limit_s: float = 10.0, seed: int = 0,
                    workers: int = 1) -> tuple[list[int | None], str]:
     """(candidate index per class or None for sitting out, OPTIMAL / FEASIBLE); checked before it is returned."""
+    from ortools.sat.python import cp_model
+
     model, x, value, rank = _model(data)
     status, best = OPTIMAL, None
     for objective in ("value", "rank"):

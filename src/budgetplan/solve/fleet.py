@@ -18,11 +18,12 @@ from typing import Callable
 
 from budgetplan.errors import ConfigError, InfeasibleError
 from budgetplan.profile.types import ModelProfile, is_trainable
-from budgetplan.solve.caps import budget_of
+from budgetplan.devices import DeviceClass
+from budgetplan.solve.caps import Budget, budget_of
 from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, coupling_data, reduce_rows, solve_coupling
 from budgetplan.solve.fleet_file import Fleet
 from budgetplan.solve.planner import ProfilePlanner
-from budgetplan.solve.solution import DeviceSolution, to_solution
+from budgetplan.solve.solution import DeviceSolution, solution_for
 
 # The reason of a class that fits its budgets but sits out so the fleet meets its limits (not "nothing fits").
 LIMITS_REASON = "sits out to meet the fleet limits"
@@ -48,18 +49,17 @@ class FleetSolution:
     limits: FleetLimits = FleetLimits()
 
 
-def _own_answers(planner: ProfilePlanner, fleet: Fleet, tick: Callable[[], None]) -> list[tuple]:
-    """Per class (solution, reason); classes with identical integer budgets are planned once."""
-    budgets = [budget_of(member.device) for member in fleet.classes]
-    distinct = list(dict.fromkeys(budgets))
-    found = dict(zip(distinct, planner.answers([planner.caps(b) for b in distinct])))
-    done: dict = {}
+def _own_answers(planner: ProfilePlanner, fleet: Fleet, budgets: list[Budget],
+                 tick: Callable[[], None]) -> list[tuple]:
+    """Per class (solution, reason): one lookup for all classes; classes with identical integer budgets are
+    planned once (the first of them), the others get a copy under their own name."""
+    first: dict[Budget, DeviceClass] = {}
+    for member, budget in zip(fleet.classes, budgets):
+        first.setdefault(budget, member.device)
+    solved = dict(zip(first, planner.solve_classes(list(first.values()), list(first))))
     results = []
     for member, budget in zip(fleet.classes, budgets):
-        device = member.device
-        if budget not in done:
-            done[budget] = (*planner.solve_class(device, found[budget], budget), device.name)
-        solution, reason, name = done[budget]
+        (solution, reason), device, name = solved[budget], member.device, first[budget].name
         if solution is not None and solution.device is not device:
             solution = dataclasses.replace(solution, device=device, solve_s=0.0)
         reason = device.name + reason[len(name):] if reason else None
@@ -92,9 +92,10 @@ def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: li
             continue
         budget = budget_of(member.device)
         pick = cands[row]
-        results.append((to_solution(pick.states, pick.objective, planner.cost(pick.states), member.device,
-                                    planner.profile, planner.goal, planner.contiguous, budget, planner.caps(budget),
-                                    planner.unconstrained(), 0.0), None))
+        cost = planner.checked(pick.states, pick.objective, member.device.name)
+        results.append((solution_for(pick.states, pick.objective, cost, member.device, planner.profile, planner.goal,
+                                     planner.contiguous, budget, planner.caps(budget), planner.unconstrained(), 0.0),
+                        None))
     return results, status
 
 
@@ -136,10 +137,10 @@ def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "la
         if progress is not None:
             progress(count[0], total)
 
-    candidates, status = [], OPTIMAL
+    candidates, status, budgets = [], OPTIMAL, [budget_of(member.device) for member in fleet.classes]
     for profile in profiles:
         planner = ProfilePlanner(profile, objective, contiguous, importance)
-        results = _own_answers(planner, fleet, tick)
+        results = _own_answers(planner, fleet, budgets, tick)
         if limits.active:
             results, proved = _coupled(planner, fleet, limits, results, (time_limit_s, seed, workers))
             status = status if proved == OPTIMAL else proved

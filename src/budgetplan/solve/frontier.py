@@ -89,6 +89,24 @@ class Frontier:
         rows = np.argmax(mask, axis=1)
         return [int(r) if mask[i, r] else None for i, r in enumerate(rows)]
 
+    def least_of_many(self, caps: list[tuple[int, int, int]], no_cap: int) -> list[list[int | None]]:
+        """Per caps, per budget b (memory, FLOPs, upload): the row of least b among the rows within the other
+        two caps and b <= no_cap (the first such row in answer order, as argmin takes it), or None."""
+        if not caps:
+            return []
+        values = (self.peak_bytes, self.flops_per_step, self.upload_bytes)
+        limits = np.array(caps, dtype=object if self.peak_bytes.dtype == object else np.int64)
+        fit = [v[None, :] <= limits[:, i:i + 1] for i, v in enumerate(values)]
+        out: list[list[int | None]] = [[None] * 3 for _ in caps]
+        for b, v in enumerate(values):
+            if not len(v):
+                continue
+            within = fit[(b + 1) % 3] & fit[(b + 2) % 3] & (v <= no_cap)[None, :]
+            rows = np.argmin(np.where(within, v[None, :], max(v) + 1), axis=1)
+            for i in np.flatnonzero(within[np.arange(len(caps)), rows]):
+                out[i][b] = int(rows[i])
+        return out
+
     def best(self, caps: tuple[int, int, int]) -> int | None:
         """The answer for caps (memory, FLOPs per step, upload): the first row that fits, or None."""
         mask = self.fitting(*caps)
