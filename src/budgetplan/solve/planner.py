@@ -49,6 +49,7 @@ class ProfilePlanner:
         self._rows: dict[tuple, Frontier] = {}
         self._costs: dict[tuple[str, ...], ConfigCost] = {}
         self._checked: set[tuple[tuple[str, ...], int]] = set()
+        self._row_states: dict[int, tuple[str, ...]] = {}
         self._suffix = self._most_gained()
         self._free: tuple | None = None
 
@@ -119,10 +120,15 @@ class ProfilePlanner:
         """answer() for many caps (one grid comparison when the frontier is whole)."""
         if self.frontier is None:
             return [self.answer(c) for c in caps]
-        rows, frontier, found = self.frontier.best_of_many(caps), self.frontier, {}
-        for r in set(rows) - {None}:
-            found[r] = (frontier.states(r), int(frontier.objective[r]))
+        rows, frontier = self.frontier.best_of_many(caps), self.frontier
+        found = {r: (self.row_states(r), int(frontier.objective[r])) for r in set(rows) - {None}}
         return [None if r is None else found[r] for r in rows]
+
+    def row_states(self, row: int) -> tuple[str, ...]:
+        """The states of a frontier row, named once per row (many classes share a row)."""
+        if row not in self._row_states:
+            self._row_states[row] = self.frontier.states(row)
+        return self._row_states[row]
 
     def solve_classes(self, devices: list, budgets: list[Budget]) -> list[tuple[DeviceSolution | None, str | None]]:
         """solve_class for many classes: one lookup grid for their answers and one for the least each budget
@@ -145,7 +151,7 @@ class ProfilePlanner:
         """least_of_many's rows per budget as least() gives them: (states, value) or None."""
         f = self.frontier
         values = (f.peak_bytes, f.flops_per_step, f.upload_bytes)
-        return [None if r is None else (f.states(r), int(values[b][r])) for b, r in enumerate(rows)]
+        return [None if r is None else (self.row_states(r), int(values[b][r])) for b, r in enumerate(rows)]
 
     def solve_class(self, device: DeviceClass, found: tuple | None | bool = False, budget: Budget | None = None,
                     caps: Caps | None = None) -> tuple[DeviceSolution | None, str | None]:

@@ -3,12 +3,12 @@ re-composed and checked against the caps before it is returned."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from budgetplan.errors import PlanError
 from budgetplan.profile.types import ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import (
-    BUDGET_NAMES,
     BUDGET_UNITS,
     COMPUTE,
     MEMORY,
@@ -63,6 +63,7 @@ def caps_of(budget: Budget, profile: ModelProfile) -> dict[str, int]:
             UPLOAD: budget.upload_bytes_per_round}
 
 
+@functools.lru_cache(maxsize=4096)  # the same few rows are named in many classes' messages
 def describe(block_states: tuple[str, ...]) -> str:
     trainable = [i for i, s in enumerate(block_states) if is_trainable(s)]
     if not trainable:
@@ -99,14 +100,15 @@ def solution_for(states: tuple[str, ...], objective_value: int, cost: ConfigCost
         raise PlanError(f"internal check failed for {device.name}: the planned configuration {states} composes to "
                         f"peak {cost.peak_bytes_predicted} B, {flops_per_step} FLOPs, upload {cost.upload_bytes} B "
                         f"(caps {caps}); please report it")
-    used = {MEMORY: cost.peak_bytes_predicted, UPLOAD: cost.upload_bytes,
-            COMPUTE: flops_per_round(flops_per_step, budget.samples_per_round, profile.context.batch_size)}
-    uses = tuple(BudgetUse(n, used[n], budget.limit(n), BUDGET_UNITS[n]) for n in BUDGET_NAMES)
+    per_round = flops_per_round(flops_per_step, budget.samples_per_round, profile.context.batch_size)
+    uses = (BudgetUse(MEMORY, cost.peak_bytes_predicted, budget.memory_bytes, BUDGET_UNITS[MEMORY]),
+            BudgetUse(COMPUTE, per_round, budget.flops_per_round, BUDGET_UNITS[COMPUTE]),
+            BudgetUse(UPLOAD, cost.upload_bytes, budget.upload_bytes_per_round, BUDGET_UNITS[UPLOAD]))
     binding = "none" if objective_value >= unconstrained else min(uses, key=lambda u: u.slack / u.limit).name
     return DeviceSolution(
         device=device, model_name=profile.model.name, fingerprint=profile.model.fingerprint,
         objective=objective.name, objective_value=objective.report(objective_value), contiguous=contiguous,
         status=OPTIMAL, block_states=tuple(states), peak_bytes=cost.peak_bytes_predicted,
-        flops_per_round=used[COMPUTE], upload_bytes_per_round=cost.upload_bytes,
+        flops_per_round=per_round, upload_bytes_per_round=cost.upload_bytes,
         trainable_params=cost.trainable_params, budgets=uses, binding=binding, solve_s=solve_s,
     )
