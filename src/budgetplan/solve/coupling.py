@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 from budgetplan.errors import ConfigError, PlanError
+from budgetplan.profile.types import is_trainable
 
 SHARE_UNITS = 10_000
 UPLOAD_LEVELS = 10_000
@@ -54,6 +55,29 @@ class FleetLimits:
     @property
     def active(self) -> bool:
         return self.ingress_bytes_per_round is not None or self.min_coverage is not None
+
+
+@dataclass(frozen=True)
+class LimitUse:
+    """What one model's plans use of the fleet limits (derived from the shares and the plans' upload bytes)."""
+
+    ingress_bytes_per_round: float | None  # sum over planned classes of share x clients per round x upload bytes
+    least_coverage: float | None  # the least share of clients training a block that some class trains
+    binds: bool  # the limits changed some class's own best answer (another row, or it sits out)
+
+
+def limit_use(shares: list[float], plans: list, own: list, limits: FleetLimits) -> LimitUse:
+    """`plans` and `own`: per class (block states, upload bytes) or None, under the limits and without them."""
+    ingress = least = None
+    if limits.ingress_bytes_per_round is not None:
+        ingress = sum(s * limits.clients_per_round * p[1] for s, p in zip(shares, plans) if p is not None)
+    if limits.min_coverage is not None:
+        planned = [(s, p[0]) for s, p in zip(shares, plans) if p is not None]
+        blocks = len(planned[0][1]) if planned else 0
+        covered = [sum(s for s, states in planned if is_trainable(states[b])) for b in range(blocks)]
+        least = min((c for c in covered if c > 0), default=None)
+    binds = any((p and p[0]) != (o and o[0]) for p, o in zip(plans, own))
+    return LimitUse(ingress, least, binds)
 
 
 @dataclass(frozen=True)

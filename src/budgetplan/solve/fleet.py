@@ -20,7 +20,8 @@ from budgetplan.errors import ConfigError, InfeasibleError
 from budgetplan.profile.types import ModelProfile, is_trainable
 from budgetplan.devices import DeviceClass
 from budgetplan.solve.caps import Budget, budget_of
-from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, coupling_data, reduce_rows, solve_coupling
+from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, LimitUse, coupling_data, limit_use, reduce_rows, \
+    solve_coupling
 from budgetplan.solve.fleet_file import Fleet
 from budgetplan.solve.planner import ProfilePlanner
 from budgetplan.solve.solution import DeviceSolution, solution_for
@@ -37,6 +38,7 @@ class ModelChoice:
     reasons: tuple[str | None, ...]  # per fleet class, why it sits out
     frontier_rows: int | None = None  # rows of the model's frontier (None: planned per class, too large)
     frontier_build_s: float = 0.0
+    limit_use: LimitUse | None = None  # with fleet limits: what the plans use of them and whether they bind
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,17 @@ def _text(limits: FleetLimits) -> str:
     return ", ".join(parts)
 
 
-def _choice(planner: ProfilePlanner, fleet: Fleet, results: list) -> ModelChoice:
+def _choice(planner: ProfilePlanner, fleet: Fleet, results: list, use: LimitUse | None = None) -> ModelChoice:
     solutions = tuple(r[0] for r in results)
     score = sum(c.share * float(s.objective_value) for c, s in zip(fleet.classes, solutions) if s is not None)
     frontier = planner.frontier
     return ModelChoice(planner.profile, score, solutions, tuple(r[1] for r in results),
-                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0)
+                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0, use)
+
+
+def _use(fleet: Fleet, results: list, own: list, limits: FleetLimits) -> LimitUse:
+    plans = [[None if s is None else (s.block_states, s.upload_bytes_per_round) for s, _ in r] for r in (results, own)]
+    return limit_use([c.share for c in fleet.classes], plans[0], plans[1], limits)
 
 
 def _weighted_peak(choice: ModelChoice, fleet: Fleet) -> float:
@@ -140,11 +147,12 @@ def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "la
     candidates, status, budgets = [], OPTIMAL, [budget_of(member.device) for member in fleet.classes]
     for profile in profiles:
         planner = ProfilePlanner(profile, objective, contiguous, importance)
-        results = _own_answers(planner, fleet, budgets, tick)
+        results, use = _own_answers(planner, fleet, budgets, tick), None
         if limits.active:
-            results, proved = _coupled(planner, fleet, limits, results, (time_limit_s, seed, workers))
-            status = status if proved == OPTIMAL else proved
-        candidates.append(_choice(planner, fleet, results))
+            own = results
+            results, proved = _coupled(planner, fleet, limits, own, (time_limit_s, seed, workers))
+            status, use = status if proved == OPTIMAL else proved, _use(fleet, results, own, limits)
+        candidates.append(_choice(planner, fleet, results, use))
     eligible = [c for c in candidates if any(s is not None for s in c.solutions)]
     if not eligible:
         first = candidates[0]
