@@ -171,3 +171,21 @@ def test_vectorised_lookup_equals_the_per_class_lookup(seed):
         assert solution is None or dataclasses.replace(solution, solve_s=0) == dataclasses.replace(one, solve_s=0)
     assert 0 < sum(s is None for s, _ in many) < len(many)
     assert any("no plan meets the budgets together" in (r or "") for _, r in many) or seed % 2
+
+
+def test_a_fleet_of_many_classes_builds_a_larger_frontier(monkeypatch):
+    """From FLEET_CLASSES distinct budgets on, the fleet's row limit is FLEET_ROW_LIMIT (one frontier for all
+    classes); below it ROW_LIMIT; the answers are the same either way."""
+    import budgetplan.solve.frontier as frontier
+
+    profile = make_profile(num_blocks=4, seed=2, lora_ranks=(4, 8))
+    rows = ProfilePlanner(profile, row_limit=None).frontier.largest_partial_rows
+    monkeypatch.setattr(frontier, "ROW_LIMIT", rows - 1)
+    monkeypatch.setattr(frontier, "FLEET_ROW_LIMIT", rows)
+    many = random_fleet(profile, frontier.FLEET_CLASSES, 4)
+    few = Fleet("few", many.classes[:frontier.FLEET_CLASSES - 1], (), "<test>")
+    whole, alone = solve_fleet([profile], many), solve_fleet([profile], few)
+    assert whole.chosen.frontier_rows is not None and alone.chosen.frontier_rows is None
+    assert [s and s.block_states for s in whole.chosen.solutions[:len(few.classes)]] == \
+           [s and s.block_states for s in alone.chosen.solutions]
+    assert whole.chosen.reasons[:len(few.classes)] == alone.chosen.reasons

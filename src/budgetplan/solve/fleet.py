@@ -23,6 +23,7 @@ from budgetplan.solve.caps import Budget, budget_of
 from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, LimitUse, coupling_data, limit_use, reduce_rows, \
     solve_coupling
 from budgetplan.solve.fleet_file import Fleet
+from budgetplan.solve.frontier import row_limit_for
 from budgetplan.solve.planner import ProfilePlanner
 from budgetplan.solve.solution import DeviceSolution, solution_for
 
@@ -145,8 +146,9 @@ def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "la
             progress(count[0], total)
 
     candidates, status, budgets = [], OPTIMAL, [budget_of(member.device) for member in fleet.classes]
+    row_limit = row_limit_for(len(set(budgets)))
     for profile in profiles:
-        planner = ProfilePlanner(profile, objective, contiguous, importance)
+        planner = ProfilePlanner(profile, objective, contiguous, importance, row_limit)
         results, use = _own_answers(planner, fleet, budgets, tick), None
         if limits.active:
             own = results
