@@ -101,6 +101,7 @@ def baseline_fleet(profiles, fleet: Fleet) -> list[list]:
 
 
 TARGET_S, TARGET_SPEEDUP, REPEATS = 0.25, 100, 5
+COLD_CPU = [0.0]  # the CPU time of new_fleet's last cold solve
 
 
 def load() -> str:
@@ -137,6 +138,7 @@ def new_fleet(profiles, fleet: Fleet, label: str, repeats: int = REPEATS):
     rows = ", ".join(f"{c.profile.model.name}: {c.frontier_rows} rows in {c.frontier_build_s * 1000:.0f} ms"
                      for c in result.candidates)
     fit = [sum(s is not None for s in c.solutions) for c in result.candidates]
+    COLD_CPU[0] = cold_cpu
     print(f"{label}, {len(fleet.classes)} classes x {len(profiles)} models (measured, {load()}): new planner "
           f"cold {cold_s:.3f} s wall / {cold_cpu:.3f} s CPU, median of {repeats} {wall:.3f} s wall / {cpu:.3f} s CPU; "
           f"every class proved optimal: {proved}; chose {result.chosen.profile.model.name} "
@@ -154,11 +156,11 @@ def make_fleet(count: int) -> Fleet:
 def fleet_run(baseline_classes: int) -> None:
     profiles = [make_transformer_profile(num_blocks=n, lora_ranks=(4, 8), name=f"bert-like-{n}") for n in (6, 8, 12)]
     fleet = make_fleet(CLASSES)
-    result, new_s = new_fleet(profiles, fleet, "fleet (6, 8, 12 blocks x 5 states)")
+    (result, new_s), new_cpu = new_fleet(profiles, fleet, "fleet (6, 8, 12 blocks x 5 states)"), COLD_CPU[0]
     new_fleet([with_recompute(p) for p in profiles], fleet, "fleet with +recompute states (7 per block)", 1)
     if baseline_classes < CLASSES:  # the same first classes for both (random_device is drawn in order)
         fleet = Fleet("benchmark", fleet.classes[:baseline_classes], (), "<benchmark>")
-        result, new_s, _ = timed(lambda: solve_fleet(profiles, fleet))
+        result, new_s, new_cpu = timed(lambda: solve_fleet(profiles, fleet))
     print(f"  per-class CP-SAT path on {len(fleet.classes)} classes x {len(profiles)} models ({load()}) ...", flush=True)
     old, old_s, old_cpu = timed(lambda: baseline_fleet(profiles, fleet))
     differ = sum((o[0].block_states if o[0] else None) != (n.block_states if n else None)
@@ -166,11 +168,11 @@ def fleet_run(baseline_classes: int) -> None:
     unproved = sum(not o[2] for results in old for o in results)
     speedup = old_s / new_s
     print(f"  per-class CP-SAT path (benchmarks/cpsat_baseline, measured, {load()}): {old_s:.2f} s wall / "
-          f"{old_cpu:.2f} s CPU; new planner on the same classes {new_s:.3f} s (cold); speed-up {speedup:.0f}x "
-          f"(derived); answers differing: {differ} of {len(fleet.classes) * len(profiles)}; CP-SAT answers not "
+          f"{old_cpu:.2f} s CPU; new planner on the same classes {new_s:.3f} s wall / {new_cpu:.3f} s CPU (cold); "
+          f"speed-up {speedup:.0f}x wall, {old_cpu / new_cpu:.0f}x CPU (derived); answers differing: {differ} of {len(fleet.classes) * len(profiles)}; CP-SAT answers not "
           f"proved: {unproved}")
-    print(f"  targets: new planner <= {TARGET_S} s: {new_s <= TARGET_S}; speed-up >= {TARGET_SPEEDUP}x: "
-          f"{speedup >= TARGET_SPEEDUP}" + ("" if len(fleet.classes) == CLASSES else
+    print(f"  targets: new planner <= {TARGET_S} s: {new_s <= TARGET_S} wall, {new_cpu <= TARGET_S} CPU; speed-up >= "
+          f"{TARGET_SPEEDUP}x: {speedup >= TARGET_SPEEDUP} wall, {old_cpu / new_cpu >= TARGET_SPEEDUP} CPU" + ("" if len(fleet.classes) == CLASSES else
                                             f" (on {len(fleet.classes)} classes, not {CLASSES})"))
 
 
