@@ -93,3 +93,41 @@ def test_other_task_types_start_as_flower_starts_them(monkeypatch):
     monkeypatch.setattr(warm.os, "fork", lambda: pytest.fail("a simulation task was forked"))
     warm.ForkExecutor().launch(_spec(TaskType.SIMULATION))
     assert started and started[0][0] == "flwr-simulation"
+
+
+def test_serve_forks_one_superexec_per_request_in_a_session_of_its_own(tmp_path, monkeypatch):
+    """The zygote takes control/NAME.json, forks a SuperExec with its argv (own session, so a process-group
+    signal reaches it and its apps only) and records the pid in control/NAME.pid."""
+    import json
+    import signal
+
+    control, seen = tmp_path / "control", tmp_path / "seen.json"
+    control.mkdir()
+
+    def fake_superexec(argv):
+        seen.write_text(json.dumps({"argv": argv, "pid": os.getpid(), "sid": os.getsid(0)}))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(warm, "preload", lambda: None)
+    monkeypatch.setattr(warm, "superexec", fake_superexec)
+    zygote = os.fork()
+    if zygote == 0:
+        try:
+            warm.serve(control)
+        finally:
+            os._exit(1)
+    try:
+        tmp = control / "node-0.json.tmp"
+        tmp.write_text(json.dumps({"argv": ["--insecure", "--runtime-api-address", "127.0.0.1:9"],
+                                   "log": str(tmp_path / "node-0-superexec.log")}))
+        tmp.replace(control / "node-0.json")
+        deadline = time.monotonic() + 30
+        while not (seen.exists() and (control / "node-0.pid").exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = json.loads(seen.read_text())
+        assert child["argv"] == ["--insecure", "--runtime-api-address", "127.0.0.1:9"]
+        assert child["sid"] == child["pid"] != zygote and int((control / "node-0.pid").read_text()) == child["pid"]
+        assert not (control / "node-0.json").exists()
+    finally:
+        os.kill(zygote, signal.SIGKILL)
+        os.waitpid(zygote, 0)

@@ -21,6 +21,7 @@ restarted SuperNode's too), so N local nodes cost one import, not N.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -63,6 +64,7 @@ def task_argv(spec: ExecutionSpec) -> list[str]:
     return argv
 
 
+@functools.lru_cache(maxsize=None)
 def entry_point(command: str) -> Callable[[], object]:
     """The function behind a console script of the installed Flower (e.g. flwr-clientapp)."""
     found = importlib.metadata.entry_points(group="console_scripts", name=command)
