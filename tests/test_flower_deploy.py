@@ -71,6 +71,24 @@ def _run(federation, **run_config):
     return output
 
 
+def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(tmp_path):
+    """(First in the file, so the deployment below is not running beside it.) The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
+    started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
+    from budgetplan.integrations.flower.local import start_local
+
+    plan, config, app, run_dir = _export(tmp_path)
+    federation = start_local(app, simulation=True, env=ENV)
+    try:
+        output = _run(federation)
+        assert federation.run_status(output) == "finished:completed", output[-3000:]
+    finally:
+        federation.stop()
+    deployed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_state"]
+    embedded = rounds.run(plan, config, tmp_path / "embedded").global_state
+    worst = max(float((deployed[k].double() - embedded[k].double()).abs().max()) for k in embedded)
+    assert worst == 0.0, f"largest difference {worst:.3g}"
+
+
 def test_local_deployment_resumed_ends_with_the_embedded_engines_weights(deployed_app, federation, tmp_path):
     """Round 1, a refused re-run on the same run dir, then round 2 resumed: the embedded engine's weights."""
     plan, config, app, run_dir = deployed_app
@@ -130,21 +148,3 @@ def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_aga
     assert any(f"(client {victim}," in line and "is out: unavailable" in line for line in lines), lines
     assert any("replaces node" in line for line in lines), lines
     assert not any("was not asked" in line for line in lines), lines
-
-
-def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(tmp_path):
-    """The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
-    started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
-    from budgetplan.integrations.flower.local import start_local
-
-    plan, config, app, run_dir = _export(tmp_path)
-    federation = start_local(app, simulation=True, env=ENV)
-    try:
-        output = _run(federation)
-        assert federation.run_status(output) == "finished:completed", output[-3000:]
-    finally:
-        federation.stop()
-    deployed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_state"]
-    embedded = rounds.run(plan, config, tmp_path / "embedded").global_state
-    worst = max(float((deployed[k].double() - embedded[k].double()).abs().max()) for k in embedded)
-    assert worst == 0.0, f"largest difference {worst:.3g}"
