@@ -23,7 +23,9 @@ import budgetplan
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
 from budgetplan.profile.batch import check_context, make_batch
-from budgetplan.profile.configure import LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names
+from budgetplan.profile.configure import (
+    LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names, set_recompute,
+)
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
@@ -31,7 +33,8 @@ from budgetplan.profile.parts import measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, ProfileContext, boundaries_of, is_trainable, lora_state, parse_state, recompute_state,
+    ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
+    recompute_state,
 )
 
 Progress = Callable[[str], None]
@@ -83,31 +86,55 @@ def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
     return variant
 
 
+def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
+    """States grouped by the model copy they are measured on: a +recompute state shares its base state's copy.
+
+    apply_block_states gives X and X+recompute the same weights, adapters and trainable parameters; the only
+    difference is the checkpointed forward, which set_recompute switches on the same copy (no second deep
+    copy, LoRA injection and configuration per recomputing state).
+    """
+    groups: dict[str, list[str]] = {}
+    for state in states:
+        groups.setdefault(base_state(state) if is_trainable(state) else FROZEN_OUTSIDE, []).append(state)
+    return groups
+
+
 def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
     """Every block's costs, measuring one block per group of identical ones; returns (profiles, runs made)."""
     n = loaded.layout.num_blocks
     groups = block_groups(loaded.blocks, calls, request.share_identical_blocks)
     states: list[dict] = [dict() for _ in range(n)]
     names: list[dict] = [dict() for _ in range(n)]
-    frozen = _variant(loaded, FROZEN_OUTSIDE)
     runs = 0
-    for state in request.block_states:
-        variant = frozen if not is_trainable(state) else _variant(loaded, state)
-        for i, block in enumerate(variant.blocks):
-            if groups[i] != i:
-                states[i][state] = states[groups[i]][state]
-            else:
-                states[i][state] = {}
-                for boundary in boundaries_of(state):
-                    tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
-                    states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
-                    runs += 1
-            if is_trainable(state):
-                prefix = f"{loaded.layout.path}.{i}."
-                names[i][state] = tuple(n for n, p in variant.model.named_parameters()
-                                        if p.requires_grad and n.startswith(prefix))
-    profiles = tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", states[i], names[i]) for i in range(n))
+    for base, members in _by_copy(request.block_states).items():
+        variant = _variant(loaded, base)
+        for state in members:
+            for block in variant.blocks:
+                set_recompute(block, is_recompute(state))
+            runs += _measure_state(loaded, variant, state, groups, calls, request, tick, states, names)
+    order = request.block_states
+    profiles = tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", {s: states[i][s] for s in order},
+                                  {s: names[i][s] for s in order if s in names[i]}) for i in range(n))
     return profiles, runs
+
+
+def _measure_state(loaded, variant, state, groups, calls, request, tick, states, names) -> int:
+    """Measure `state` on the first block of each group (filling `states` and `names`); returns runs made."""
+    runs = 0
+    for i, block in enumerate(variant.blocks):
+        if groups[i] != i:
+            states[i][state] = states[groups[i]][state]
+        else:
+            states[i][state] = {}
+            for boundary in boundaries_of(state):
+                tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
+                states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+                runs += 1
+        if is_trainable(state):
+            prefix = f"{loaded.layout.path}.{i}."
+            names[i][state] = tuple(n for n, p in variant.model.named_parameters()
+                                    if p.requires_grad and n.startswith(prefix))
+    return runs
 
 
 def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress = lambda _: None) -> ModelProfile:
