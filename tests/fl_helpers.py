@@ -67,3 +67,24 @@ def flower_task_identity():
         finally:
             TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
     return scope()
+
+
+class AnsweringGrid:
+    """The Grid calls the Flower trainer makes, for fakes: a subclass's `answer(messages)` returns the replies
+    at once (a message it does not answer gets none); push_messages gives each message an id first, as
+    Flower does, and pull_messages hands each reply out once."""
+
+    def push_messages(self, messages):
+        self._ids = getattr(self, "_ids", 0)
+        self._replies = getattr(self, "_replies", {})
+        messages = list(messages)
+        for message in messages:
+            if not message.metadata.message_id:
+                self._ids += 1
+                message.metadata.__dict__["_message_id"] = f"id{self._ids}"
+        for reply in self.answer(messages):
+            self._replies[reply.metadata.reply_to_message_id] = reply
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]

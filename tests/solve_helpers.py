@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
+
 from budgetplan.testing import make_profile
 
 from budgetplan.devices import DeviceClass
@@ -57,6 +59,23 @@ def brute_best(configs, goal, caps):
     if not fitting:
         return None
     return min(fitting, key=lambda c: (-goal.value(c[0], c[2].trainable_params), c[2].peak_bytes_predicted, c[1]))
+
+
+class BruteForce:
+    """brute_best for many caps over one list of configurations: the configurations sorted once by the
+    answer order (best objective, then least peak, then state order); per caps the first that fits."""
+
+    def __init__(self, configs, goal):
+        order = sorted(configs, key=lambda c: (-goal.value(c[0], c[2].trainable_params), c[2].peak_bytes_predicted,
+                                               c[1]))
+        self.configs = order
+        self.columns = np.array([(c.peak_bytes_predicted, flops(c), c.upload_bytes) for *_, c in order],
+                                dtype=object).reshape(-1, 3)
+
+    def best(self, caps):
+        """What brute_best(configs, goal, caps) returns."""
+        mask = (self.columns <= np.array(caps, dtype=object)).all(axis=1)
+        return self.configs[int(np.argmax(mask))] if mask.any() else None
 
 
 def random_caps(rng: random.Random, configs) -> tuple[int, int, int]:

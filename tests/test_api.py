@@ -33,11 +33,15 @@ def task_and_profile():
     return task, budgetplan.profile_model(task, batch(), lora_ranks=(4, 8), measure=False)
 
 
-def test_import_is_light_and_the_surface_is_documented():
-    code = "import sys, budgetplan; print(sorted(m for m in ('torch', 'transformers', 'ortools') if m in sys.modules))"
+@pytest.mark.parametrize("module", ["budgetplan", "budgetplan.cli"])  # the CLI: `--version`, `devices list` start fast
+def test_import_is_light(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers', 'ortools') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_surface_is_documented():
     for name in ("load", "profile_model", "solve_plan", "apply", "layerwise_mean", "flower_apps", "device"):
         assert getattr(budgetplan, name).__doc__, name
     assert callable(budgetplan.profile_model) and callable(budgetplan.solve_plan)

@@ -130,6 +130,12 @@ def test_coupled_fleet_equals_brute_force(seed):
     assert abs(result.chosen.score - float(brute_fleet(profile, configs, fleet, shares, limits))) < 1e-9
     used = sum(s * 5 * sol.upload_bytes_per_round for s, sol in zip(shares, result.chosen.solutions) if sol)
     assert used <= limits.ingress_bytes_per_round
+    use, own = result.chosen.limit_use, solve_fleet([profile], fleet).chosen.solutions
+    assert use.ingress_bytes_per_round == pytest.approx(float(used), rel=1e-12)
+    assert use.binds == ([s and s.block_states for s in own] != [s and s.block_states for s in result.chosen.solutions])
+    trained = [sum(float(sh) for sh, sol in zip(shares, result.chosen.solutions) if sol and is_trainable(sol.block_states[b]))
+               for b in range(profile.num_blocks)]
+    assert use.least_coverage == (None if limits.min_coverage is None else min((t for t in trained if t), default=None))
 
 
 def test_without_limits_the_coupled_answer_is_each_class_own():
@@ -137,6 +143,7 @@ def test_without_limits_the_coupled_answer_is_each_class_own():
     own = solve_fleet([profile], fleet)
     loose = solve_fleet([profile], fleet, limits=FleetLimits(ingress_bytes_per_round=10**12, clients_per_round=1))
     assert [s and s.block_states for s in own.chosen.solutions] == [s and s.block_states for s in loose.chosen.solutions]
+    assert own.chosen.limit_use is None and loose.chosen.limit_use.binds is False
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -185,3 +192,8 @@ def test_cli_fleet_limits(tmp_path):
     assert plan["fleet"]["limits"] == {"ingress_bytes_per_round": 5e7, "clients_per_round": 10}
     used = sum(c["share"] * 10 * c["predicted"]["upload_bytes"] for c in plan["classes"].values() if c["active"])
     assert used <= 5e7
+    use = plan["fleet"]["limits_use"]
+    assert use["ingress_bytes_per_round"] == pytest.approx(used) and isinstance(use["binds"], bool)
+    words = " ".join(result.output.split())
+    assert "fleet limits: server ingress 47.68 MiB per round from 10 clients per round" in words
+    assert ("they bind" if use["binds"] else "they do not bind") in words

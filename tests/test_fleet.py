@@ -11,8 +11,9 @@ from solve_helpers import all_configs, brute_best, device
 
 from budgetplan.devices import BUNDLED_DIR
 from budgetplan.errors import ConfigError, DeviceError, InfeasibleError
-from budgetplan.profile.compose import compose
-from budgetplan.solve.caps import budget_of
+from budgetplan.profile.compose import compose, standard_configs
+from budgetplan.solve.caps import BUDGET_NAMES, budget_of
+from budgetplan.solve.planner import NO_CAP
 from budgetplan.solve import Fleet, FleetClass, ProfilePlanner, read_fleet, read_fleet_profiles, solve_device, \
     solve_fleet
 
@@ -130,3 +131,61 @@ def test_fleet_limit_errors_are_one_line(tmp_path, text, words):
         read_fleet(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and all(w in message for w in words), message
+
+
+def _spread_device(rng: random.Random, costs, batch: int, name: str):
+    """A class whose caps fall anywhere from below the cheapest configuration to above the dearest one."""
+    def pick(values):
+        low, high = min(values), max(values)
+        return max(1, rng.randint(low - (high - low) // 4 - 1, high + (high - low) // 4))
+    return device(pick([c.peak_bytes_predicted for c in costs]), pick([c.flops_forward + c.flops_backward
+                                                                       for c in costs]),
+                  pick([c.upload_bytes for c in costs]), batch, name=name)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_lookup_equals_the_per_class_lookup(seed):
+    """The fleet's grids (answers of all classes at once; for those that fit nothing, the least each budget
+    needs) equal the plain lookups per class: Frontier.best, ProfilePlanner.least and solve_class."""
+    rng = random.Random(seed)
+    profile = make_profile(num_blocks=rng.randint(2, 6), seed=seed, lora_ranks=(4, 8), recompute=seed % 2 == 0,
+                           train_embeddings=seed % 3 == 0)
+    objective = ("layers", "params")[seed % 2]
+    planner = ProfilePlanner(profile, objective, row_limit=None)  # the whole frontier, however large
+    costs = [compose(profile, s) for s in standard_configs(profile)]
+    devices = [_spread_device(rng, costs, profile.context.batch_size, f"class-{i}") for i in range(120)]
+    devices += [dataclasses.replace(d, name=f"copy-{i}") for i, d in enumerate(devices[:10])]
+    budgets = [budget_of(d) for d in devices]
+    caps = [planner.caps(b) for b in budgets]
+    frontier = planner.frontier
+    assert frontier is not None and frontier.best_of_many(caps) == [frontier.best(c) for c in caps]
+    values = (frontier.peak_bytes, frontier.flops_per_step, frontier.upload_bytes)
+    for c, rows in zip(caps, frontier.least_of_many(caps, NO_CAP)):
+        for i, name in enumerate(BUDGET_NAMES):
+            plain = planner.least(name, tuple(NO_CAP if j == i else v for j, v in enumerate(c)))
+            assert (None if rows[i] is None else (frontier.states(rows[i]), int(values[i][rows[i]]))) == plain
+    many, alone = planner.solve_classes(devices, budgets), ProfilePlanner(profile, objective, row_limit=None)
+    for d, (solution, reason) in zip(devices, many):
+        one, why = alone.solve_class(d)
+        assert reason == why and (solution is None) == (one is None)
+        assert solution is None or dataclasses.replace(solution, solve_s=0) == dataclasses.replace(one, solve_s=0)
+    assert 0 < sum(s is None for s, _ in many) < len(many)
+    assert any("no plan meets the budgets together" in (r or "") for _, r in many) or seed % 2
+
+
+def test_a_fleet_of_many_classes_builds_a_larger_frontier(monkeypatch):
+    """From FLEET_CLASSES distinct budgets on, the fleet's row limit is FLEET_ROW_LIMIT (one frontier for all
+    classes); below it ROW_LIMIT; the answers are the same either way."""
+    import budgetplan.solve.frontier as frontier
+
+    profile = make_profile(num_blocks=4, seed=2, lora_ranks=(4, 8))
+    rows = ProfilePlanner(profile, row_limit=None).frontier.largest_partial_rows
+    monkeypatch.setattr(frontier, "ROW_LIMIT", rows - 1)
+    monkeypatch.setattr(frontier, "FLEET_ROW_LIMIT", rows)
+    many = random_fleet(profile, frontier.FLEET_CLASSES, 4)
+    few = Fleet("few", many.classes[:frontier.FLEET_CLASSES - 1], (), "<test>")
+    whole, alone = solve_fleet([profile], many), solve_fleet([profile], few)
+    assert whole.chosen.frontier_rows is not None and alone.chosen.frontier_rows is None
+    assert [s and s.block_states for s in whole.chosen.solutions[:len(few.classes)]] == \
+           [s and s.block_states for s in alone.chosen.solutions]
+    assert whole.chosen.reasons[:len(few.classes)] == alone.chosen.reasons

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from budgetplan.cli import app
 from budgetplan.execute import engine
 from budgetplan.plan import ModelRef, Plan, PlanClass, PlanContext
-from fl_helpers import LAST_ONE, class_plan, tiny_plan
+from fl_helpers import LAST_ONE, AnsweringGrid, class_plan, tiny_plan
 from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
@@ -94,7 +94,7 @@ def _plan() -> Plan:
                 context=PlanContext(task="classification", num_labels=2, batch_size=4, seq_len=8), classes=classes)
 
 
-class FakeGrid:
+class FakeGrid(AnsweringGrid):
     """The two Grid calls the trainer makes; nodes answer the identity query from a table and a training
     message with their upload from another."""
 
@@ -106,7 +106,7 @@ class FakeGrid:
     def get_node_ids(self):
         return list(self.identities)
 
-    def send_and_receive(self, messages, timeout=None):
+    def answer(self, messages):
         from flwr.app import ConfigRecord, Message, RecordDict
         from budgetplan.integrations.flower import records as rec
 
@@ -261,3 +261,59 @@ def test_exported_server_app_errors_are_one_line_without_traceback(mixed_plan_fi
         caplog.clear()
         flower_logger.error("ServerApp raised an exception", exc_info=info.value)  # as flwr-serverapp logs it
         assert "Traceback" not in caplog.text and caplog.records[-1].exc_info is None
+
+
+def test_a_deployed_run_refuses_a_run_dir_another_run_owns(mixed_plan_file, tmp_path, caplog):
+    """The exported ServerApp takes the run-dir lock the embedded engine takes: a second run is one line naming
+    the owner, and leaves the owner's run dir as it was."""
+    pytest.importorskip("flwr")
+    import os
+
+    from budgetplan.execute import rundir
+    from budgetplan.integrations.flower import server
+    from budgetplan.integrations.flower.settings import RUN_DIR, run_config_values
+    from fl_helpers import tiny_config
+
+    values = {**run_config_values(tiny_config(rounds=1, clients=2, clients_per_round=2)), RUN_DIR: str(tmp_path)}
+    with rundir.locked(tmp_path):  # as a running `budgetplan run --out tmp_path` (or another deployed run) holds it
+        before = sorted(p.name for p in tmp_path.iterdir())
+        with caplog.at_level(logging.INFO, logger="flwr"), pytest.raises(server.DeployedRunError) as info:
+            server.main(None, values, mixed_plan_file)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    lines = [r.getMessage() for r in caplog.records if "budgetplan: error:" in r.getMessage()]
+    assert len(lines) == 1 and "is in use by" in lines[0] and f"pid {os.getpid()}" in lines[0], lines
+    assert "in use" in str(info.value)
+
+
+def test_training_messages_carry_only_what_changed_since_the_base_and_nodes_rebuild_the_rest(tmp_path):
+    """Server: with base_state a message holds only the tensors that differ from it, plus its digest. Node:
+    those tensors over its own base give back the server's global state exactly; another base is refused."""
+    pytest.importorskip("flwr")
+    from budgetplan.execute import rounds
+    from budgetplan.execute.client import TrainSettings, global_state_of
+    from budgetplan.execute.loop import Job
+    from budgetplan.integrations.flower import client, records as rec
+    from budgetplan.integrations.flower.trainer import FlowerTrainer
+    from budgetplan.errors import PlanError
+    from fl_helpers import flower_task_identity, tiny_config
+
+    plan = tiny_plan(class_plan("weak", 1.0, LAST_ONE))
+    setup = rounds.prepare(plan, tiny_config(rounds=1, clients=2, clients_per_round=2, max_train=8, max_test=4))
+    base = global_state_of(setup.template)
+    changed = sorted(plan.classes[0].trainable_names)[:3]
+    state = {k: (v + 1 if k in changed else v.clone()) for k, v in base.items()}
+    grid = FakeGrid({11: ("weak", 0, plan.model.fingerprint)})
+    with flower_task_identity():
+        trainer = FlowerTrainer(grid, plan, min_nodes=1, reply_timeout_s=0.5, base_state=base)
+        trainer.available(None, 1)
+        trainer.train(None, state, 1, [Job(0, plan.classes[0], TrainSettings(), 0)], lambda c: None)
+    (message,) = grid.sent
+    sent = rec.to_state(message.content.array_records[rec.ARRAYS])
+    assert sorted(sent) == changed and len(base) > len(changed)
+    digest = message.content.config_records[rec.CONFIG][rec.BASE_DIGEST]
+    assert digest == rec.state_digest(base) != rec.state_digest(state)
+    rebuilt = client._global_state(setup, sent, digest)
+    assert set(rebuilt) == set(state) and all(torch.equal(rebuilt[k], state[k]) for k in state)
+    with pytest.raises(PlanError, match="initial weights .* differ from the server's"):
+        client._global_state(setup, sent, rec.state_digest(state))
+    assert client._global_state(setup, sent, None) is sent  # no digest: the message holds the whole state

@@ -2,8 +2,10 @@
 classes on 127.0.0.1 (free ports), `flwr run` of the app, final weights compared with the embedded engine;
 then one SuperNode killed mid-round and restarted. Every process is stopped at the end, also on failure.
 
-Marked `deploy` (skip locally with -m "not deploy"); CI runs them. Each Flower message starts a fresh
-flwr-clientapp process (imports torch and transformers), so a round costs a few seconds even for tiny-bert.
+Marked `deploy` (skip locally with -m "not deploy"); CI runs them. The two deployment scenarios share one
+SuperLink and its two SuperNodes (module scope; each scenario has its own run dir), started as
+`budgetplan flower-local` starts them: warm SuperExecs fork each ServerApp/ClientApp process, so a message
+does not pay for importing torch and transformers again (warm.py).
 """
 
 import json
@@ -24,28 +26,37 @@ RUN_TIMEOUT_S = 900  # generous: a loaded 2-core machine runs these several time
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(budgetplan.__file__).parents[1])}
 
 
-@pytest.fixture()
-def deployed_app(tmp_path):
+def _export(root):
     """(plan, config, app dir, run dir): an exported 2-node app, 2 rounds, both classes each round."""
     pytest.importorskip("flwr")
     from budgetplan.integrations.flower.export import export_flower_app
 
     plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE), class_plan("head", 0.5, HEAD_ONLY))
     config = tiny_config(rounds=2, clients=2, clients_per_round=2, max_train=32, max_test=8, seed=5)
-    app, run_dir = tmp_path / "app", tmp_path / "run"
+    app, run_dir = root / "app", root / "run"
     export_flower_app(plan, config, app, run_dir=run_dir, reply_timeout_s=600, node_wait_s=120)
     return plan, config, app, run_dir
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
+def deployed_app(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.fixture(scope="module")
 def federation(deployed_app):
-    from budgetplan.integrations.flower.local import start_local
+    """The SuperLink and both SuperNodes (with their SuperExecs), stopped at the end even after a failure."""
+    from budgetplan.integrations.flower.local import alive, start_local
 
     federation = start_local(deployed_app[2], env=ENV)
     try:
         yield federation
     finally:
+        started = [federation.superlink, federation.zygote, *federation.nodes.values()]
+        pids = [p.pid for p in started if p is not None]
+        pids += [int(f.read_text()) for f in federation.control_dir.glob("*.pid")]  # the forked SuperExecs
         federation.stop()
+        assert not [pid for pid in pids if alive(pid)], "a Flower process outlived stop()"
 
 
 def _history(run_dir):
@@ -53,24 +64,42 @@ def _history(run_dir):
 
 
 def _run(federation, **run_config):
+    """`flwr run` of the app (its exit status 0); the output, for run_statuses."""
     result = federation.run_app(run_config or None, timeout_s=RUN_TIMEOUT_S)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert federation.run_status(output) == "finished:completed", output[-3000:]
     return output
+
+
+def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(tmp_path):
+    """(First in the file, so the deployment below is not running beside it.) The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
+    started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
+    from budgetplan.integrations.flower.local import start_local
+
+    plan, config, app, run_dir = _export(tmp_path)
+    federation = start_local(app, simulation=True, env=ENV)
+    try:
+        output = _run(federation)
+        assert federation.run_status(output) == "finished:completed", output[-3000:]
+    finally:
+        federation.stop()
+    deployed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_state"]
+    embedded = rounds.run(plan, config, tmp_path / "embedded").global_state
+    worst = max(float((deployed[k].double() - embedded[k].double()).abs().max()) for k in embedded)
+    assert worst == 0.0, f"largest difference {worst:.3g}"
 
 
 def test_local_deployment_resumed_ends_with_the_embedded_engines_weights(deployed_app, federation, tmp_path):
     """Round 1, a refused re-run on the same run dir, then round 2 resumed: the embedded engine's weights."""
     plan, config, app, run_dir = deployed_app
     started = time.monotonic()
-    _run(federation, **{"num-server-rounds": 1})
-    refused = federation.run_app({"num-server-rounds": 2}, timeout_s=RUN_TIMEOUT_S)  # same run-dir, no resume
-    again = refused.stdout + refused.stderr
+    first = _run(federation, **{"num-server-rounds": 1})
+    again = _run(federation, **{"num-server-rounds": 2})  # the same run-dir, no resume: refused
     errors = [line for line in again.splitlines() if "budgetplan: error:" in line]
     assert len(errors) == 1 and "already holds a run" in errors[0] and "Traceback" not in again, again[-3000:]
-    assert federation.run_status(again) == "finished:failed"
-    _run(federation, **{"num-server-rounds": 2, "resume": True})
+    resumed = _run(federation, **{"num-server-rounds": 2, "resume": True})
+    statuses = federation.run_statuses([first, again, resumed])
+    assert statuses == ["finished:completed", "finished:failed", "finished:completed"], (statuses, resumed[-3000:])
     seconds = time.monotonic() - started
     history = _history(run_dir)
     assert [r["round"] for r in history] == [1, 2]
@@ -89,14 +118,16 @@ def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_aga
     import subprocess
     import threading
 
-    _, _, app, run_dir = deployed_app
+    run_dir = deployed_app[3].with_name("run-killed")  # the same app and federation, a run dir of its own
     victim = 1
-    run = threading.Thread(target=lambda: results.append(federation.run_app(timeout_s=RUN_TIMEOUT_S)))
+    seen = len(federation.log(f"node-{victim}"))  # the other scenario may have used this node already
+    run = threading.Thread(target=lambda: results.append(
+        federation.run_app({"run-dir": str(run_dir)}, timeout_s=RUN_TIMEOUT_S)))
     results: list[subprocess.CompletedProcess] = []
     run.start()
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while "Receiving: train message" not in federation.log(f"node-{victim}"):  # round 1 reached it
+        while "Receiving: train message" not in federation.log(f"node-{victim}")[seen:]:  # round 1 reached it
             assert time.monotonic() < deadline and run.is_alive(), federation.log("superlink")[-2000:]
             time.sleep(0.2)
         federation.stop_node(victim)  # SIGTERM to its process group: the SuperNode and its clientapp
@@ -117,20 +148,3 @@ def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_aga
     assert any(f"(client {victim}," in line and "is out: unavailable" in line for line in lines), lines
     assert any("replaces node" in line for line in lines), lines
     assert not any("was not asked" in line for line in lines), lines
-
-
-def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(deployed_app, tmp_path):
-    """The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
-    started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
-    from budgetplan.integrations.flower.local import start_local
-
-    plan, config, app, run_dir = deployed_app
-    federation = start_local(app, simulation=True, env=ENV)
-    try:
-        _run(federation)
-    finally:
-        federation.stop()
-    deployed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_state"]
-    embedded = rounds.run(plan, config, tmp_path / "embedded").global_state
-    worst = max(float((deployed[k].double() - embedded[k].double()).abs().max()) for k in embedded)
-    assert worst == 0.0, f"largest difference {worst:.3g}"

@@ -17,7 +17,7 @@ from budgetplan.execute.loop import Job  # noqa: E402
 from budgetplan.integrations.flower import records as rec  # noqa: E402
 from budgetplan.integrations.flower.trainer import FlowerTrainer  # noqa: E402
 from budgetplan.plan import ModelRef, Plan, PlanClass, PlanContext  # noqa: E402
-from fl_helpers import flower_task_identity  # noqa: E402
+from fl_helpers import AnsweringGrid, flower_task_identity  # noqa: E402
 
 SUPERLINK_NODE_ID = 1
 FP = "sha256:synthetic"
@@ -37,7 +37,7 @@ def _plan():
                 classes=(cls("weak"), cls("strong")))
 
 
-class SuperLinkGrid:
+class SuperLinkGrid(AnsweringGrid):
     """Nodes by id -> (class, partition); a node in `dead` gets the SuperLink's error reply, as in Flower 1.42."""
 
     def __init__(self, nodes):
@@ -49,7 +49,7 @@ class SuperLinkGrid:
     def get_node_ids(self):
         return [n for n in self.nodes if n not in self.dead]
 
-    def send_and_receive(self, messages, timeout=None):
+    def answer(self, messages):
         replies = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self.ids)}"  # as Flower's push_messages does

@@ -71,6 +71,8 @@ def flower_local_command(
     port: Optional[int] = typer.Option(None, "--port", help="the SuperLink's port on 127.0.0.1 (default: a free one)"),
     simulation: bool = typer.Option(False, "--simulation", help="start a simulation SuperLink (no SuperNodes)"),
     stop: bool = typer.Option(False, "--stop", help="stop the processes a previous start left running"),
+    warm: bool = typer.Option(True, "--warm/--no-warm", help="fork app processes from one warm interpreter (default) "
+                              "instead of Flower starting a fresh Python per message"),
 ) -> None:
     """Start (or --stop) a local SuperLink and the app's SuperNodes on 127.0.0.1, in the background.
 
@@ -82,7 +84,7 @@ def flower_local_command(
         count = local.stop_recorded(app_dir)
         common.console.print(f"stopped {count} Flower process group(s) of {app_dir}", markup=False, highlight=False)
         return
-    federation = local.start_local(app_dir, port=port, simulation=simulation)
+    federation = local.start_local(app_dir, port=port, simulation=simulation, warm=warm)
     kind = "simulation SuperLink" if simulation else f"SuperLink and {len(federation.nodes)} SuperNodes"
     root = shlex.quote(str(federation.app))
     common.console.print(f"started a {kind} on 127.0.0.1:{federation.port} (logs in {federation.state_dir}); "

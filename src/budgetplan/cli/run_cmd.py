@@ -13,7 +13,7 @@ from rich.progress import Progress
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
-from budgetplan.execute.compare import SCHEMES
+from budgetplan.execute.schemes import SCHEMES
 from budgetplan.plan import read_plan
 from budgetplan.report import progress as report_progress
 from budgetplan.report import plots, run_report

@@ -17,16 +17,12 @@ import numpy as np
 
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.execute.rounds import RunConfig, RunResult, run
+from budgetplan.execute.schemes import LABELS, SCHEMES
 from budgetplan.execute.setup import trainable_names_of
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass, predicted_costs
 from budgetplan.profile.types import TRAINED, ModelProfile, lora_state
 
-# The schemes `budgetplan compare` runs side by side: (a) the plan, (b) CAFF last-k, (c) LoRA, (d) full, (e) head.
-SCHEMES = ("budgetplan", "caff", "lora", "full", "head")
-
-LABELS = {"budgetplan": "(a) budgetplan", "caff": "(b) CAFF last-k", "lora": "(c) LoRA all blocks",
-          "full": "(d) full fine-tuning", "head": "(e) head only"}
 FROZEN = "frozen"
 
 

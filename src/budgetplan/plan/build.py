@@ -134,4 +134,6 @@ def plan_from_fleet(result, settings: SolverSettings, model_spec: str | None = N
     summary = {"name": fleet.name, "file": fleet.origin, "status": result.status, "solve_s": result.solve_s,
                "score": chosen.score, "candidates": candidates,
                "limits": {k: v for k, v in vars(result.limits).items() if v is not None}}
+    if chosen.limit_use is not None:  # derived: what the chosen plans use of the limits, and whether they bind
+        summary["limits_use"] = {k: v for k, v in vars(chosen.limit_use).items() if v is not None}
     return build_plan(chosen.profile, classes, settings, model_spec, summary)

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils._pytree import tree_flatten, tree_unflatten
@@ -101,6 +100,8 @@ def inject_lora(loaded: LoadedModel, ranks: dict[int, int], alpha_per_rank: floa
     targets = lora_targets(loaded)
     names = {f"{prefix}.{i}.{t}": r for i, r in ranks.items() for t in targets}
     first = next(iter(names.values()))
+    from peft import LoraConfig, inject_adapter_in_model  # only LoRA plans need peft (an import of seconds)
+
     config = LoraConfig(
         r=first,
         lora_alpha=alpha_per_rank * first,

@@ -15,6 +15,8 @@ Vocabulary
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 
 # 1.1 (i10): context.head_source, measurement.block_runs / distinct_blocks. 1.1 (i15, a parallel branch): block
@@ -60,6 +62,13 @@ def parse_state(state: str) -> BlockState:
     """Read a block state name; ValueError naming the accepted forms when it is none of them."""
     if not isinstance(state, str):
         raise ValueError(f"block state {state!r} is not a string; use {STATE_FORMS}")
+    return _parse_name(state)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_name(state: str) -> BlockState:
+    """parse_state of a string, cached: the planner and compose() ask for the same few names millions of times
+    (a ValueError is raised again each time, lru_cache does not keep it)."""
     base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
     rank = None
     if base.startswith(LORA_PREFIX):

@@ -83,4 +83,26 @@ def fleet_table(fleet: dict) -> Table:
     for c in fleet["candidates"]:
         table.add_row(c["model"], c["fingerprint"][:19] + "...", f"{c['score']:.3f}",
                       f"{c['classes_fit']} of {c['classes']}", "yes" if c["chosen"] else "")
+    table.caption = limits_line(fleet.get("limits") or {}, fleet.get("limits_use"))
     return table
+
+
+def limits_line(limits: dict, use: dict | None) -> str:
+    """The fleet limits used, what the chosen model's plans use of them (derived) and whether they bind."""
+    if not limits.get("ingress_bytes_per_round") and not limits.get("min_coverage"):
+        return "fleet limits: none (each class gets its own best plan)"
+    use = use or {}
+    parts = []
+    if limits.get("ingress_bytes_per_round"):
+        used = use.get("ingress_bytes_per_round")
+        parts.append(f"server ingress {mib(limits['ingress_bytes_per_round'])} MiB per round from "
+                     f"{limits.get('clients_per_round')} clients per round"
+                     + (f" (used {mib(used)} MiB, derived)" if used is not None else ""))
+    if limits.get("min_coverage"):
+        least = use.get("least_coverage")
+        parts.append(f"min coverage {limits['min_coverage']:g} of a round's clients per trained block"
+                     + (f" (least {least:.3f}, derived)" if least is not None else ""))
+    binds = use.get("binds")
+    verdict = "" if binds is None else ("; they bind: some classes take another plan or sit out" if binds
+                                        else "; they do not bind: every class keeps its own best plan")
+    return "fleet limits: " + "; ".join(parts) + verdict

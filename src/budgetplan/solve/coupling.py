@@ -23,9 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
 from budgetplan.errors import ConfigError, PlanError
+from budgetplan.profile.types import is_trainable
 
 SHARE_UNITS = 10_000
 UPLOAD_LEVELS = 10_000
@@ -56,6 +55,29 @@ class FleetLimits:
     @property
     def active(self) -> bool:
         return self.ingress_bytes_per_round is not None or self.min_coverage is not None
+
+
+@dataclass(frozen=True)
+class LimitUse:
+    """What one model's plans use of the fleet limits (derived from the shares and the plans' upload bytes)."""
+
+    ingress_bytes_per_round: float | None  # sum over planned classes of share x clients per round x upload bytes
+    least_coverage: float | None  # the least share of clients training a block that some class trains
+    binds: bool  # the limits changed some class's own best answer (another row, or it sits out)
+
+
+def limit_use(shares: list[float], plans: list, own: list, limits: FleetLimits) -> LimitUse:
+    """`plans` and `own`: per class (block states, upload bytes) or None, under the limits and without them."""
+    ingress = least = None
+    if limits.ingress_bytes_per_round is not None:
+        ingress = sum(s * limits.clients_per_round * p[1] for s, p in zip(shares, plans) if p is not None)
+    if limits.min_coverage is not None:
+        planned = [(s, p[0]) for s, p in zip(shares, plans) if p is not None]
+        blocks = len(planned[0][1]) if planned else 0
+        covered = [sum(s for s, states in planned if is_trainable(states[b])) for b in range(blocks)]
+        least = min((c for c in covered if c > 0), default=None)
+    binds = any((p and p[0]) != (o and o[0]) for p, o in zip(plans, own))
+    return LimitUse(ingress, least, binds)
 
 
 @dataclass(frozen=True)
@@ -151,6 +173,8 @@ def check_exact(data: CouplingData, choice: list[int | None], limits: FleetLimit
 
 
 def _model(data: CouplingData):
+    from ortools.sat.python import cp_model  # imported here: ortools (and the pandas it loads) take ~1 s
+
     model = cp_model.CpModel()
     x = [[model.new_bool_var(f"c{c}_r{r}") for r in range(len(cands))] for c, cands in enumerate(data.candidates)]
     sits = [model.new_bool_var(f"c{c}_out") for c in range(len(x))]
@@ -176,6 +200,8 @@ def _model(data: CouplingData):
 def cpsat_solver(time_limit_s: float, seed: int, workers: int) -> cp_model.CpSolver:
     """The CP-SAT settings every budgetplan model is solved with (tests/test_coupling.py checks them on the
     presolve regression model)."""
+    from ortools.sat.python import cp_model
+
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.random_seed = seed
@@ -187,6 +213,8 @@ def cpsat_solver(time_limit_s: float, seed: int, workers: int) -> cp_model.CpSol
 def solve_coupling(data: CouplingData, limits: FleetLimits, time_limit_s: float = 10.0, seed: int = 0,
                    workers: int = 1) -> tuple[list[int | None], str]:
     """(candidate index per class or None for sitting out, OPTIMAL / FEASIBLE); checked before it is returned."""
+    from ortools.sat.python import cp_model
+
     model, x, value, rank = _model(data)
     status, best = OPTIMAL, None
     for objective in ("value", "rank"):

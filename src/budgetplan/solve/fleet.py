@@ -18,11 +18,14 @@ from typing import Callable
 
 from budgetplan.errors import ConfigError, InfeasibleError
 from budgetplan.profile.types import ModelProfile, is_trainable
-from budgetplan.solve.caps import budget_of
-from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, coupling_data, reduce_rows, solve_coupling
+from budgetplan.devices import DeviceClass
+from budgetplan.solve.caps import Budget, budget_of
+from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, LimitUse, coupling_data, limit_use, reduce_rows, \
+    solve_coupling
 from budgetplan.solve.fleet_file import Fleet
+from budgetplan.solve.frontier import row_limit_for
 from budgetplan.solve.planner import ProfilePlanner
-from budgetplan.solve.solution import DeviceSolution, to_solution
+from budgetplan.solve.solution import DeviceSolution, solution_for
 
 # The reason of a class that fits its budgets but sits out so the fleet meets its limits (not "nothing fits").
 LIMITS_REASON = "sits out to meet the fleet limits"
@@ -36,6 +39,7 @@ class ModelChoice:
     reasons: tuple[str | None, ...]  # per fleet class, why it sits out
     frontier_rows: int | None = None  # rows of the model's frontier (None: planned per class, too large)
     frontier_build_s: float = 0.0
+    limit_use: LimitUse | None = None  # with fleet limits: what the plans use of them and whether they bind
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,17 @@ class FleetSolution:
     limits: FleetLimits = FleetLimits()
 
 
-def _own_answers(planner: ProfilePlanner, fleet: Fleet, tick: Callable[[], None]) -> list[tuple]:
-    """Per class (solution, reason); classes with identical integer budgets are planned once."""
-    budgets = [budget_of(member.device) for member in fleet.classes]
-    distinct = list(dict.fromkeys(budgets))
-    found = dict(zip(distinct, planner.answers([planner.caps(b) for b in distinct])))
-    done: dict = {}
+def _own_answers(planner: ProfilePlanner, fleet: Fleet, budgets: list[Budget],
+                 tick: Callable[[], None]) -> list[tuple]:
+    """Per class (solution, reason): one lookup for all classes; classes with identical integer budgets are
+    planned once (the first of them), the others get a copy under their own name."""
+    first: dict[Budget, DeviceClass] = {}
+    for member, budget in zip(fleet.classes, budgets):
+        first.setdefault(budget, member.device)
+    solved = dict(zip(first, planner.solve_classes(list(first.values()), list(first))))
     results = []
     for member, budget in zip(fleet.classes, budgets):
-        device = member.device
-        if budget not in done:
-            done[budget] = (*planner.solve_class(device, found[budget], budget), device.name)
-        solution, reason, name = done[budget]
+        (solution, reason), device, name = solved[budget], member.device, first[budget].name
         if solution is not None and solution.device is not device:
             solution = dataclasses.replace(solution, device=device, solve_s=0.0)
         reason = device.name + reason[len(name):] if reason else None
@@ -92,9 +95,10 @@ def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: li
             continue
         budget = budget_of(member.device)
         pick = cands[row]
-        results.append((to_solution(pick.states, pick.objective, planner.cost(pick.states), member.device,
-                                    planner.profile, planner.goal, planner.contiguous, budget, planner.caps(budget),
-                                    planner.unconstrained(), 0.0), None))
+        cost = planner.checked(pick.states, pick.objective, member.device.name)
+        results.append((solution_for(pick.states, pick.objective, cost, member.device, planner.profile, planner.goal,
+                                     planner.contiguous, budget, planner.caps(budget), planner.unconstrained(), 0.0),
+                        None))
     return results, status
 
 
@@ -107,12 +111,17 @@ def _text(limits: FleetLimits) -> str:
     return ", ".join(parts)
 
 
-def _choice(planner: ProfilePlanner, fleet: Fleet, results: list) -> ModelChoice:
+def _choice(planner: ProfilePlanner, fleet: Fleet, results: list, use: LimitUse | None = None) -> ModelChoice:
     solutions = tuple(r[0] for r in results)
     score = sum(c.share * float(s.objective_value) for c, s in zip(fleet.classes, solutions) if s is not None)
     frontier = planner.frontier
     return ModelChoice(planner.profile, score, solutions, tuple(r[1] for r in results),
-                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0)
+                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0, use)
+
+
+def _use(fleet: Fleet, results: list, own: list, limits: FleetLimits) -> LimitUse:
+    plans = [[None if s is None else (s.block_states, s.upload_bytes_per_round) for s, _ in r] for r in (results, own)]
+    return limit_use([c.share for c in fleet.classes], plans[0], plans[1], limits)
 
 
 def _weighted_peak(choice: ModelChoice, fleet: Fleet) -> float:
@@ -136,14 +145,16 @@ def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "la
         if progress is not None:
             progress(count[0], total)
 
-    candidates, status = [], OPTIMAL
+    candidates, status, budgets = [], OPTIMAL, [budget_of(member.device) for member in fleet.classes]
+    row_limit = row_limit_for(len(set(budgets)))
     for profile in profiles:
-        planner = ProfilePlanner(profile, objective, contiguous, importance)
-        results = _own_answers(planner, fleet, tick)
+        planner = ProfilePlanner(profile, objective, contiguous, importance, row_limit)
+        results, use = _own_answers(planner, fleet, budgets, tick), None
         if limits.active:
-            results, proved = _coupled(planner, fleet, limits, results, (time_limit_s, seed, workers))
-            status = status if proved == OPTIMAL else proved
-        candidates.append(_choice(planner, fleet, results))
+            own = results
+            results, proved = _coupled(planner, fleet, limits, own, (time_limit_s, seed, workers))
+            status, use = status if proved == OPTIMAL else proved, _use(fleet, results, own, limits)
+        candidates.append(_choice(planner, fleet, results, use))
     eligible = [c for c in candidates if any(s is not None for s in c.solutions)]
     if not eligible:
         first = candidates[0]

@@ -42,10 +42,21 @@ from budgetplan.solve.objective import Objective
 # Partial configurations alive after any block beyond which the planner stops building one frontier for all
 # classes and runs the same programme per class, pruned by that class's caps (still exact, see planner.py).
 ROW_LIMIT = 2_500
+# A fleet answers all its classes from one frontier, so a larger one pays: with at least FLEET_CLASSES
+# distinct budgets the limit is FLEET_ROW_LIMIT. Measured at load ~5 on 2 cores (benchmarks/solve_scale.py,
+# BERT-style blocks with +recompute states, 7 per block): 12 blocks reach 6,689 partial rows; 1,000 classes x
+# (6, 8, 12 blocks) took 2.8 s CPU with whole frontiers, while one class's pruned programme takes 0.2-0.6 s.
+FLEET_ROW_LIMIT = 10_000
+FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 _CHUNK = 256  # rows compared at once in the dominance filter
 INT64_SAFE = 2**62
+
+
+def row_limit_for(distinct_budgets: int) -> int:
+    """The row limit of a frontier that will answer this many distinct budgets (see FLEET_ROW_LIMIT)."""
+    return FLEET_ROW_LIMIT if distinct_budgets >= FLEET_CLASSES else ROW_LIMIT
 
 
 class FrontierTooLarge(Exception):
@@ -88,6 +99,24 @@ class Frontier:
                 & (self.upload_bytes[None, :] <= limits[:, 2:3]))
         rows = np.argmax(mask, axis=1)
         return [int(r) if mask[i, r] else None for i, r in enumerate(rows)]
+
+    def least_of_many(self, caps: list[tuple[int, int, int]], no_cap: int) -> list[list[int | None]]:
+        """Per caps, per budget b (memory, FLOPs, upload): the row of least b among the rows within the other
+        two caps and b <= no_cap (the first such row in answer order, as argmin takes it), or None."""
+        if not caps:
+            return []
+        values = (self.peak_bytes, self.flops_per_step, self.upload_bytes)
+        limits = np.array(caps, dtype=object if self.peak_bytes.dtype == object else np.int64)
+        fit = [v[None, :] <= limits[:, i:i + 1] for i, v in enumerate(values)]
+        out: list[list[int | None]] = [[None] * 3 for _ in caps]
+        for b, v in enumerate(values):
+            if not len(v):
+                continue
+            within = fit[(b + 1) % 3] & fit[(b + 2) % 3] & (v <= no_cap)[None, :]
+            rows = np.argmin(np.where(within, v[None, :], max(v) + 1), axis=1)
+            for i in np.flatnonzero(within[np.arange(len(caps)), rows]):
+                out[i][b] = int(rows[i])
+        return out
 
     def best(self, caps: tuple[int, int, int]) -> int | None:
         """The answer for caps (memory, FLOPs per step, upload): the first row that fits, or None."""

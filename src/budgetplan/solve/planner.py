@@ -5,7 +5,7 @@ upload fit its caps (solve/frontier.py). When the frontier outgrows frontier.ROW
 configurations, each class runs the same programme pruned by its own caps and by the objective of a standard
 configuration (last-k, LoRA everywhere) that fits them; the pruned rows can never be its answer, so the
 answer is the same, only slower. Either way every answer is re-composed with compose() and checked against
-the caps before it is returned (solution.to_solution).
+the caps before it is returned (solution.check_row once per configuration, solution.solution_for per class).
 
 Why nothing fits is read off the same rows: for each budget, the least any configuration within the other
 two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more).
@@ -25,7 +25,7 @@ from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget,
     format_quantity
 from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier
 from budgetplan.solve.objective import make_objective
-from budgetplan.solve.solution import DeviceSolution, caps_of, describe, to_solution
+from budgetplan.solve.solution import DeviceSolution, caps_of, check_row, describe, solution_for
 
 Caps = tuple[int, int, int]  # (memory bytes, FLOPs of one profiled batch, upload bytes)
 NO_CAP = 2**62  # a cap no configuration reaches (frontier.INT64_SAFE bounds every sum)
@@ -48,6 +48,8 @@ class ProfilePlanner:
             self.frontier = None  # per class (see the module docstring)
         self._rows: dict[tuple, Frontier] = {}
         self._costs: dict[tuple[str, ...], ConfigCost] = {}
+        self._checked: set[tuple[tuple[str, ...], int]] = set()
+        self._row_states: dict[int, tuple[str, ...]] = {}
         self._suffix = self._most_gained()
         self._free: tuple | None = None
 
@@ -55,6 +57,15 @@ class ProfilePlanner:
         """compose(profile, states), once per configuration (many classes share an answer)."""
         if states not in self._costs:
             self._costs[states] = compose(self.profile, states)
+        return self._costs[states]
+
+    def checked(self, states: tuple[str, ...], objective_value: int, name: str) -> ConfigCost:
+        """cost(states) after check_row (it composes to these states and this objective), once per row."""
+        key = (states, objective_value)
+        if key not in self._checked:
+            cost = self.cost(states)
+            check_row(states, objective_value, cost, self.goal, name)
+            self._checked.add(key)
         return self._costs[states]
 
     def unconstrained(self) -> int:
@@ -109,20 +120,51 @@ class ProfilePlanner:
         """answer() for many caps (one grid comparison when the frontier is whole)."""
         if self.frontier is None:
             return [self.answer(c) for c in caps]
-        rows = self.frontier.best_of_many(caps)
-        return [None if r is None else (self.frontier.states(r), int(self.frontier.objective[r])) for r in rows]
+        rows, frontier = self.frontier.best_of_many(caps), self.frontier
+        found = {r: (self.row_states(r), int(frontier.objective[r])) for r in set(rows) - {None}}
+        return [None if r is None else found[r] for r in rows]
 
-    def solve_class(self, device: DeviceClass, found: tuple | None | bool = False,
-                    budget: Budget | None = None) -> tuple[DeviceSolution | None, str | None]:
+    def row_states(self, row: int) -> tuple[str, ...]:
+        """The states of a frontier row, named once per row (many classes share a row)."""
+        if row not in self._row_states:
+            self._row_states[row] = self.frontier.states(row)
+        return self._row_states[row]
+
+    def solve_classes(self, devices: list, budgets: list[Budget]) -> list[tuple[DeviceSolution | None, str | None]]:
+        """solve_class for many classes: one lookup grid for their answers and one for the least each budget
+        needs where nothing fits (the rows and order least() takes, so the same answers and messages)."""
+        if self.frontier is None:
+            return [self.solve_class(d, budget=b) for d, b in zip(devices, budgets)]
+        caps = [self.caps(b) for b in budgets]
+        found = self.answers(caps)
+        missing = [i for i, f in enumerate(found) if f is None]
+        least = dict(zip(missing, self.frontier.least_of_many([caps[i] for i in missing], NO_CAP)))
+        out: list[tuple[DeviceSolution | None, str | None]] = []
+        for i, (device, budget) in enumerate(zip(devices, budgets)):
+            if found[i] is None:
+                out.append((None, self.infeasible_message(device.name, budget, self._named(least[i]))))
+            else:
+                out.append(self.solve_class(device, found[i], budget, caps[i]))
+        return out
+
+    def _named(self, rows: list[int | None]) -> list[tuple[tuple[str, ...], int] | None]:
+        """least_of_many's rows per budget as least() gives them: (states, value) or None."""
+        f = self.frontier
+        values = (f.peak_bytes, f.flops_per_step, f.upload_bytes)
+        return [None if r is None else (self.row_states(r), int(values[b][r])) for b, r in enumerate(rows)]
+
+    def solve_class(self, device: DeviceClass, found: tuple | None | bool = False, budget: Budget | None = None,
+                    caps: Caps | None = None) -> tuple[DeviceSolution | None, str | None]:
         """(solution, None), or (None, why nothing fits); `found`: the answer when already looked up."""
         start = time.perf_counter()
         budget = budget_of(device) if budget is None else budget
-        caps = self.caps(budget)
+        caps = self.caps(budget) if caps is None else caps
         found = self.answer(caps) if found is False else found
         if found is None:
             return None, self.infeasible_message(device.name, budget)
-        solution = to_solution(found[0], found[1], self.cost(found[0]), device, self.profile, self.goal,
-                               self.contiguous, budget, caps, self.unconstrained(), time.perf_counter() - start)
+        cost = self.checked(found[0], found[1], device.name)
+        solution = solution_for(found[0], found[1], cost, device, self.profile, self.goal, self.contiguous, budget,
+                                caps, self.unconstrained(), time.perf_counter() - start)
         return solution, None
 
     def solve(self, device: DeviceClass) -> DeviceSolution:
@@ -143,20 +185,23 @@ class ProfilePlanner:
         row = int(index[np.argmin(values[BUDGET_NAMES.index(name)][index])])
         return rows.states(row), int(values[BUDGET_NAMES.index(name)][row])
 
-    def infeasible_message(self, device_name: str, budget: Budget) -> str:
-        """Name the budget no configuration meets and the least it needs, with the other budgets held."""
+    def infeasible_message(self, device_name: str, budget: Budget, least: list | None = None) -> str:
+        """Name the budget no configuration meets and the least it needs, with the other budgets held
+        (`least`: per budget the cheapest (states, value) within the other two, when already looked up)."""
         caps = self.caps(budget)
+        if least is None:
+            least = [self.least(name, tuple(NO_CAP if j == i else c for j, c in enumerate(caps)))
+                     for i, name in enumerate(BUDGET_NAMES)]
         needs = []
-        for i, name in enumerate(BUDGET_NAMES):
-            cheapest = self.least(name, tuple(NO_CAP if j == i else c for j, c in enumerate(caps)))
+        for name, cheapest in zip(BUDGET_NAMES, least):
             if cheapest is not None:
                 needs.append(f"the cheapest plan ({describe(cheapest[0])}) needs {self._amount(name, cheapest[1], budget)}; "
                              f"the budget is {format_quantity(name, budget.limit(name))}; raise {BUDGET_FIELDS[name]}")
         if needs:
             return f"{device_name}: " + "; or: ".join(needs) + " (or pick a smaller model)"
-        least = {name: self.least(name, (NO_CAP,) * 3)[1] for name in BUDGET_NAMES}
-        over = [n for n in BUDGET_NAMES if self._value(n, least[n], budget) > budget.limit(n)] or list(BUDGET_NAMES)
-        over = [f"{n} needs {self._amount(n, least[n], budget)} (budget {format_quantity(n, budget.limit(n))})"
+        alone = {name: self.least(name, (NO_CAP,) * 3)[1] for name in BUDGET_NAMES}
+        over = [n for n in BUDGET_NAMES if self._value(n, alone[n], budget) > budget.limit(n)] or list(BUDGET_NAMES)
+        over = [f"{n} needs {self._amount(n, alone[n], budget)} (budget {format_quantity(n, budget.limit(n))})"
                 for n in over]
         return (f"{device_name}: no plan meets the budgets together; at the least " + ", ".join(over)
                 + "; raise the budgets in the device file or pick a smaller model")

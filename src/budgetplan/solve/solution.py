@@ -3,12 +3,12 @@ re-composed and checked against the caps before it is returned."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from budgetplan.errors import PlanError
 from budgetplan.profile.types import ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import (
-    BUDGET_NAMES,
     BUDGET_UNITS,
     COMPUTE,
     MEMORY,
@@ -63,6 +63,7 @@ def caps_of(budget: Budget, profile: ModelProfile) -> dict[str, int]:
             UPLOAD: budget.upload_bytes_per_round}
 
 
+@functools.lru_cache(maxsize=4096)  # the same few rows are named in many classes' messages
 def describe(block_states: tuple[str, ...]) -> str:
     trainable = [i for i, s in enumerate(block_states) if is_trainable(s)]
     if not trainable:
@@ -73,25 +74,41 @@ def describe(block_states: tuple[str, ...]) -> str:
 def to_solution(states: tuple[str, ...], objective_value: int, cost: ConfigCost, device, profile: ModelProfile,
                 objective: Objective, contiguous: bool, budget: Budget, caps: tuple[int, int, int],
                 unconstrained: int, solve_s: float) -> DeviceSolution:
-    """The answer for one class, checked against `cost` = compose(profile, states): PlanError if its costs
-    break a cap or its objective differs from the planner's (a planner bug must never reach a plan file)."""
-    if tuple(cost.block_states) != tuple(states):
-        raise PlanError(f"internal check failed for {device.name}: cost of {cost.block_states}, not {states}")
-    flops_per_step = cost.flops_forward + cost.flops_backward
+    """The answer for one class, checked against `cost` = compose(profile, states) (check_row, then
+    solution_for): PlanError if a planner bug would otherwise reach a plan file."""
+    check_row(states, objective_value, cost, objective, device.name)
+    return solution_for(states, objective_value, cost, device, profile, objective, contiguous, budget, caps,
+                        unconstrained, solve_s)
+
+
+def check_row(states: tuple[str, ...], objective_value: int, cost: ConfigCost, objective: Objective,
+              name: str) -> None:
+    """What does not depend on the class: `cost` is the cost of `states` and its objective is the planner's.
+    Done once per planned configuration (many classes share one)."""
     value = objective.value(states, cost.trainable_params)
-    if (cost.peak_bytes_predicted > caps[0] or flops_per_step > caps[1] or cost.upload_bytes > caps[2]
-            or value != objective_value):
+    if tuple(cost.block_states) != tuple(states) or value != objective_value:
+        raise PlanError(f"internal check failed for {name}: the planned configuration {states} composes to "
+                        f"{cost.block_states} with objective {value} (planned {objective_value}); please report it")
+
+
+def solution_for(states: tuple[str, ...], objective_value: int, cost: ConfigCost, device, profile: ModelProfile,
+                 objective: Objective, contiguous: bool, budget: Budget, caps: tuple[int, int, int],
+                 unconstrained: int, solve_s: float) -> DeviceSolution:
+    """The answer for one class from a checked row (check_row): PlanError if its composed costs break a cap."""
+    flops_per_step = cost.flops_forward + cost.flops_backward
+    if cost.peak_bytes_predicted > caps[0] or flops_per_step > caps[1] or cost.upload_bytes > caps[2]:
         raise PlanError(f"internal check failed for {device.name}: the planned configuration {states} composes to "
-                        f"peak {cost.peak_bytes_predicted} B, {flops_per_step} FLOPs, upload {cost.upload_bytes} B, "
-                        f"objective {value} (caps {caps}, planned objective {objective_value}); please report it")
-    used = {MEMORY: cost.peak_bytes_predicted, UPLOAD: cost.upload_bytes,
-            COMPUTE: flops_per_round(flops_per_step, budget.samples_per_round, profile.context.batch_size)}
-    uses = tuple(BudgetUse(n, used[n], budget.limit(n), BUDGET_UNITS[n]) for n in BUDGET_NAMES)
-    binding = "none" if value >= unconstrained else min(uses, key=lambda u: u.slack / u.limit).name
+                        f"peak {cost.peak_bytes_predicted} B, {flops_per_step} FLOPs, upload {cost.upload_bytes} B "
+                        f"(caps {caps}); please report it")
+    per_round = flops_per_round(flops_per_step, budget.samples_per_round, profile.context.batch_size)
+    uses = (BudgetUse(MEMORY, cost.peak_bytes_predicted, budget.memory_bytes, BUDGET_UNITS[MEMORY]),
+            BudgetUse(COMPUTE, per_round, budget.flops_per_round, BUDGET_UNITS[COMPUTE]),
+            BudgetUse(UPLOAD, cost.upload_bytes, budget.upload_bytes_per_round, BUDGET_UNITS[UPLOAD]))
+    binding = "none" if objective_value >= unconstrained else min(uses, key=lambda u: u.slack / u.limit).name
     return DeviceSolution(
         device=device, model_name=profile.model.name, fingerprint=profile.model.fingerprint,
-        objective=objective.name, objective_value=objective.report(value), contiguous=contiguous,
+        objective=objective.name, objective_value=objective.report(objective_value), contiguous=contiguous,
         status=OPTIMAL, block_states=tuple(states), peak_bytes=cost.peak_bytes_predicted,
-        flops_per_round=used[COMPUTE], upload_bytes_per_round=cost.upload_bytes,
+        flops_per_round=per_round, upload_bytes_per_round=cost.upload_bytes,
         trainable_params=cost.trainable_params, budgets=uses, binding=binding, solve_s=solve_s,
     )

@@ -8,8 +8,7 @@ Flower's simulation (its node_config has num-partitions) the class the executor 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
@@ -17,16 +16,16 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from budgetplan.errors import BudgetplanError, ConfigError, PlanError
-from budgetplan.execute import rounds
-from budgetplan.execute.client import train_client
+from budgetplan.execute.client import global_state_of, train_client
 from budgetplan.execute.loop import client_seed, simulated_failure
 from budgetplan.execute.rounds import RunConfig, Setup
 from budgetplan.integrations.flower import records as rec
+from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.settings import run_config_from_values
 from budgetplan.plan import Plan, read_plan
 
 IDENTIFY_ACTION = rec.IDENTIFY_MESSAGE.split(".", 1)[1]
-_SETUPS: dict[str, Setup] = {}  # one prepared model + dataset per process (a Ray actor serves many nodes)
+_BASES: dict[int, tuple[dict, str]] = {}  # id of a setup's template -> its initial global state and digest
 
 
 @dataclass(frozen=True)
@@ -51,12 +50,8 @@ def _read_plan(plan_file: str | None) -> Plan:
 
 
 def node_setup(plan: Plan, config: RunConfig) -> Setup:
-    """The model, dataset and partition for this plan and config, prepared once per process."""
-    key = plan.digest() + json.dumps(asdict(config), sort_keys=True, default=str)
-    if key not in _SETUPS:
-        _SETUPS.clear()  # one run per process at a time; do not keep an old run's data alive
-        _SETUPS[key] = rounds.prepare(plan, config)
-    return _SETUPS[key]
+    """The model, dataset and partition for this plan and config, prepared once per process (setups.py)."""
+    return setups.prepared(plan, config)
 
 
 def node_client(context: Context, setup: Setup) -> tuple[int, str]:
@@ -99,7 +94,8 @@ def train(source: ClientSource, message: Message, context: Context) -> Message:
         class_plan = rec.slice_from_config(slice_config, plan)
         _check_slice(class_plan.name, device_class, str(slice_config.get(rec.MODEL_FINGERPRINT, "")), setup)
         round_index = int(slice_config[rec.SERVER_ROUND])
-        global_state = rec.to_state(message.content.array_records[rec.ARRAYS])
+        global_state = _global_state(setup, rec.to_state(message.content.array_records[rec.ARRAYS]),
+                                     slice_config.get(rec.BASE_DIGEST))
         settings = replace(config.train, fail_at_step=simulated_failure(setup, round_index, client))
         data = setup.dataset.train.subset(setup.parts.clients[client])
         result = train_client(setup.template, global_state, class_plan, data, settings,
@@ -109,6 +105,23 @@ def train(source: ClientSource, message: Message, context: Context) -> Message:
     content = RecordDict({rec.ARRAYS: rec.to_arrays(result.upload),
                           rec.METRICS: rec.to_metrics(result.num_examples, result.metrics)})
     return Message(content, reply_to=message)
+
+
+def _global_state(setup: Setup, received: dict, base_digest) -> dict:
+    """The global state a training message describes: the tensors it carries over this node's own copy of the
+    run's initial state, when the server sent only what changed (checked against the server's digest)."""
+    if base_digest is None:
+        return received  # the whole global state
+    if id(setup.template) not in _BASES:
+        _BASES.clear()
+        base = global_state_of(setup.template)
+        _BASES[id(setup.template)] = (base, rec.state_digest(base))
+    base, digest = _BASES[id(setup.template)]
+    if digest != str(base_digest):
+        raise PlanError(f"this node's initial weights ({digest[:19]}) differ from the server's "
+                        f"({str(base_digest)[:19]}); run the same budgetplan, torch and transformers versions and "
+                        "the same run config on the server and the nodes")
+    return {**base, **received}
 
 
 def _error_reply(message: Message, exc: Exception) -> Message:

@@ -32,6 +32,7 @@ PREFIX = "budgetplan:"
 # Error codes the SuperLink itself sends for a message: the node is gone, or the message or reply expired.
 GONE_CODES = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
                         ErrorCode.REPLY_MESSAGE_UNAVAILABLE})
+POLL_S = 0.25  # between pulls for replies (each pull is one request to the SuperLink)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,22 @@ def warn(message: str) -> None:
 def first_line(text: str | None, limit: int = 300) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0][:limit] if lines else "no reason given"
+
+
+def send_and_receive(grid: Grid, messages: list[Message], timeout_s: float, poll_s: float = POLL_S) -> list[Message]:
+    """grid.send_and_receive, polling for replies every poll_s: Flower's own waits 3 s between polls, which
+    a round pays at every step (identity query, training) even when every node has answered."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout_s
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {m.metadata.reply_to_message_id for m in got}
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    return replies
 
 
 def replied_node(reply: Message, sent: Mapping[str, int]) -> int:
@@ -182,7 +199,7 @@ def ask(grid: Grid, roster: NodeRoster, node_ids: list[int], timeout_s: float) -
         return
     question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: roster.fingerprint})})
     messages = [Message(content=question, dst_node_id=n, message_type=rec.IDENTIFY_MESSAGE) for n in node_ids]
-    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+    replies = send_and_receive(grid, messages, timeout_s)
     sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
     answers = {}
     for reply in replies:

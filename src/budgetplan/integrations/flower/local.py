@@ -4,6 +4,14 @@
 Used by `budgetplan flower-local` (the app's start-local.sh) and by the deployment tests. Each process gets
 the offline environment (no update check, no telemetry) and FLWR_HOME=APP/.flwr, whose config.toml names
 the SuperLink for `flwr run APP budgetplan-local`. Logs and pids live in APP/.flwr/local/.
+
+warm (the default): the SuperLink and each SuperNode run with `--isolation process`, each served by a warm
+SuperExec (warm.py) that forks every ServerApp/ClientApp process from an interpreter that has imported torch
+and budgetplan and prepared the app's model and data already, instead of Flower's SuperExec starting (and
+importing) a fresh Python per message. The SuperExecs are forked on request from one such interpreter, the
+zygote (`warm --serve APP/.flwr/local/superexec APP`): one import for the whole federation, and a restarted
+SuperNode's SuperExec costs a fork. Each SuperExec runs in its own session, so stopping a SuperNode also
+stops its SuperExec and the ClientApp it runs. warm=False is Flower's stock process model.
 """
 
 from __future__ import annotations
@@ -84,20 +92,24 @@ class LocalFederation:
     port: int
     simulation: bool = False
     env: dict[str, str] = field(default_factory=dict)  # added to every process's environment
+    warm: bool = True
     superlink: subprocess.Popen | None = None
     nodes: dict[int, subprocess.Popen] = field(default_factory=dict)
     node_ports: dict[int, int] = field(default_factory=dict)
+    zygote: subprocess.Popen | None = None  # the warm interpreter the SuperExecs are forked from (warm.serve)
+    superexecs: set[str] = field(default_factory=set)  # "superlink", "node-<i>": those requested from the zygote
 
     @property
     def state_dir(self) -> Path:
         return self.app / STATE
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.state_dir / f"{name}.log", "ab")
         try:
-            return subprocess.Popen(argv, cwd=self.app, env=flower_env(self.app, self.env), stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(argv, cwd=self.app, env=flower_env(self.app, {**self.env, **(env or {})}),
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
         finally:
             log.close()
 
@@ -106,9 +118,10 @@ class LocalFederation:
         count = len(node_files(self.app)) if self.simulation else None
         (self.app / ".flwr" / "config.toml").write_text(federation_text(self.port, count))
         argv = [flower_bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.port),
-                "--disable-runtime-dependency-installation", *(["--simulation"] if self.simulation else [])]
+                "--disable-runtime-dependency-installation", *(["--simulation"] if self.simulation else []),
+                *self._isolation()]
         self.superlink = self._spawn("superlink", argv)
-        self._save()
+        self._start_superexec("superlink", self.port, self.superlink)
         wait_for_port(self.port, timeout_s, self.superlink)
 
     def start_node(self, index: int, port: int | None = None) -> subprocess.Popen:
@@ -118,24 +131,72 @@ class LocalFederation:
             raise ConfigError(f"{config} does not exist; node indexes are 0..{len(node_files(self.app)) - 1}")
         self.node_ports[index] = port or self.node_ports.get(index) or free_port()
         argv = [flower_bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}",
-                "--host", HOST, "--port", str(self.node_ports[index]), "--node-config", str(config)]
+                "--host", HOST, "--port", str(self.node_ports[index]), "--node-config", str(config),
+                *self._isolation()]
         self.nodes[index] = self._spawn(f"node-{index}", argv)
-        self._save()
+        self._start_superexec(f"node-{index}", self.node_ports[index], self.nodes[index])
         return self.nodes[index]
 
+    @property
+    def forks(self) -> bool:
+        """Whether app processes come from warm SuperExecs (a simulation runs its apps inside Flower's own)."""
+        return self.warm and not self.simulation
+
+    def _isolation(self) -> list[str]:
+        return ["--isolation", "process"] if self.forks else []
+
+    @property
+    def control_dir(self) -> Path:
+        return self.state_dir / "superexec"
+
+    def _start_superexec(self, name: str, port: int, parent: subprocess.Popen) -> None:
+        """Ask the zygote (started on first use) for a warm SuperExec serving `name`'s Runtime API on port."""
+        if self.forks:
+            from budgetplan.integrations.flower import warm
+
+            if self.zygote is None:
+                self.control_dir.mkdir(parents=True, exist_ok=True)
+                for stale in self.control_dir.iterdir():  # requests and pids of an earlier start
+                    stale.unlink()
+                preload = {warm.PRELOAD_ENV: "peft"} if _uses_lora(self.app) else {}
+                self.zygote = self._spawn("superexec", [sys.executable, "-m", warm.__name__, "--serve",
+                                                        str(self.control_dir), str(self.app)], preload)
+            (self.control_dir / f"{name}.pid").unlink(missing_ok=True)
+            request = {"argv": ["--insecure", "--runtime-api-address", f"{HOST}:{port}", "--parent-pid",
+                                str(parent.pid)], "log": str(self.state_dir / f"{name}-superexec.log")}
+            tmp = self.control_dir / f"{name}.json.tmp"
+            tmp.write_text(json.dumps(request))
+            tmp.replace(self.control_dir / f"{name}.json")  # the zygote reads only whole requests
+            self.superexecs.add(name)
+        self._save()
+
+    def _superexec_pids(self, names) -> list[int]:
+        """The pids of the named SuperExecs the zygote has started; a request it has not taken yet is withdrawn
+        (a SuperExec also ends by itself when its SuperNode or SuperLink is gone: --parent-pid)."""
+        for name in names:
+            (self.control_dir / f"{name}.json").unlink(missing_ok=True)
+        return [pid for name in names if (pid := _read_pid(self.control_dir, name))]
+
     def stop_node(self, index: int, sig: int = signal.SIGTERM, timeout_s: float = 8.0) -> None:
-        process = self.nodes.pop(index, None)
-        if process is not None:
-            _stop(process, sig, timeout_s)
+        """Signal SuperNode `index` and its SuperExec (with the ClientApp it runs), as a device that goes off."""
+        name = f"node-{index}"
+        pids = self._superexec_pids([name] if name in self.superexecs else [])
+        self.superexecs.discard(name)
+        _stop_all([self.nodes.pop(index, None), *pids], sig, timeout_s)
         self._save()
 
     def stop(self, timeout_s: float = 8.0) -> None:
-        for index in list(self.nodes):
-            self.stop_node(index, timeout_s=timeout_s)
-        if self.superlink is not None:
-            _stop(self.superlink, signal.SIGTERM, timeout_s)
-            self.superlink = None
-        (self.state_dir / "pids.json").unlink(missing_ok=True)
+        """Stop every process at once: SIGTERM to each process group, SIGKILL to what outlives timeout_s; the
+        zygote last (it reaps the SuperExecs it forked)."""
+        try:
+            pids = self._superexec_pids(sorted(self.superexecs))
+            _stop_all([*self.nodes.values(), self.superlink, *pids], signal.SIGTERM, timeout_s)
+        finally:
+            _stop_all([self.zygote], signal.SIGTERM, timeout_s)
+            self.nodes.clear()
+            self.superexecs.clear()
+            self.superlink, self.zygote = None, None
+            (self.state_dir / "pids.json").unlink(missing_ok=True)
 
     def run_app(self, run_config: dict[str, object] | None = None,
                 timeout_s: float = 600.0) -> subprocess.CompletedProcess:
@@ -146,16 +207,21 @@ class LocalFederation:
     def run_status(self, output: str, timeout_s: float = 60.0) -> str:
         """The status `flwr ls` reports for the run whose start `output` (of run_app) announces, e.g.
         'finished:completed' or 'finished:failed' (`flwr run --stream` exits 0 either way)."""
-        found = re.search(r"Successfully started run (\d+)", output)
-        if found is None:
-            return "not started"
-        argv = [flower_bin("flwr"), "ls", FEDERATION, "--run-id", found.group(1), "--format", "json"]
+        return self.run_statuses([output], timeout_s)[0]
+
+    def run_statuses(self, outputs: list[str], timeout_s: float = 60.0) -> list[str]:
+        """run_status of each output, from one `flwr ls` of every run ('not started' when none was)."""
+        ids = [found.group(1) if (found := re.search(r"Successfully started run (\d+)", o)) else None
+               for o in outputs]
+        argv = [flower_bin("flwr"), "ls", FEDERATION, "--format", "json"]
         result = subprocess.run(argv, cwd=self.app, env=flower_env(self.app, self.env), capture_output=True,
                                 text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
         try:
-            return str(json.loads(result.stdout)["runs"][0]["status"])
-        except (ValueError, KeyError, IndexError):
-            return f"unknown ({first_line(result.stdout + result.stderr)})"
+            runs = {str(run["run-id"]): str(run["status"]) for run in json.loads(result.stdout)["runs"]}
+        except (ValueError, KeyError, TypeError):
+            runs = {}
+        unknown = f"unknown ({first_line(result.stdout + result.stderr)})"
+        return [runs.get(i, unknown) if i else "not started" for i in ids]
 
     def log(self, name: str) -> str:
         path = self.state_dir / f"{name}.log"
@@ -163,35 +229,86 @@ class LocalFederation:
 
     def _save(self) -> None:
         pids = {"superlink": self.superlink.pid if self.superlink else None,
-                "nodes": {str(i): p.pid for i, p in self.nodes.items()}}
+                "nodes": {str(i): p.pid for i, p in self.nodes.items()},
+                "zygote": self.zygote.pid if self.zygote else None,
+                "superexecs": {n: pid for n in sorted(self.superexecs) if (pid := _read_pid(self.control_dir, n))}}
         (self.state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
 
 
-def _stop(process: subprocess.Popen, sig: int, timeout_s: float) -> None:
-    """Signal the process group (the Flower process and the apps it started); SIGKILL what outlives timeout_s."""
-    for attempt in (sig, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, attempt)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=timeout_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+def _read_pid(control: Path, name: str) -> int | None:
+    """The pid of SuperExec `name` as the zygote recorded it, or None (not started yet)."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)  # children left in the group (a clientapp mid-training)
-    except ProcessLookupError:
+        return int((control / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _uses_lora(app: Path) -> bool:
+    """Whether the app's plan has a LoRA block (its ClientApps then import peft)."""
+    from budgetplan.integrations.flower.export import PACKAGE, PLAN_NAME
+    from budgetplan.plan import read_plan
+
+    plan = read_plan(app / PACKAGE / PLAN_NAME)
+    return any(state.startswith("lora") for c in plan.classes for state in c.block_states)
+
+
+def _stop_all(processes: list[subprocess.Popen | int | None], sig: int, timeout_s: float) -> None:
+    """Signal each process group (a Flower process and the apps it started; a pid: a process we did not start
+    ourselves, e.g. a zygote's SuperExec); SIGKILL the groups of those that outlive timeout_s (one deadline
+    for all), then what is left in every group (a clientapp mid-training)."""
+    processes = [p for p in processes if p is not None]
+    for process in processes:
+        _killpg(process, sig)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        if not _wait(process, deadline):
+            _killpg(process, signal.SIGKILL)
+            _wait(process, time.monotonic() + timeout_s)
+    for process in processes:
+        _killpg(process, signal.SIGKILL)
+
+
+def _wait(process: subprocess.Popen | int, deadline: float) -> bool:
+    if isinstance(process, subprocess.Popen):
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    while alive(process):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def alive(pid: int) -> bool:
+    """Whether process pid runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (ProcessLookupError, PermissionError):
+        return False
+    except OSError:  # no /proc: the signal got through, so it exists
+        return True
+
+
+def _killpg(process: subprocess.Popen | int, sig: int) -> None:
+    try:
+        os.killpg(process if isinstance(process, int) else process.pid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
 
 
 def start_local(app: str | Path, port: int | None = None, simulation: bool = False,
-                timeout_s: float = 60.0, env: dict[str, str] | None = None) -> LocalFederation:
-    """Start the SuperLink and (unless simulation) every SuperNode of an exported app; stops all on failure."""
+                timeout_s: float = 60.0, env: dict[str, str] | None = None, warm: bool = True) -> LocalFederation:
+    """Start the SuperLink and (unless simulation) every SuperNode of an exported app; stops all on failure.
+    warm: app processes forked from a warm SuperExec (see the module's doc), else Flower's stock ones."""
     app = Path(app).resolve()
     if not (app / "pyproject.toml").is_file():
         raise ConfigError(f"{app} is not an exported app (no pyproject.toml); export one with 'budgetplan export'")
-    federation = LocalFederation(app, port or free_port(), simulation, dict(env or {}))
+    federation = LocalFederation(app, port or free_port(), simulation, dict(env or {}), warm)
     try:
         federation.start_superlink(timeout_s)
         if not simulation:
@@ -209,8 +326,10 @@ def stop_recorded(app: str | Path, timeout_s: float = 8.0) -> int:
     if not path.is_file():
         return 0
     pids = json.loads(path.read_text())
+    control = Path(app) / STATE / "superexec"
+    forked = [_read_pid(control, f.stem) for f in control.glob("*.pid")] if control.is_dir() else []
     count = 0
-    for pid in [*pids.get("nodes", {}).values(), pids.get("superlink")]:
+    for pid in [*pids.get("nodes", {}).values(), pids.get("superlink"), *forked, pids.get("zygote")]:
         if pid:
             try:
                 os.killpg(int(pid), signal.SIGTERM)

@@ -49,7 +49,8 @@ not sampled until it is back; a node restarted with the same partition-id replac
 
 The server writes rounds and checkpoints to `run-dir`. After an interrupted run, start it again with
 `flwr run . {federation} --stream --run-config "resume=true"`. Errors in the ServerApp end the run with
-one log line and a failed run status.
+one log line, `budgetplan: error: ...`, followed by Flower's `Exit Code: 201`; `flwr run --stream` still
+exits 0, so scripts check `flwr ls {federation} --run-id RUN_ID --format json` for `"finished:failed"`.
 
 ## Simulation, offline
 

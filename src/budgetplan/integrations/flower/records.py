@@ -7,6 +7,7 @@ or lists of them: no nested dicts). A reply holds exactly the class's trainable 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 
@@ -31,6 +32,9 @@ NUM_PARTITIONS = "num-partitions"  # set by Flower's simulation engine only
 MODEL_FINGERPRINT = "model-fingerprint"
 SERVER_ROUND = "server-round"
 PLAN_CLASS = "plan-class"
+# A training message carries only the tensors that differ from the run's initial global state (the base every
+# node builds itself: same model, seed and run config); BASE_DIGEST names that base so a node can check it.
+BASE_DIGEST = "base-digest"
 NO_PARTITION = -1
 
 
@@ -42,6 +46,21 @@ def to_arrays(state: Mapping[str, Tensor]) -> ArrayRecord:
 def to_state(arrays: ArrayRecord) -> dict[str, Tensor]:
     """An ArrayRecord as a torch state dict (each tensor owns its memory, so callers may modify it)."""
     return {k: torch.from_numpy(arrays[k].numpy().copy()) for k in arrays}
+
+
+def state_digest(state: Mapping[str, Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a state dict, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
+
+
+def changed_since(state: Mapping[str, Tensor], base: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors of `state` that `base` lacks or holds with other values (bit for bit)."""
+    return {k: v for k, v in state.items() if k not in base or not torch.equal(v, base[k])}
 
 
 def to_metrics(num_examples: int, metrics: Mapping[str, float]) -> MetricRecord:

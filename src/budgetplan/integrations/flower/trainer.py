@@ -19,7 +19,7 @@ from flwr.supercore import log
 from budgetplan.execute.loop import Job, Reply, key_mismatch
 from budgetplan.integrations.flower import records as rec
 from budgetplan.integrations.flower.identify import (PREFIX, NodeIdentity, NodeRoster, identify_nodes,
-                                                    replied_node, reply_problem, warn)
+                                                    replied_node, reply_problem, send_and_receive, warn)
 from budgetplan.plan import Plan
 
 
@@ -29,8 +29,12 @@ class FlowerTrainer:
     name = "flower"
 
     def __init__(self, grid: Grid, plan: Plan, *, min_nodes: int, reply_timeout_s: float = 3600.0,
-                 node_wait_s: float = 0.0) -> None:
+                 node_wait_s: float = 0.0, base_state: dict | None = None) -> None:
+        """base_state: the run's initial global state, which every node builds itself; when given, a training
+        message carries only the tensors that differ from it (and its digest), else the whole global state."""
         self.grid = grid
+        self.base = base_state
+        self.base_digest = rec.state_digest(base_state) if base_state is not None else None
         self.plan = plan
         self.min_nodes = min_nodes  # nodes to wait for before round 1 (all of them in simulation)
         self.reply_timeout_s = reply_timeout_s
@@ -51,17 +55,19 @@ class FlowerTrainer:
 
     def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
         by_client = {n.client: n for n in self.nodes.values()}
-        arrays = rec.to_arrays(global_state)
+        arrays = rec.to_arrays(global_state if self.base is None else rec.changed_since(global_state, self.base))
         messages, pending = [], {}
         for job in jobs:
             node = by_client[job.client]
             config = rec.slice_config(self.plan, job.plan_class, round_index)
+            if self.base_digest is not None:
+                config[rec.BASE_DIGEST] = self.base_digest
             content = RecordDict({rec.ARRAYS: arrays, rec.CONFIG: config})
             messages.append(Message(content=content, dst_node_id=node.node_id, message_type=MessageType.TRAIN))
             pending[node.node_id] = node
         log(INFO, "%s round %d: %d of %d nodes sent a plan slice", PREFIX, round_index, len(messages),
             len(self.nodes))
-        replies = list(self.grid.send_and_receive(messages, timeout=self.reply_timeout_s)) if messages else []
+        replies = send_and_receive(self.grid, messages, self.reply_timeout_s) if messages else []
         sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
         out = []
         for message in replies:
