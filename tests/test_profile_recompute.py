@@ -1,7 +1,7 @@
 """+recompute states measured by the profiler: composed numbers against direct runs of whole configurations.
 
 BERT-, GPT-2- and Llama-style tiny models; references independent of the composition: torch's FlopCounterMode
-on the whole model, a saved_tensors_hooks collector written here, the live-tensor peak of a real step.
+on the whole model, a saved_tensors_hooks collector (tests/profile_checks.py), the live-tensor peak of a real step.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import torch
 
 from budgetplan.models import load_model
 from budgetplan.profile.batch import make_batch
-from budgetplan.profile.compose import FROZEN, compose, standard_configs
+from budgetplan.profile.compose import FROZEN, standard_configs
 from budgetplan.profile.configure import apply_block_states, is_recomputed
-from budgetplan.profile.flops import reference_counter
-from budgetplan.profile.measure import measure_training_step
 from budgetplan.profile.profiler import ProfileRequest, profile_model
 from budgetplan.profile.types import INPUT_GRAD, NO_INPUT_GRAD, TRAINED, base_state, is_recompute
+from profile_checks import assert_composition_exact
 
 FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-llama")
-PEAK_TOLERANCE = 0.03
 MIXES = (FROZEN, TRAINED, "lora-4", "trained+recompute", "lora-4+recompute")
 
 
@@ -45,44 +43,10 @@ def recompute_configs(profile) -> list[tuple[str, ...]]:
     return configs
 
 
-def direct_run(loaded, states, batch):
-    """FLOPs (forward, backward) and saved bytes of one whole configuration, measured on the whole model."""
-    fresh = copy.deepcopy(loaded)
-    apply_block_states(fresh, states)
-    model = fresh.model.train()
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor):
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr not in param_ptrs and tensor.numel():
-            saved[ptr] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with reference_counter() as counter:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(batch)
-        forward = counter.get_total_flops()
-        loss.backward()
-    return forward, counter.get_total_flops() - forward, sum(saved.values())
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recompute_configs_compose_exactly_and_peak_within_tolerance(profiles, family):
     loaded, profile, request = profiles[family]
-    batch = make_batch(loaded, request.batch_size, request.seq_len)
-    worst = 0.0
-    for states in recompute_configs(profile):
-        composed = compose(profile, states)
-        forward, backward, saved = direct_run(loaded, states, batch)
-        assert (composed.flops_forward, composed.flops_backward) == (forward, backward), states
-        assert composed.activation_bytes == saved, states
-        fresh = copy.deepcopy(loaded)
-        apply_block_states(fresh, states)
-        measured = measure_training_step(fresh.model, batch, request.optimizer).peak_bytes
-        error = abs(composed.peak_bytes_predicted - measured) / measured
-        worst = max(worst, error)
-        assert error <= PEAK_TOLERANCE, (states, composed.peak_bytes_predicted, measured)
+    worst = assert_composition_exact(loaded, profile, request, recompute_configs(profile))
     print(f"{family}: worst peak error with recompute {worst:.2%}")
 
 
