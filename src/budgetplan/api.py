@@ -106,12 +106,18 @@ def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLi
     return plan_for_devices(profile, classes, settings, importance, model_spec)
 
 
+def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":
+    """The profile the solver chooses from: without its +recompute states when settings.recompute is False."""
+    from budgetplan.profile.types import without_recompute
+
+    return profile if settings.recompute else without_recompute(profile)
+
+
 def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], settings, importance=None,
                      model_spec: str | None = None) -> "Plan":
     """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
-    from budgetplan.profile.types import without_recompute
     from budgetplan.solve.planner import ProfilePlanner
 
     names = [d.name for d in devices]
@@ -119,7 +125,7 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     if twice or not devices:
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
-    profile = profile if settings.recompute else without_recompute(profile)
+    profile = offered_states(profile, settings)
     # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
     planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
     classes, reasons = [], []

@@ -55,6 +55,7 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
                  limits: tuple):
+    from budgetplan.api import offered_states
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
@@ -93,13 +94,6 @@ def _left_out_by_limits(c) -> bool:
 def _sat_out(plan) -> list[str]:
     """The classes that fit nothing (exit code 3)."""
     return [c.name for c in plan.classes if not c.active and not _left_out_by_limits(c)]
-
-
-def offered_states(profile, settings):
-    """The profile the solver chooses from: without its +recompute states under --no-recompute."""
-    from budgetplan.profile.types import without_recompute
-
-    return profile if settings.recompute else without_recompute(profile)
 
 
 @friendly_errors
@@ -178,7 +172,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
                           "use them with --fleet")
     if len(paths) > 1:
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute: applied in plan_for_devices
+    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute: plan_for_devices applies it
     devices = _devices(device, device_file, devices_dir)
     return _solve_devices(model, devices, settings, weights, model_spec)
 
