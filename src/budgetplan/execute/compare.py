@@ -3,7 +3,10 @@
 Schemes: (a) budgetplan — the plan as solved; (b) caff — the published CAFF scheme, the last k blocks trained
 with the largest k that fits each class; (c) lora — LoRA on all blocks where it fits; (d) full — full
 fine-tuning where it fits; (e) head — the head only. In (b)-(e) a class that cannot fit the configuration
-sits out, as it would in practice. "Fits" uses the profile's composed costs against every budget the class has.
+sits out, as it would in practice. "Fits" uses the profile's composed costs against every budget the class has;
+where the profile measured activation recomputation, a configuration that does not fit as it is is tried once
+more with every trained block recomputing (what a user gets from gradient checkpointing the whole model), so
+the baselines are not denied a memory saving that budgetplan's plans may use.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from budgetplan.execute.schemes import LABELS, SCHEMES
 from budgetplan.execute.setup import trainable_names_of
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass, predicted_costs
-from budgetplan.profile.types import TRAINED, ModelProfile, lora_state
+from budgetplan.profile.types import TRAINED, ModelProfile, is_trainable, lora_state, recompute_state
 
 FROZEN = "frozen"
 
@@ -40,13 +43,25 @@ def scheme_states(profile: ModelProfile, scheme: str, plan: PlanClass, lora_rank
     """The configuration a scheme gives a class, or None when it does not fit (the class sits out)."""
     n = profile.num_blocks
     if scheme == "caff":
-        for k in range(n, -1, -1):
-            states = (FROZEN,) * (n - k) + (TRAINED,) * k
-            if within_budget(profile, states, plan):
-                return states
-        return None
-    states = {"lora": (lora_state(lora_rank),) * n, "full": (TRAINED,) * n, "head": (FROZEN,) * n}[scheme]
-    return states if within_budget(profile, states, plan) else None
+        candidates = [(FROZEN,) * (n - k) + (TRAINED,) * k for k in range(n, -1, -1)]
+    else:
+        candidates = [{"lora": (lora_state(lora_rank),) * n, "full": (TRAINED,) * n, "head": (FROZEN,) * n}[scheme]]
+    for states in candidates:
+        fitting = fitting_variant(profile, states, plan)
+        if fitting is not None:
+            return fitting
+    return None
+
+
+def fitting_variant(profile: ModelProfile, states: tuple[str, ...], plan: PlanClass) -> tuple[str, ...] | None:
+    """`states` if it fits the class, else its whole-model recompute variant if the profile has it and it fits."""
+    if within_budget(profile, states, plan):
+        return states
+    recomputed = tuple(recompute_state(s) if is_trainable(s) else s for s in states)
+    offered = all(s in profile.blocks[i].states for i, s in enumerate(recomputed) if is_trainable(s))
+    if recomputed != states and offered and within_budget(profile, recomputed, plan):
+        return recomputed
+    return None
 
 
 def alternative_plan(base: Plan, profile: ModelProfile, scheme: str, template: LoadedModel,
