@@ -37,6 +37,37 @@ def test_lora_client_uploads_adapters_only():
     assert all("lora_" in k or k.startswith("head.") for k in result.upload)
 
 
+def test_lr_groups_give_lora_and_head_their_scaled_rates_and_blocks_the_base_rate():
+    from budgetplan.execute.client import configure, lr_groups
+
+    plan = class_plan("mixed", 1.0, ("frozen", "lora-4", "trained", "trained"))
+    loaded, trained = configure(tiny_bert(), global_state_of(tiny_bert()), plan, seed=0)
+    settings = TrainSettings(lr=1e-3, lora_lr_scale=3.0, head_lr_scale=10.0)
+    names = {id(p): n for n, p in loaded.model.named_parameters()}
+    rates = {names[id(p)]: g["lr"] for g in lr_groups(loaded, settings) for p in g["params"]}
+    assert sorted(rates) == sorted(trained)  # every trained parameter once, nothing frozen
+    for name, rate in rates.items():
+        expected = 3e-3 if ".layer.1." in name else 1e-3 if ".layer." in name else 1e-2  # lora / blocks / head
+        assert ("lora_" in name) == (".layer.1." in name) and rate == pytest.approx(expected), name
+    assert {n.split(".")[0] for n, r in rates.items() if r == pytest.approx(1e-2)} == {"head"}
+
+
+def test_scaled_rates_move_lora_and_head_further_and_leave_the_blocks_alone():
+    plan, data = class_plan("mixed", 1.0, ("frozen", "lora-4", "trained", "trained")), _data()
+    state = global_state_of(tiny_bert())
+    sgd = dict(local_steps=1, batch_size=4, optimizer="sgd", lr=1e-2)  # plain SGD: a step is lr x gradient
+    base = train_client(tiny_bert(), state, plan, data.train, TrainSettings(**sgd), seed=3).upload
+    scaled = train_client(tiny_bert(), state, plan, data.train,
+                          TrainSettings(**sgd, lora_lr_scale=4.0, head_lr_scale=2.0), seed=3).upload
+    for name in base:
+        if name.startswith("head."):
+            assert torch.allclose(scaled[name] - state[name], 2 * (base[name] - state[name]), atol=1e-6), name
+        elif "lora_B" in name:  # B starts at zero: its first SGD step is the whole upload
+            assert torch.allclose(scaled[name], 4 * base[name], atol=1e-6), name
+        elif "lora_" not in name:
+            assert torch.equal(scaled[name], base[name]), name
+
+
 def _run(tmp_path, name, **kw):
     return rounds.run(tiny_plan(), tiny_config(**kw), tmp_path / name)
 
@@ -127,6 +158,8 @@ def test_a_class_with_no_client_is_reported_not_silently_unmeasured(tmp_path):
     (lambda: TrainSettings(local_steps=0), "--local-steps must be at least 1, got 0"),
     (lambda: TrainSettings(optimizer="lion"), "unknown optimizer 'lion'"),
     (lambda: TrainSettings(lr=float("nan")), "--lr must be a positive number, got nan"),
+    (lambda: TrainSettings(lora_lr_scale=0.0), "--lora-lr-scale must be a positive number, got 0.0"),
+    (lambda: TrainSettings(head_lr_scale=-1.0), "--head-lr-scale must be a positive number, got -1.0"),
 ])
 def test_settings_validate_themselves_naming_field_and_value(make, words):
     with pytest.raises(ConfigError) as info:

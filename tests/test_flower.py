@@ -214,7 +214,8 @@ def test_export_writes_an_app_whose_config_round_trips_and_whose_modules_import(
     out = tmp_path / "app"
     result = runner.invoke(app, ["export", "--format", "flower", str(mixed_plan_file), str(out), "--data",
                                  "drugreview", "--rounds", "2", "--clients", "3", "--local-steps", "2",
-                                 "--max-train", "80", "--seq-len", "16", "--lr", "0.001"])
+                                 "--max-train", "80", "--seq-len", "16", "--lr", "0.001", "--lora-lr-scale", "3",
+                                 "--head-lr-scale", "10"])
     assert result.exit_code == 0, result.output
     assert "start-local.sh" in result.output and "flwr run" in result.output and "budgetplan-local" in result.output
     project = tomllib.loads((out / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
@@ -223,6 +224,9 @@ def test_export_writes_an_app_whose_config_round_trips_and_whose_modules_import(
     config = run_config_from_values(project["config"])
     assert (config.data, config.rounds, config.clients, config.train.local_steps, config.train.lr,
             config.max_train, config.seq_len) == ("drugreview", 2, 3, 2, 0.001, 80, 16)
+    assert (config.train.lora_lr_scale, config.train.head_lr_scale) == (3.0, 10.0)
+    old_app = {k: v for k, v in project["config"].items() if not k.endswith("lr-scale")}  # an app written before
+    assert (run_config_from_values(old_app).train.lora_lr_scale, run_config_from_values(old_app).train.head_lr_scale) == (1.0, 1.0)
     apps = {name: _import(out / PACKAGE / f"{name}.py").app for name in ("server_app", "client_app")}
     assert isinstance(apps["server_app"], ServerApp) and isinstance(apps["client_app"], ClientApp)
 

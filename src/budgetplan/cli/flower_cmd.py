@@ -29,6 +29,8 @@ def export_command(
     batch_size: Optional[int] = opts.BATCH_SIZE,
     optimizer: Optional[str] = opts.OPTIMIZER,
     lr: float = opts.LR,
+    lora_lr_scale: float = opts.LORA_LR_SCALE,
+    head_lr_scale: float = opts.HEAD_LR_SCALE,
     partition: str = opts.PARTITION,
     alpha: float = opts.ALPHA,
     seed: int = opts.SEED,
@@ -52,7 +54,8 @@ def export_command(
     config = opts.run_config(
         run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
         local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
-        seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test, measure=False)
+        seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test, measure=False,
+        lora_lr_scale=lora_lr_scale, head_lr_scale=head_lr_scale)
     app = export_flower_app(run_plan, config, out_dir, run_dir, overwrite=force)
     if as_json:
         common.echo_json(json.dumps({"app": str(app.root), "files": [str(f) for f in app.files],

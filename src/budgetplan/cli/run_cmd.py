@@ -63,6 +63,8 @@ def run_command(
     batch_size: Optional[int] = opts.BATCH_SIZE,
     optimizer: Optional[str] = opts.OPTIMIZER,
     lr: float = opts.LR,
+    lora_lr_scale: float = opts.LORA_LR_SCALE,
+    head_lr_scale: float = opts.HEAD_LR_SCALE,
     partition: str = opts.PARTITION,
     alpha: float = opts.ALPHA,
     seed: int = opts.SEED,
@@ -90,7 +92,8 @@ def run_command(
         run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
         local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
         seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test,
-        client_timeout_s=client_timeout_s, fail_prob=fail_prob, measure=measure)
+        client_timeout_s=client_timeout_s, fail_prob=fail_prob, measure=measure, lora_lr_scale=lora_lr_scale,
+        head_lr_scale=head_lr_scale)
     run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
     with progress_bar() as progress:
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
@@ -135,6 +138,8 @@ def compare_command(
     clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round"),
     local_steps: int = typer.Option(5, "--local-steps"),
     lr: float = typer.Option(5e-4, "--lr"),
+    lora_lr_scale: float = opts.LORA_LR_SCALE,
+    head_lr_scale: float = opts.HEAD_LR_SCALE,
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds; mean ± std over them"),
     schemes: str = typer.Option(",".join(SCHEMES), "--schemes", help="subset of " + ",".join(SCHEMES)),
     target: Optional[float] = typer.Option(None, "--target-accuracy", help="report rounds to reach this accuracy"),
@@ -163,13 +168,15 @@ def compare_command(
     from budgetplan.validate import check_options
 
     check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
-                   "--local-steps": local_steps, "--lr": lr, "--alpha": alpha, "--seq-len": seq_len,
+                   "--local-steps": local_steps, "--lr": lr, "--lora-lr-scale": lora_lr_scale,
+                   "--head-lr-scale": head_lr_scale, "--alpha": alpha, "--seq-len": seq_len,
                    "--max-train": max_train, "--max-test": max_test, "--lora-rank": lora_rank})
     run_plan, model_profile = read_plan(plan), read_profile(profile)
     seed_list = _int_list(seeds, "--seeds")
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
     settings = TrainSettings(local_steps=local_steps, batch_size=run_plan.context.batch_size,
-                             optimizer=run_plan.context.optimizer, lr=lr)
+                             optimizer=run_plan.context.optimizer, lr=lr, lora_lr_scale=lora_lr_scale,
+                             head_lr_scale=head_lr_scale)
     config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
                        train=settings, partition=partition, alpha=alpha, seq_len=seq_len, data_dir=data_dir,
                        max_train=max_train, max_test=max_test)

@@ -16,7 +16,9 @@ CLIENTS_PER_ROUND = typer.Option(None, "--clients-per-round", help="sampled each
 LOCAL_STEPS = typer.Option(5, "--local-steps", help="local training steps per client and round")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="local batch size (default: the plan's)")
 OPTIMIZER = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw (default: the plan's)")
-LR = typer.Option(5e-4, "--lr", help="local learning rate")
+LR = typer.Option(5e-4, "--lr", help="local learning rate (of the trained blocks)")
+LORA_LR_SCALE = typer.Option(1.0, "--lora-lr-scale", help="LoRA adapters train at --lr times this")
+HEAD_LR_SCALE = typer.Option(1.0, "--head-lr-scale", help="the head (and trained embeddings) train at --lr times this")
 PARTITION = typer.Option("auto", "--partition", help="auto (natural where the data has it), natural, dirichlet")
 ALPHA = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label skew")
 SEED = typer.Option(0, "--seed")
@@ -30,7 +32,7 @@ def run_config(run_plan, *, data: str, rounds: int, clients: int, clients_per_ro
                local_steps: int, batch_size: Optional[int], optimizer: Optional[str], lr: float, partition: str,
                alpha: float, seed: int, seq_len: Optional[int], data_dir: Optional[str], max_train: Optional[int],
                max_test: Optional[int], client_timeout_s: Optional[float] = None, fail_prob: float = 0.0,
-               measure: bool = True):
+               measure: bool = True, lora_lr_scale: float = 1.0, head_lr_scale: float = 1.0):
     """The RunConfig these options describe; batch size and optimizer default to the plan's."""
     from budgetplan.execute.client import TrainSettings
     from budgetplan.execute.rounds import RunConfig
@@ -41,7 +43,8 @@ def run_config(run_plan, *, data: str, rounds: int, clients: int, clients_per_ro
                    "--seed": seed, "--seq-len": seq_len, "--max-train": max_train, "--max-test": max_test,
                    "--client-timeout-s": client_timeout_s, "--fail-prob": fail_prob})
     settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.context.batch_size,
-                             optimizer=optimizer or run_plan.context.optimizer, lr=lr, max_seconds=client_timeout_s)
+                             optimizer=optimizer or run_plan.context.optimizer, lr=lr, max_seconds=client_timeout_s,
+                             lora_lr_scale=lora_lr_scale, head_lr_scale=head_lr_scale)
     return RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
                      train=settings, partition=partition, alpha=alpha, seed=seed, seq_len=seq_len,
                      data_dir=data_dir, max_train=max_train, max_test=max_test, fail_prob=fail_prob, measure=measure)

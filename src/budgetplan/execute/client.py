@@ -37,10 +37,15 @@ class TrainSettings:
     lr: float = 1e-3
     max_seconds: float | None = None  # wall-clock budget of one client's local training
     fail_at_step: int | None = None  # simulate a device that dies before this local step (tests, demos)
+    # Learning rate multipliers (lr_groups): LoRA adapters start from zero every round and a new head from random
+    # weights, so both move too little at a rate that suits pretrained blocks.
+    lora_lr_scale: float = 1.0
+    head_lr_scale: float = 1.0
 
     def __post_init__(self):
         check_options({"--local-steps": self.local_steps, "--batch-size": self.batch_size, "--lr": self.lr,
-                       "--client-timeout-s": self.max_seconds})
+                       "--client-timeout-s": self.max_seconds, "--lora-lr-scale": self.lora_lr_scale,
+                       "--head-lr-scale": self.head_lr_scale})
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{self.optimizer}'; use one of: {', '.join(OPTIMIZERS)}")
         if self.fail_at_step is not None and (not isinstance(self.fail_at_step, int) or self.fail_at_step < 0):
@@ -95,6 +100,20 @@ def batches(num_examples: int, batch_size: int, steps: int, seed: int) -> list[n
     return [np.array(order[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
 
 
+def lr_groups(loaded: LoadedModel, settings: TrainSettings) -> list[dict]:
+    """Optimizer parameter groups of the trained parameters: trained blocks at lr, LoRA adapters at
+    lr x lora_lr_scale, everything outside the block stack (the head, trained embeddings) at lr x head_lr_scale.
+    Groups are in model order; an empty group is left out."""
+    prefix = loaded.layout.path + "."
+    groups: dict[str, list] = {"blocks": [], "lora": [], "head": []}
+    for name, param in loaded.model.named_parameters():
+        if param.requires_grad:
+            kind = "lora" if "lora_" in name else "blocks" if name.startswith(prefix) else "head"
+            groups[kind].append(param)
+    scale = {"blocks": 1.0, "lora": settings.lora_lr_scale, "head": settings.head_lr_scale}
+    return [{"params": params, "lr": settings.lr * scale[kind]} for kind, params in groups.items() if params]
+
+
 def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan: PlanClass, data: Examples,
                  settings: TrainSettings, seed: int) -> ClientResult:
     """Train the class's configuration for `settings.local_steps` steps on `data`; return the upload."""
@@ -104,7 +123,7 @@ def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan
     loaded, trained = configure(template, global_state, plan, seed)
     model = loaded.model
     model.train()
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings.optimizer, settings.lr)
+    optimizer = make_optimizer(lr_groups(loaded, settings), settings.optimizer, settings.lr)
     losses = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)  # dropout

@@ -34,7 +34,7 @@ def run_config_values(config: RunConfig) -> dict[str, object]:
         "seed": config.seed, "seq-len": config.seq_len or 0, "data-dir": config.data_dir or "",
         "max-train": config.max_train or 0, "max-test": config.max_test or 0, "measure": config.measure,
         "local-steps": train.local_steps, "batch-size": train.batch_size, "optimizer": train.optimizer,
-        "lr": float(train.lr),
+        "lr": float(train.lr), "lora-lr-scale": float(train.lora_lr_scale), "head-lr-scale": float(train.head_lr_scale),
     }
     return values
 
@@ -43,7 +43,9 @@ def run_config_from_values(values: Mapping[str, object]) -> RunConfig:
     """The RunConfig described by a Flower run config; a missing or mistyped key is named with its fix."""
     try:
         train = TrainSettings(local_steps=int(_get(values, "local-steps")), batch_size=int(_get(values, "batch-size")),
-                              optimizer=str(_get(values, "optimizer")), lr=float(_get(values, "lr")))
+                              optimizer=str(_get(values, "optimizer")), lr=float(_get(values, "lr")),
+                              lora_lr_scale=float(values.get("lora-lr-scale", 1.0)),  # absent in apps before 0.x: 1
+                              head_lr_scale=float(values.get("head-lr-scale", 1.0)))
         nullable = {key: int(_get(values, key)) or None for key in _NULL_INT}
         return RunConfig(
             data=str(_get(values, "dataset")), rounds=int(_get(values, NUM_ROUNDS)),
