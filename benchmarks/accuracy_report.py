@@ -33,7 +33,8 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def _states(states: dict) -> str:
     def short(s):
-        return {"trained": "T", "frozen": "-", "frozen_outside": "-", "frozen_in_path": "-"}.get(s, s.replace("lora-", "L"))
+        return {"trained": "T", "frozen": "-", "frozen_outside": "-", "frozen_in_path": "-"}.get(
+            s, s.replace("lora-", "L").replace("trained", "T").replace("+recompute", "+r"))
     return "; ".join(f"{name}: " + ("sits out" if v is None else "".join(short(s) + " " for s in v).strip())
                      for name, v in states.items())
 
@@ -42,28 +43,47 @@ def _pm(mean: float, half: float) -> str:
     return f"{mean:+.4f} ± {half:.4f}" if not math.isnan(half) else f"{mean:+.4f}"
 
 
+def last_mean(curve: list[float], rounds: int = 3) -> float:
+    tail = curve[-rounds:]
+    return float(np.mean(tail))
+
+
+def _ms(values) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
 def table(results: dict) -> str:
     skipped = {k: v for k, v in results["schemes"].items() if "skipped" in v}
     schemes = {k: v for k, v in results["schemes"].items() if "skipped" not in v}
     finals = {k: [c[-1] for c in v["curves"]] for k, v in schemes.items()}
-    lines = ["| scheme | configuration per class (block 0 first; T trained, L8 LoRA-8, - frozen) | lr (grid: final acc) "
-             "| final accuracy mean ± std | vs (b) CAFF, 95% CI | vs (c) LoRA, 95% CI |",
-             "|---|---|---|---|---|---|"]
+    tails = {k: [last_mean(c) for c in v["curves"]] for k, v in schemes.items()}
+    lines = ["| scheme | configuration per class (block 0 first; T trained, L8 LoRA-8, +r recompute, - frozen) "
+             "| lr (grid: tuning score) | final accuracy | last-3-round accuracy | final loss (nats) "
+             "| final vs (b) CAFF | final vs (c) LoRA | last-3 vs (b) CAFF |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, v in schemes.items():
         grid = ", ".join(f"{lr}: {acc:.3f}" for lr, acc in v["lr_grid"].items())
         vs = [_pm(*paired(finals[key], finals[ref])) if ref in finals and ref != key else "-" for ref in ("b", "c")]
-        lines.append(f"| {v['label']} | {_states(v['states'])} | {v['lr']:g} ({grid}) | "
-                     f"{np.mean(finals[key]):.4f} ± {np.std(finals[key]):.4f} | {vs[0]} | {vs[1]} |")
+        vs.append(_pm(*paired(tails[key], tails["b"])) if "b" in tails and key != "b" else "-")
+        losses = _ms([c[-1] for c in v["loss_curves"]]) if "loss_curves" in v else "-"
+        lines.append(f"| {v['label']} | {_states(v['states'])} | {v['lr']:g} ({grid}) | {_ms(finals[key])} | "
+                     f"{_ms(tails[key])} | {losses} | {' | '.join(vs)} |")
     if "central" in results:
-        curve, half = results["central"]["curve"], max(1, len(results["central"]["curve"]) // 2)
-        lines.append(f"| {results['central']['label']} (reference, one seed) | all blocks trained, data pooled "
-                     f"| {results['central']['lr']:g} | {curve[-1]:.4f} at round {len(curve)} "
-                     f"({curve[half - 1]:.4f} at round {half}) | - | - |")
+        c = results["central"]
+        curve, half = c["curve"], max(1, len(c["curve"]) // 2)
+        loss = f"{c['loss_curve'][-1]:.4f}" if "loss_curve" in c else "-"
+        grid = ", ".join(f"{lr}: {acc:.3f}" for lr, acc in c.get("lr_grid", {}).items())
+        lines.append(f"| {c['label']} (reference, one seed) | all blocks trained, data pooled "
+                     f"| {c['lr']:g} ({grid}) | {curve[-1]:.4f} at round {len(curve)} ({curve[half - 1]:.4f} at "
+                     f"round {half}) | {last_mean(curve):.4f} | {loss} | - | - | - |")
     for v in skipped.values():
-        lines.append(f"| {v['label']} | not run: {v['skipped']} | - | - | - | - |")
-    lines.append(f"\nUntrained model: {results['untrained_accuracy']:.4f}; majority label: "
-                 f"{results['majority_accuracy']:.4f} (same test set). Importance measured in "
-                 f"{results['importance_seconds']:.1f} s.")
+        lines.append(f"| {v['label']} | not run: {v['skipped']} | - | - | - | - | - | - | - |")
+    seeds = len(next(iter(schemes.values()))["curves"]) if schemes else 0
+    lines.append(f"\nMean ± std over {seeds} seeds; \"vs\" columns: paired difference (same seed: same clients, data, "
+                 f"batches) and its 95% Student-t half-width. Tuning score: mean held-out accuracy of the last "
+                 f"{results.get('tune_rounds', 1)} rounds on the tuning seed. Untrained model: "
+                 f"{results['untrained_accuracy']:.4f}; majority label: {results['majority_accuracy']:.4f} (same test "
+                 f"set). Importance measured in {results['importance_seconds']:.1f} s.")
     return "\n".join(lines)
 
 
@@ -102,7 +122,7 @@ def main() -> None:
     merged: dict[str, dict] = {}
     for run_dir in args.runs:  # directories of one task and fleet (e.g. schemes run in parallel) are merged
         results = json.loads((run_dir / "results.json").read_text())
-        name = f"{results['task']}-{results['fleet']}"
+        name = "-".join(filter(None, (results["task"], results["fleet"], results.get("tag"))))
         if name in merged:
             merged[name]["schemes"].update(results["schemes"])
             merged[name].setdefault("central", results.get("central"))

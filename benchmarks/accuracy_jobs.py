@@ -1,0 +1,159 @@
+"""Federated runs of the accuracy benchmark as jobs on a pool of single-threaded worker processes.
+
+A job is (plan, config, run directory); its key hashes every setting that changes the result, so schemes or
+fleets that give every class the same configuration share one run, and a finished run is read back from its
+directory instead of trained again (a stopped one resumes). Each worker keeps one thread (the runs are small;
+two processes on two cores beat one process with two threads) and caches encoded datasets across its jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from budgetplan.execute.rounds import RunConfig
+from budgetplan.plan import Plan
+
+
+# A block below every trained block trains the same whether a plan names it "frozen" or "frozen_outside".
+FROZEN_ALIASES = {"frozen_outside": "frozen"}
+
+
+@dataclass(frozen=True)
+class Job:
+    plan: Plan
+    config: RunConfig
+    runs_dir: Path
+
+    @property
+    def key(self) -> str:
+        what = [[c.active, [FROZEN_ALIASES.get(s, s) for s in c.block_states], c.share] for c in self.plan.classes]
+        config = asdict(self.config)
+        if self.config.train.lora_lr_scale == self.config.train.head_lr_scale == 1.0:
+            del config["train"]["lora_lr_scale"], config["train"]["head_lr_scale"]  # keys from before they existed
+        text = json.dumps([what, self.plan.model.fingerprint, config], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def canonical(plan: Plan, config: RunConfig) -> RunConfig:
+    """The same run stated one way: a plan that trains no whole block (the head, maybe LoRA) with equal LoRA and
+    head multipliers trains every parameter at lr x multiplier, i.e. the unscaled run at that rate (shared)."""
+    train = config.train
+    trains_blocks = any(s == "trained" or s.startswith("trained+") for c in plan.classes if c.active
+                        for s in c.block_states)
+    if trains_blocks or train.lora_lr_scale != train.head_lr_scale:
+        return config
+    rate = float(f"{train.lr * train.head_lr_scale:.12g}")
+    return replace(config, train=replace(train, lr=rate, lora_lr_scale=1.0, head_lr_scale=1.0))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.key
+
+
+@dataclass(frozen=True)
+class Curve:
+    accuracy: list[float]  # held-out accuracy after each round (measured)
+    loss: list[float]  # held-out loss after each round, nats (measured)
+    seconds: float  # wall time of the job in its worker, 0 when read back from a finished run
+
+
+def finished(job: Job) -> Curve | None:
+    """The curve of a run that already reached the job's round count, or None."""
+    log = job.run_dir / "rounds.jsonl"
+    if not log.is_file():
+        return None
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if len(rows) < job.config.rounds:
+        return None
+    rows = rows[: job.config.rounds]
+    return Curve([float(r["accuracy"]) for r in rows], [float(r["loss"]) for r in rows], 0.0)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _cache_datasets()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed driver leaves no worker training on: each worker exits once its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
+
+
+def _cache_datasets() -> None:
+    """Every run of one task reads and encodes the same data slice: do it once per worker and slice."""
+    from budgetplan.execute import rounds as rounds_module
+
+    load = rounds_module.load_dataset
+
+    @functools.lru_cache(maxsize=8)
+    def cached(name, vocab_size, fingerprint, seq_len, data_dir, max_train, max_test, seed, box):
+        return load(name, box.loaded, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test,
+                    seed=seed)
+
+    def wrapper(name, loaded, *, seq_len=64, data_dir=None, max_train=None, max_test=None, seed=0):
+        return cached(name, loaded.vocab_size, loaded.fingerprint, seq_len, data_dir, max_train, max_test, seed,
+                      _Carry(loaded))
+
+    rounds_module.load_dataset = wrapper
+
+
+class _Carry:
+    """Carries the model past the cache key: the fingerprint in the key already names the model."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def __eq__(self, other):
+        return isinstance(other, _Carry)
+
+    def __hash__(self):
+        return 0
+
+
+def run_job(job: Job) -> Curve:
+    from budgetplan.execute.rounds import run
+
+    done = finished(job)
+    if done is not None:
+        return done
+    start = time.perf_counter()
+    resume = (job.run_dir / "checkpoint.pt").exists()
+    result = run(job.plan, job.config, job.run_dir, resume=resume)
+    return Curve([float(r["accuracy"]) for r in result.history], [float(r["loss"]) for r in result.history],
+                 time.perf_counter() - start)
+
+
+class Pool:
+    """Submit jobs once each (by key); finished runs come back without a worker."""
+
+    def __init__(self, workers: int):
+        self.executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        self.futures: dict[str, Future] = {}
+
+    def submit(self, job: Job) -> Future:
+        if job.key not in self.futures:
+            done = finished(job)
+            if done is not None:
+                future: Future = Future()
+                future.set_result(done)
+                self.futures[job.key] = future
+            else:
+                self.futures[job.key] = self.executor.submit(run_job, job)
+        return self.futures[job.key]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
