@@ -42,6 +42,10 @@ class Job:
         text = json.dumps([what, self.plan.model.fingerprint, config], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.key
+
 
 def canonical(plan: Plan, config: RunConfig) -> RunConfig:
     """The same run stated one way: a plan that trains no whole block (the head, maybe LoRA) with equal LoRA and
@@ -53,10 +57,6 @@ def canonical(plan: Plan, config: RunConfig) -> RunConfig:
         return config
     rate = float(f"{train.lr * train.head_lr_scale:.12g}")
     return replace(config, train=replace(train, lr=rate, lora_lr_scale=1.0, head_lr_scale=1.0))
-
-    @property
-    def run_dir(self) -> Path:
-        return self.runs_dir / self.key
 
 
 @dataclass(frozen=True)

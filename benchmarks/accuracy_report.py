@@ -87,6 +87,18 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def versus(all_results: dict[str, dict], scheme: str = "a") -> str:
+    """One row per results set: the final-accuracy paired difference of `scheme` minus each other scheme."""
+    others = ("b", "c", "d", "e", "g")
+    lines = [f"| results | {' | '.join(f'({scheme}) - ({o})' for o in others)} |", "|---" * (len(others) + 1) + "|"]
+    for name, results in all_results.items():
+        ran = {k: [c[-1] for c in v["curves"]] for k, v in results["schemes"].items() if "curves" in v}
+        if scheme in ran:
+            cells = [_pm(*paired(ran[scheme], ran[o])) if o in ran else "-" for o in others]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -135,6 +147,7 @@ def main() -> None:
         results["schemes"] = dict(sorted(results["schemes"].items(), key=lambda kv: order.get(kv[0], 99)))
         plot(results, args.out / f"{name}.png")
         print(f"### {name}\n\n{table(results)}\n\n![{name}](accuracy/{name}.png)\n")
+    print(f"### (a) against each baseline, final accuracy\n\n{versus(merged)}\n")
 
 
 if __name__ == "__main__":
