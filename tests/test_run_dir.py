@@ -39,6 +39,7 @@ def fork_run(args: list[str], stderr: Path, file_limit_bytes: int | None = None)
     """`budgetplan ARGS` in a forked child process; returns its pid (stdout discarded, stderr to a file)."""
     pid = os.fork()
     if pid:
+        _EXITED.pop(pid, None)  # a reused pid is a new child
         return pid
     code = 70
     try:
@@ -57,12 +58,26 @@ def fork_run(args: list[str], stderr: Path, file_limit_bytes: int | None = None)
         os._exit(code)
 
 
+_EXITED: dict[int, int] = {}  # pid -> exit code of a child already reaped (a pid can be reaped only once)
+
+
+def _poll(pid: int) -> int | None:
+    """The exit code of a finished child, None while it runs. alive() may reap the child first (a run that ends
+    before the kill), so the code is remembered: a second waitpid would raise ChildProcessError."""
+    if pid not in _EXITED:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            return None
+        _EXITED[pid] = os.waitstatus_to_exitcode(status)
+    return _EXITED[pid]
+
+
 def exit_code(pid: int, timeout_s: float = 300.0) -> int:
     end = time.monotonic() + timeout_s
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
+        code = _poll(pid)
+        if code is not None:
+            return code
         if time.monotonic() > end:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -71,7 +86,7 @@ def exit_code(pid: int, timeout_s: float = 300.0) -> int:
 
 
 def alive(pid: int) -> bool:
-    return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    return _poll(pid) is None
 
 
 def wait_for(condition, timeout_s: float = 180.0) -> None:
