@@ -103,7 +103,7 @@ def batches(num_examples: int, batch_size: int, steps: int, seed: int) -> list[n
 def lr_groups(loaded: LoadedModel, settings: TrainSettings) -> list[dict]:
     """Optimizer parameter groups of the trained parameters: trained blocks at lr, LoRA adapters at
     lr x lora_lr_scale, everything outside the block stack (the head, trained embeddings) at lr x head_lr_scale.
-    Groups are in model order; an empty group is left out."""
+    Within a group parameters keep model order; an empty group is left out."""
     prefix = loaded.layout.path + "."
     groups: dict[str, list] = {"blocks": [], "lora": [], "head": []}
     for name, param in loaded.model.named_parameters():
