@@ -157,13 +157,17 @@ def test_of_record_sigkill_at_random_moments_then_resume_ends_bit_identical(plan
     """Kill a run (SIGKILL) at random moments, resume after each, and end where an uninterrupted run ends."""
     rounds, kills_wanted, rng = 4, 4, random.Random(14)
     reference, out, kills = tmp_path / "reference", tmp_path / "killed", 0
+    start = time.monotonic()
     assert exit_code(fork_run(run_args(plan, reference, rounds), tmp_path / "reference.err")) == 0
+    # Kill moments scale with the machine: a fixed window let a fast machine finish a run before its kill. Delays
+    # summing to at most half a whole run leave every killed attempt work still to do.
+    longest_delay = (time.monotonic() - start) / (2 * kills_wanted)
     while True:
         resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
         pid = fork_run(run_args(plan, out, rounds, *resume), tmp_path / f"run{kills}.err")
         if kills < kills_wanted:
             wait_for(lambda: _locked(out) or not alive(pid))
-            time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(rng.uniform(0.0, longest_delay))
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
