@@ -21,6 +21,7 @@ from pathlib import Path
 
 from budgetplan.execute.rounds import RunConfig
 from budgetplan.plan import Plan
+from budgetplan.profile.types import TRAINED, parse_state
 
 
 # A block below every trained block trains the same whether a plan names it "frozen" or "frozen_outside".
@@ -51,8 +52,7 @@ def canonical(plan: Plan, config: RunConfig) -> RunConfig:
     """The same run stated one way: a plan that trains no whole block (the head, maybe LoRA) with equal LoRA and
     head multipliers trains every parameter at lr x multiplier, i.e. the unscaled run at that rate (shared)."""
     train = config.train
-    trains_blocks = any(s == "trained" or s.startswith("trained+") for c in plan.classes if c.active
-                        for s in c.block_states)
+    trains_blocks = any(parse_state(s).base == TRAINED for c in plan.classes if c.active for s in c.block_states)
     if trains_blocks or train.lora_lr_scale != train.head_lr_scale:
         return config
     rate = float(f"{train.lr * train.head_lr_scale:.12g}")
