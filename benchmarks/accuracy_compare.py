@@ -269,8 +269,9 @@ def main() -> None:
     loaded = load_model(args.model, num_labels=args.num_labels, task=args.kind)
     (args.out / f"{args.task}-runs").mkdir(parents=True, exist_ok=True)
     profile = profiled(args, loaded, args.out / f"{args.task}-runs")
+    values = (", ".join(f"{s} {v:.4f}" for s, v in b.items()) for b in profile.importance.blocks)
     log(f"profile ready; importance measured in {profile.importance.seconds:.1f} s: "
-        + "; ".join(f"{i}: " + ", ".join(f"{s} {v:.4f}" for s, v in b.items()) for i, b in enumerate(profile.importance.blocks)))
+        + "; ".join(f"{i}: {text}" for i, text in enumerate(values)))
     pool = Pool(args.workers)
     try:
         by_fleet = Bench(args, profile, loaded, pool, log).run(fleets)

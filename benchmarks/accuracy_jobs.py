@@ -74,8 +74,12 @@ def finished(job: Job) -> Curve | None:
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if len(rows) < job.config.rounds:
         return None
-    rows = rows[: job.config.rounds]
-    return Curve([float(r["accuracy"]) for r in rows], [float(r["loss"]) for r in rows], 0.0)
+    return curve_of(rows[: job.config.rounds], 0.0)
+
+
+def curve_of(rows: list[dict], seconds: float) -> Curve:
+    """A Curve from round records (rounds.jsonl lines or RunResult.history)."""
+    return Curve([float(r["accuracy"]) for r in rows], [float(r["loss"]) for r in rows], seconds)
 
 
 def _init_worker() -> None:
@@ -133,8 +137,7 @@ def run_job(job: Job) -> Curve:
     start = time.perf_counter()
     resume = (job.run_dir / "checkpoint.pt").exists()
     result = run(job.plan, job.config, job.run_dir, resume=resume)
-    return Curve([float(r["accuracy"]) for r in result.history], [float(r["loss"]) for r in result.history],
-                 time.perf_counter() - start)
+    return curve_of(result.history, time.perf_counter() - start)
 
 
 class Pool:

@@ -226,7 +226,8 @@ def test_export_writes_an_app_whose_config_round_trips_and_whose_modules_import(
             config.max_train, config.seq_len) == ("drugreview", 2, 3, 2, 0.001, 80, 16)
     assert (config.train.lora_lr_scale, config.train.head_lr_scale) == (3.0, 10.0)
     old_app = {k: v for k, v in project["config"].items() if not k.endswith("lr-scale")}  # an app written before
-    assert (run_config_from_values(old_app).train.lora_lr_scale, run_config_from_values(old_app).train.head_lr_scale) == (1.0, 1.0)
+    old_train = run_config_from_values(old_app).train
+    assert (old_train.lora_lr_scale, old_train.head_lr_scale) == (1.0, 1.0)
     apps = {name: _import(out / PACKAGE / f"{name}.py").app for name in ("server_app", "client_app")}
     assert isinstance(apps["server_app"], ServerApp) and isinstance(apps["client_app"], ClientApp)
 

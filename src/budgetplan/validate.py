@@ -257,7 +257,8 @@ def check_shares(shares: dict, origin: str, fix: str) -> None:
 OPTION_RULES = {
     "--rounds": "count", "--clients": "count", "--clients-per-round": "count", "--local-steps": "count",
     "--batch-size": "count", "--seq-len": "count", "--image-size": "count", "--max-train": "count",
-    "--max-test": "count", "--workers": "count", "--lora-rank": "count", "--lr": "rate", "--lora-lr-scale": "rate", "--head-lr-scale": "rate",
+    "--max-test": "count", "--workers": "count", "--lora-rank": "count", "--lr": "rate",
+    "--lora-lr-scale": "rate", "--head-lr-scale": "rate",
     "--alpha": "rate",
     "--client-timeout-s": "rate", "--time-limit": "rate", "--seconds": "rate", "--fail-prob": "fraction",
     "--tolerance": "tolerance", "--seed": "seed", "--num-labels": "labels",

@@ -44,7 +44,8 @@ def run_config_from_values(values: Mapping[str, object]) -> RunConfig:
     try:
         train = TrainSettings(local_steps=int(_get(values, "local-steps")), batch_size=int(_get(values, "batch-size")),
                               optimizer=str(_get(values, "optimizer")), lr=float(_get(values, "lr")),
-                              lora_lr_scale=float(values.get("lora-lr-scale", 1.0)),  # absent from apps exported before the option: 1
+                              # absent from apps exported before the options existed: 1
+                              lora_lr_scale=float(values.get("lora-lr-scale", 1.0)),
                               head_lr_scale=float(values.get("head-lr-scale", 1.0)))
         nullable = {key: int(_get(values, key)) or None for key in _NULL_INT}
         return RunConfig(
