@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     """Run one engine and print its numbers as one JSON line."""
     import torch
 
-    from budgetplan.execute.engine import run_experiment
+    from budgetplan.engines import run_experiment
 
     torch.set_num_threads(1)
     plan, config = plan_and_config(args)

@@ -175,7 +175,7 @@ def test_the_embedded_engine_imports_nothing_from_integrations(tmp_path):
 
     tests = str(Path(__file__).resolve().parent)
     code = (f"import sys, json; sys.path.insert(0, {tests!r}); from fl_helpers import tiny_plan, tiny_config; "
-            "from budgetplan.execute.engine import run_experiment; "
+            "from budgetplan.engines import run_experiment; "
             f"run_experiment('embedded', tiny_plan(), tiny_config(rounds=1, clients=2, clients_per_round=1, "
             f"max_train=8, max_test=4), {str(tmp_path / 'r')!r}); "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('budgetplan.integrations') "

@@ -112,7 +112,7 @@ def test_fused_cpu_sdpa_counts_what_the_math_path_counts(mask, causal):
 
 
 def test_every_fused_sdpa_variant_has_the_math_path_formula_forward_and_backward():
-    from budgetplan.profile.sdpa_flops import BACKWARD_OPS, FORWARD_OPS, sdpa_formulas
+    from budgetplan.profile.flops import BACKWARD_OPS, FORWARD_OPS, sdpa_formulas
 
     q, k, v = _attention_inputs(heads_kv=4)
     expected = _fwd_bwd(OpCounter, lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0])

@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from budgetplan.cli import app
-from budgetplan.execute import engine
+from budgetplan import engines as engine
 from budgetplan.plan import ModelRef, Plan, PlanClass, PlanContext
 from fl_helpers import LAST_ONE, AnsweringGrid, class_plan, tiny_plan
 from cli_helpers import assert_one_line_error

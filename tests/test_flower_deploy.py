@@ -46,7 +46,7 @@ def deployed_app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def federation(deployed_app):
     """The SuperLink and both SuperNodes (with their SuperExecs), stopped at the end even after a failure."""
-    from budgetplan.integrations.flower.local import alive, start_local
+    from budgetplan.integrations.flower.deploy.local import alive, start_local
 
     federation = start_local(deployed_app[2], env=ENV)
     try:
@@ -74,7 +74,7 @@ def _run(federation, **run_config):
 def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(tmp_path):
     """(First in the file, so the deployment below is not running beside it.) The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
     started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
-    from budgetplan.integrations.flower.local import start_local
+    from budgetplan.integrations.flower.deploy.local import start_local
 
     plan, config, app, run_dir = _export(tmp_path)
     federation = start_local(app, simulation=True, env=ENV)

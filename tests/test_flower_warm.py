@@ -1,4 +1,4 @@
-"""The warm SuperExec (integrations/flower/warm.py): a task runs in a forked child with exactly the command
+"""The warm SuperExec (integrations/flower/deploy/warm.py): a task runs in a forked child with exactly the command
 line Flower's own executor would start, and its exit status is the child's."""
 
 import os
@@ -13,7 +13,7 @@ from flwr.supercore.constant import TaskType  # noqa: E402
 from flwr.supercore.superexec.executor import ExecutionSpec  # noqa: E402
 from flwr.supercore.superexec.executor import subprocess_executor  # noqa: E402
 
-from budgetplan.integrations.flower import warm  # noqa: E402
+from budgetplan.integrations.flower.deploy import warm  # noqa: E402
 
 
 def _spec(task_type=TaskType.CLIENT_APP, **kw):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from budgetplan.version import __version__
 
 # public name -> (module, attribute), imported on first access (PEP 562)
 _LAZY = {

@@ -7,7 +7,9 @@
     model = budgetplan.apply(plan, task, "jetson-nano")    # frozen blocks, LoRA injected; model(**batch).loss
     new_global = budgetplan.layerwise_mean(global_state, [(upload, num_examples), ...])
 
-Every function is the one the CLI calls; nothing here prints.
+Every function is the one the CLI calls; nothing here prints. The stages are imported inside the functions on
+purpose (start-up speed: `import budgetplan` loads no torch, transformers or OR-Tools); each such import goes
+down the stages (tests/test_architecture.py checks).
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def flower_apps(plan_file: str | Path):
     client trains its class's configuration. flwr is imported only here, so budgetplan works without it.
     """
     from budgetplan.errors import ExtraMissingError
-    from budgetplan.execute.engine import EXTRA_HINT, flower_extra_installed
+    from budgetplan.engines import EXTRA_HINT, flower_extra_installed
 
     if not flower_extra_installed():
         raise ExtraMissingError(EXTRA_HINT)

@@ -39,3 +39,14 @@ class ExtraMissingError(BudgetplanError):
 
 class ProfileError(BudgetplanError):
     """A model cannot be profiled exactly (a block runs twice, a trainable parameter gets no gradient)."""
+
+
+def first_line(reason: object, limit: int | None = None, empty: str | None = None) -> str:
+    """The first line of an exception's message (or of a text), stripped and cut to `limit` characters: what a
+    one-line error quotes of a cause. With no text: `empty`, else the exception's type name (a text: "")."""
+    lines = ("" if reason is None else str(reason)).strip().splitlines()
+    if lines:
+        return lines[0][:limit]
+    if empty is not None:
+        return empty
+    return type(reason).__name__ if isinstance(reason, BaseException) else ""

@@ -30,7 +30,7 @@ from budgetplan.execute.data import Examples, dataset_info, load_dataset
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile.configure import apply_block_states
 from budgetplan.profile.measure import make_optimizer
-from budgetplan.profile.types import FROZEN_OUTSIDE, Importance, ModelProfile, is_trainable
+from budgetplan.profile.types import FROZEN_OUTSIDE, Importance, ModelProfile, base_state, is_trainable
 
 METHOD = "loss-drop-over-head"
 
@@ -53,13 +53,6 @@ class ImportanceRequest:
                 raise ConfigError(f"importance --{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"importance --lr must be a positive number, got {self.lr}")
-
-
-def base_state(state: str) -> str:
-    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained'; profile.types.parse_state)."""
-    from budgetplan.profile.types import parse_state
-
-    return parse_state(state).base
 
 
 def pilot_slices(loaded: LoadedModel, request: ImportanceRequest) -> tuple[Examples, Examples]:

@@ -1,6 +1,8 @@
 """The `budgetplan` command. Each stage's commands live in their own module here and only delegate.
 
-This package and budgetplan.report are the only places that print; nothing else imports them.
+This package and budgetplan.report are the only places that print; nothing else imports them. Commands import
+the stages inside their functions on purpose (start-up speed: `budgetplan --version` and `--help` load no torch);
+each such import goes down the stages (tests/test_architecture.py checks).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from budgetplan.errors import BudgetplanError
 from budgetplan.report.tables import ReportConsole
+from budgetplan.version import __version__
 
 console = ReportConsole()  # tables print whole: folded in a terminal, plain rows when redirected
 error_console = ReportConsole(stderr=True, soft_wrap=True)
@@ -120,7 +121,5 @@ def write_json(write, obj, path: Path, what: str) -> None:
 
 def version_callback(value: bool) -> None:
     if value:
-        from budgetplan import __version__
-
         sys.stdout.write(f"budgetplan {__version__}\n")
         raise typer.Exit()

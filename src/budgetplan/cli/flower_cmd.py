@@ -81,18 +81,19 @@ def flower_local_command(
 
     Example: budgetplan flower-local app
     """
-    from budgetplan.integrations.flower import local
+    from budgetplan.integrations.flower import deploy
+    from budgetplan.integrations.flower.export import FEDERATION
 
     if stop:
-        count = local.stop_recorded(app_dir)
+        count = deploy.stop_recorded(app_dir)
         common.console.print(f"stopped {count} Flower process group(s) of {app_dir}", markup=False, highlight=False)
         return
-    federation = local.start_local(app_dir, port=port, simulation=simulation, warm=warm)
+    federation = deploy.start_local(app_dir, port=port, simulation=simulation, warm=warm)
     kind = "simulation SuperLink" if simulation else f"SuperLink and {len(federation.nodes)} SuperNodes"
     root = shlex.quote(str(federation.app))
     common.console.print(f"started a {kind} on 127.0.0.1:{federation.port} (logs in {federation.state_dir}); "
                          "run the app with:", markup=False, highlight=False, soft_wrap=True)
-    common.console.print(f"  FLWR_HOME={root}/.flwr flwr run {root} {local.FEDERATION} --stream",
+    common.console.print(f"  FLWR_HOME={root}/.flwr flwr run {root} {FEDERATION} --stream",
                          markup=False, highlight=False, soft_wrap=True)
 
 

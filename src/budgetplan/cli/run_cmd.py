@@ -85,7 +85,7 @@ def run_command(
 
     Example: budgetplan run plan.json --data drugreview --rounds 10 --clients 20
     """
-    from budgetplan.execute.engine import run_experiment
+    from budgetplan.engines import run_experiment
 
     run_plan = read_plan(plan)
     config = opts.run_config(

@@ -24,9 +24,7 @@ from budgetplan.execute.schemes import LABELS, SCHEMES
 from budgetplan.execute.setup import trainable_names_of
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass, predicted_costs
-from budgetplan.profile.types import TRAINED, ModelProfile, is_trainable, lora_state, recompute_state
-
-FROZEN = "frozen"
+from budgetplan.profile.types import FROZEN, TRAINED, ModelProfile, is_trainable, lora_state, recompute_state
 
 
 def within_budget(profile: ModelProfile, states: tuple[str, ...], plan: PlanClass) -> bool:

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from budgetplan.errors import DataError
 from budgetplan.execute import sources
+from budgetplan.models.bundled import minilm_path
 from budgetplan.models.load import LoadedModel
+from budgetplan.validate import check_seq_len
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CHAR_VOCAB = ASSETS / "shakespeare-char.vocab.json"
@@ -84,8 +86,6 @@ def dataset_info(name: str) -> DatasetInfo:
 def load_dataset(name: str, loaded: LoadedModel, *, seq_len: int = 64, data_dir: str | None = None,
                  max_train: int | None = None, max_test: int | None = None, seed: int = 0) -> Dataset:
     """Read, encode for `loaded` and (optionally) subsample a dataset; the same seed gives the same slice."""
-    from budgetplan.validate import check_seq_len
-
     check_seq_len(seq_len, loaded.max_positions, loaded.name)
     info = dataset_info(name)
     if info.input_kind != loaded.input_kind:
@@ -141,8 +141,6 @@ def _encode(raw: sources.RawSplit, loaded: LoadedModel, seq_len: int) -> Example
 
 def _tokenize(texts: list[str], loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor]:
     from transformers import AutoTokenizer  # local: only text datasets need it
-
-    from budgetplan.models.bundled import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 from torch import Tensor
 
+from budgetplan.errors import first_line
 from budgetplan.execute import client as client_mod
 from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
 from budgetplan.execute.finite import non_finite_reason
@@ -253,6 +254,6 @@ def train_job(setup, global_state: dict, job: Job) -> Reply:
     try:
         result = client_mod.train_client(setup.template, global_state, job.plan_class, data, job.settings, job.seed)
     except (client_mod.ClientDropped, RuntimeError, ValueError, MemoryError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         return Reply(job.client, job.plan_class.name, problem=reason)
     return Reply(job.client, job.plan_class.name, result.upload, result.num_examples, result.metrics)

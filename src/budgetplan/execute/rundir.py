@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, first_line
 from budgetplan.files import loads_strict
 
 try:
@@ -138,7 +138,7 @@ def read_checkpoint(path: Path) -> dict:
             or "global" in str(exc).lower() else "is not a torch checkpoint"
         raise RunDirError(f"checkpoint {path} {what}; {fix}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        first = first_line(exc, 100)
         raise RunDirError(f"checkpoint {path} is truncated or corrupt ({first}); {fix}") from None
     keys = ("round", "global_state", "history", "measurements")
     if not isinstance(data, dict) or any(k not in data for k in keys) or not isinstance(data["global_state"], dict):

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from budgetplan.errors import DataError, PlanError
-from budgetplan.execute.client import batches, configure
+from budgetplan.execute.client import batches, configure, global_state_of
 from budgetplan.execute.data import ASSETS, DatasetInfo, Examples
 from budgetplan.models.load import LoadedModel, load_model
 from budgetplan.plan import Plan, PlanClass
+from budgetplan.profile.measure import measure_training_step
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -45,10 +46,6 @@ def lora_transposed(loaded: LoadedModel) -> frozenset[str]:
 def measure_class(template: LoadedModel, global_state: dict, plan: PlanClass, data: Examples, batch_size: int,
                   optimizer: str, lr: float, seed: int) -> dict:
     """Live-tensor peak and FLOPs of the class's first local step on real data, at the plan's batch size."""
-    try:
-        from budgetplan.profile.measure import measure_training_step
-    except ImportError as exc:  # the profiler's measurement is not installed: record why, do not fail the run
-        return {"error": f"measurement unavailable ({exc})"}
     if len(data) == 0:
         raise DataError(f"class {plan.name}: its first client has no data to measure with")
     loaded, trained = configure(template, global_state, plan, seed)
@@ -68,8 +65,6 @@ def measure_class(template: LoadedModel, global_state: dict, plan: PlanClass, da
 def trainable_names_of(template: LoadedModel, block_states: tuple[str, ...],
                        train_embeddings: bool = False) -> tuple[str, ...]:
     """The tensor names a configuration trains (and uploads), found by configuring a copy of the model."""
-    from budgetplan.execute.client import global_state_of
-
     plan = PlanClass(name="probe", share=1.0, block_states=tuple(block_states), trainable_names=(),
                      train_embeddings=train_embeddings)
     _, trained = configure(template, global_state_of(template), plan, seed=0)

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
-from budgetplan.errors import ModelLoadError
+from budgetplan.errors import ModelLoadError, first_line
 from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
 from budgetplan.models.task import TASKS, TaskModel
@@ -80,7 +80,7 @@ def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | Non
             try:
                 model.head.load_state_dict(head_state)
             except RuntimeError as exc:
-                raise ModelLoadError(f"{name}: the saved head does not fit the model ({_first_line(exc)[:120]}); "
+                raise ModelLoadError(f"{name}: the saved head does not fit the model ({first_line(exc, 120)}); "
                                      "save the head of this model") from None
     override = f"{TASK_PREFIX}{blocks}" if blocks else None
     layout = find_blocks(model, override)
@@ -150,7 +150,7 @@ def _load_hf_dir(path: Path):
     except ModelLoadError:
         raise
     except (*BUILD_ERRORS, OSError, SafetensorError) as exc:
-        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({_first_line(exc)}); "
+        raise ModelLoadError(f"could not load the Hugging Face model in {path} ({first_line(exc, 160)}); "
                              "check config.json and the weights file (a truncated download: fetch it again)") from None
     return base, config, None, None
 
@@ -158,10 +158,6 @@ def _load_hf_dir(path: Path):
 # What a bad config or weights file raises inside transformers/torch while a model is built or filled.
 BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, IndexError, ZeroDivisionError,
                 OverflowError, StrictDataclassError)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _check_fits_memory(config, path) -> None:
@@ -193,7 +189,7 @@ def _build_from_config(cls, config, path):
         _check_fits_memory(config, path)
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     except BUILD_ERRORS as exc:
-        raise ModelLoadError(f"{path}: its config cannot build a model ({_first_line(exc)}); fix the config "
+        raise ModelLoadError(f"{path}: its config cannot build a model ({first_line(exc, 160)}); fix the config "
                              "(e.g. the hidden size must be a whole number divisible by the number of heads)") from None
 
 
@@ -224,7 +220,7 @@ def _torch_load(path: Path, weights_only: bool):
 
 
 def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    first = first_line(exc, 120)
     return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
 
 
@@ -254,7 +250,7 @@ def _from_checkpoint_dict(obj, path: Path):
     try:
         missing, unexpected = base.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # size mismatches
-        raise ModelLoadError(f"{path}: state_dict does not fit its config ({_first_line(exc)[:120]}...); save the "
+        raise ModelLoadError(f"{path}: state_dict does not fit its config ({first_line(exc, 120)}...); save the "
                              "config and weights of the same model") from None
     missing = [k for k in missing if "pooler." not in k]
     if missing or unexpected:
@@ -272,7 +268,7 @@ def _config_from_dict(data, path: Path) -> PretrainedConfig:
     try:
         return AutoConfig.for_model(model_type, **data)
     except BUILD_ERRORS as exc:
-        raise ModelLoadError(f"{path}: config of model_type '{model_type}' cannot be read ({_first_line(exc)}); "
+        raise ModelLoadError(f"{path}: config of model_type '{model_type}' cannot be read ({first_line(exc, 160)}); "
                              "use a transformers model type and its config fields") from None
 
 

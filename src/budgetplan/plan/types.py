@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
-from budgetplan import __version__
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.files import read_json
+from budgetplan.plan.check import check_plan
 from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
+from budgetplan.validate import check_schema
+from budgetplan.version import __version__
 
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
@@ -302,8 +304,6 @@ def plan_schema() -> dict:
 
 def validate_plan(data, origin: str = "plan") -> dict:
     """Check kind, major schema version, every field (JSON Schema) and the semantics; PlanError (one line)."""
-    from budgetplan.validate import check_plan, check_schema
-
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
         raise PlanError(f"{origin} is not a budgetplan plan file (no \"kind\": \"{PLAN_KIND}\"); {FIX}")
     found = str(data.get("schema_version", ""))

@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from budgetplan.errors import ConfigError
 from budgetplan.models.load import LoadedModel
+from budgetplan.profile.batch import make_batch
 from budgetplan.profile.types import TRAINED, parse_state
 
 LORA_ALPHA_PER_RANK = 2.0  # alpha = 2 x rank, the common choice; recorded in profiles and plans
@@ -75,8 +76,6 @@ def part_names(loaded: LoadedModel) -> PartNames:
 
 
 def _first_run_order(loaded: LoadedModel) -> dict[str, int]:
-    from budgetplan.profile.batch import make_batch  # local: batch depends on models only
-
     order: dict[str, int] = {}
 
     def record(name: str):

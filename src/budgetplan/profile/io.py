@@ -8,6 +8,7 @@ from pathlib import Path
 
 from budgetplan.errors import PlanError
 from budgetplan.files import check_format, read_json
+from budgetplan.profile.check import check_profile
 from budgetplan.profile.types import (
     SCHEMA_VERSION,
     BlockProfile,
@@ -53,8 +54,6 @@ def _states(data: dict) -> dict[str, dict[str, PartCost]]:
 
 
 def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
-    from budgetplan.validate import check_profile  # local: validate imports profile.types and profile.compose
-
     check_format(data, PROFILE_KIND, SCHEMA_VERSION, origin, "re-run 'budgetplan profile MODEL --json PATH'",
                  PlanError)
     check_profile(data, origin)

@@ -19,7 +19,6 @@ import peft
 import torch
 import transformers
 
-import budgetplan
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
 from budgetplan.profile.batch import check_context, make_batch
@@ -36,6 +35,7 @@ from budgetplan.profile.types import (
     ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
     recompute_state,
 )
+from budgetplan.version import __version__
 
 Progress = Callable[[str], None]
 
@@ -159,7 +159,7 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     parts_seconds = time.perf_counter() - started
     calls, held = run.calls, run.held
     profile = ModelProfile(
-        schema_version=SCHEMA_VERSION, generator=f"budgetplan {budgetplan.__version__}",
+        schema_version=SCHEMA_VERSION, generator=f"budgetplan {__version__}",
         model=_model_info(loaded), context=_context(loaded, request),
         pre={FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}},
         post=post, blocks=blocks,
@@ -240,7 +240,7 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
         block_path=loaded.layout.path, family=loaded.family,
         num_params=sum(p.numel() for p in loaded.model.parameters()),
         library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                          "peft": peft.__version__, "budgetplan": budgetplan.__version__},
+                          "peft": peft.__version__, "budgetplan": __version__},
     )
 
 

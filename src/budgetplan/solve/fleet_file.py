@@ -30,11 +30,11 @@ from pathlib import Path
 from budgetplan.devices import DeviceClass, bundled_fleets, fleet_file, load_device, read_device_file
 from budgetplan.errors import ConfigError
 from budgetplan.files import read_toml
-from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
+from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path, read_profile
 from budgetplan.profile.types import ModelProfile
 from budgetplan.solve.coupling import FleetLimits
+from budgetplan.validate import SHARE_TOLERANCE
 
-SHARE_TOLERANCE = 1e-6
 LIMIT_KEYS = ("ingress_bytes_per_round", "clients_per_round", "min_coverage")
 
 
@@ -124,6 +124,4 @@ def model_path(fleet: Fleet, entry: str) -> Path:
 
 
 def read_fleet_profiles(fleet: Fleet) -> list[ModelProfile]:
-    from budgetplan.profile.io import read_profile
-
     return [read_profile(model_path(fleet, entry)) for entry in fleet.model_paths]

@@ -71,16 +71,6 @@ def describe(block_states: tuple[str, ...]) -> str:
     return f"{len(trainable)} of {len(block_states)} blocks trainable"
 
 
-def to_solution(states: tuple[str, ...], objective_value: int, cost: ConfigCost, device, profile: ModelProfile,
-                objective: Objective, contiguous: bool, budget: Budget, caps: tuple[int, int, int],
-                unconstrained: int, solve_s: float) -> DeviceSolution:
-    """The answer for one class, checked against `cost` = compose(profile, states) (check_row, then
-    solution_for): PlanError if a planner bug would otherwise reach a plan file."""
-    check_row(states, objective_value, cost, objective, device.name)
-    return solution_for(states, objective_value, cost, device, profile, objective, contiguous, budget, caps,
-                        unconstrained, solve_s)
-
-
 def check_row(states: tuple[str, ...], objective_value: int, cost: ConfigCost, objective: Objective,
               name: str) -> None:
     """What does not depend on the class: `cost` is the cost of `states` and its objective is the planner's.

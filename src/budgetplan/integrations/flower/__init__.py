@@ -1,7 +1,7 @@
 """Flower integration (optional extra `budgetplan[flower]`): plans run on Flower's Message API.
 
 Nothing here imports flwr at package import time, so budgetplan works without the extra; the submodules
-that need it are imported only after budgetplan.execute.engine has checked the extra is installed.
+that need it are imported only after budgetplan.engines has checked the extra is installed.
 """
 
 from __future__ import annotations

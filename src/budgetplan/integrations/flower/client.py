@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from budgetplan.errors import BudgetplanError, ConfigError, PlanError
+from budgetplan.errors import BudgetplanError, ConfigError, PlanError, first_line
 from budgetplan.execute.client import global_state_of, train_client
 from budgetplan.execute.loop import client_seed, simulated_failure
 from budgetplan.execute.rounds import RunConfig, Setup
@@ -126,7 +126,7 @@ def _global_state(setup: Setup, received: dict, base_digest) -> dict:
 
 def _error_reply(message: Message, exc: Exception) -> Message:
     """A one-line Error reply: the server logs it and goes on without this node."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = first_line(exc)
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
 
 

@@ -22,6 +22,7 @@ from budgetplan.errors import ConfigError
 from budgetplan.execute.data import dataset_info
 from budgetplan.execute.rounds import RunConfig, assign_classes
 from budgetplan.integrations.flower import outdir
+from budgetplan.integrations.flower.readme import render
 from budgetplan.integrations.flower import settings as keys
 from budgetplan.plan import Plan
 
@@ -172,8 +173,6 @@ def inline_node_config(partition: int, device_class: str) -> str | None:
 
 def readme_text(plan: Plan, config: RunConfig, nodes: dict[str, str]) -> str:
     """How to run the app; plan strings appear only json-escaped in prose and shlex-quoted in shell lines."""
-    from budgetplan.integrations.flower.readme import render
-
     classes = assign_classes(plan, config.clients, config.seed)
     env = " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items())
     supernodes = [f"flower-supernode --insecure --superlink 127.0.0.1:{SUPERLINK_PORT} "

@@ -26,9 +26,11 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from budgetplan.errors import first_line
 from budgetplan.integrations.flower import records as rec
 
 PREFIX = "budgetplan:"
+NO_REASON = "no reason given"  # what an Error reply without a reason is reported as
 # Error codes the SuperLink itself sends for a message: the node is gone, or the message or reply expired.
 GONE_CODES = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
                         ErrorCode.REPLY_MESSAGE_UNAVAILABLE})
@@ -45,11 +47,6 @@ class NodeIdentity:
 def warn(message: str) -> None:
     """One line in the server log (Flower's logger), prefixed so operators can grep for it."""
     log(WARNING, "%s %s", PREFIX, " ".join(message.split("\n")))
-
-
-def first_line(text: str | None, limit: int = 300) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0][:limit] if lines else "no reason given"
 
 
 def send_and_receive(grid: Grid, messages: list[Message], timeout_s: float, poll_s: float = POLL_S) -> list[Message]:
@@ -80,7 +77,7 @@ def reply_problem(reply: Message) -> tuple[str, bool] | None:
     code = reply.error.code
     gone = code in GONE_CODES
     kind = "unavailable (reported by the SuperLink)" if gone else "dropped"
-    return f"{kind}: {first_line(reply.error.reason)}", gone
+    return f"{kind}: {first_line(reply.error.reason, 300, NO_REASON)}", gone
 
 
 @dataclass
@@ -172,7 +169,7 @@ class NodeRoster:
 def judge(node_id: int, reply: Message, roster: NodeRoster) -> tuple[NodeIdentity | None, str | None]:
     """The node's identity, or why it cannot run this plan (one line: what is wrong and what to do)."""
     if reply.has_error():
-        return None, f"could not say who it is ({first_line(reply.error.reason)})"
+        return None, f"could not say who it is ({first_line(reply.error.reason, 300, NO_REASON)})"
     if rec.IDENTITY not in reply.content.config_records:
         return None, "answered without budgetplan's identity record; run budgetplan's ClientApp on it"
     answer = reply.content.config_records[rec.IDENTITY]

@@ -84,11 +84,6 @@ def to_config(values: Mapping[str, object]) -> ConfigRecord:
     return record
 
 
-def config_list(config: Mapping[str, object], key: str) -> tuple:
-    value = config.get(key, [])
-    return tuple(value) if isinstance(value, list) else (value,)
-
-
 # ---- a device class's plan slice: its entry of the plan JSON (the one layout), as a string ----------------
 
 def slice_config(plan: Plan, plan_class: PlanClass, round_index: int) -> ConfigRecord:

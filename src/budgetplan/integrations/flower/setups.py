@@ -2,21 +2,19 @@
 
 Preparing loads the model and tokenizes the data, seconds of work that Flower would repeat in every app
 process. The cache holds one setup, for the plan and run config the process last asked for: a Ray actor
-serving many virtual nodes prepares it once, and a process forked from a warm SuperExec (warm.py) that
-prepared the app's setup before forking gets it for nothing. The number of rounds is not part of the key
-(preparing does not read it): a run config that only changes num-server-rounds reuses the setup.
+serving many virtual nodes prepares it once, and a process forked from a warm SuperExec (deploy/warm.py)
+that prepared the app's setup before forking gets it for nothing. The number of rounds is not part of the
+key (preparing does not read it): a run config that only changes num-server-rounds reuses the setup.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, replace
-from pathlib import Path
 
 from budgetplan.execute import rounds
 from budgetplan.execute.rounds import RunConfig, Setup
-from budgetplan.plan import Plan, read_plan
+from budgetplan.plan import Plan
 
 _SETUPS: dict[str, Setup] = {}
 
@@ -30,12 +28,3 @@ def prepared(plan: Plan, config: RunConfig) -> Setup:
         _SETUPS[key] = rounds.prepare(plan, config)
     setup = _SETUPS[key]
     return setup if setup.config == config else replace(setup, config=config)
-
-
-def prepare_app(app: Path) -> Setup:
-    """The setup of an exported app with its pyproject's run config (what its runs use unless overridden)."""
-    from budgetplan.integrations.flower.export import PACKAGE, PLAN_NAME
-    from budgetplan.integrations.flower.settings import run_config_from_values
-
-    values = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    return prepared(read_plan(app / PACKAGE / PLAN_NAME), run_config_from_values(values))

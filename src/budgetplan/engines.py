@@ -1,5 +1,7 @@
 """`budgetplan run --engine`: which trainer the one round loop (execute/loop.py) runs with.
 
+This choice sits above execute/ and integrations/: the loop is handed its engine and never imports Flower.
+
 Both engines take the same Plan, RunConfig and run directory and return the same RunResult; with the same
 seed they sample the same clients, train the same tensors and end with the same global weights (to float
 rounding). The embedded engine imports nothing from budgetplan.integrations; the flower engine is imported
@@ -35,6 +37,6 @@ def run_experiment(engine: str, plan: Plan, config: RunConfig, run_dir: str | Pa
         raise ConfigError(f"--engine {engine}: unknown engine; use one of: {', '.join(ENGINES)}")
     if not flower_extra_installed():
         raise ExtraMissingError(EXTRA_HINT)
-    from budgetplan.integrations.flower.simulation import run_on_flower
+    from budgetplan.integrations.flower.simulation import run_on_flower  # lazy: flwr/ray are an optional extra
 
     return run_on_flower(plan, config, run_dir, resume=resume, on_event=on_event)

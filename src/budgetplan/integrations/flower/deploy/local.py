@@ -6,7 +6,7 @@ the offline environment (no update check, no telemetry) and FLWR_HOME=APP/.flwr,
 the SuperLink for `flwr run APP budgetplan-local`. Logs and pids live in APP/.flwr/local/.
 
 warm (the default): the SuperLink and each SuperNode run with `--isolation process`, each served by a warm
-SuperExec (warm.py) that forks every ServerApp/ClientApp process from an interpreter that has imported torch
+SuperExec (deploy/warm.py) that forks every ServerApp/ClientApp process from an interpreter that has imported torch
 and budgetplan and prepared the app's model and data already, instead of Flower's SuperExec starting (and
 importing) a fresh Python per message. The SuperExecs are forked on request from one such interpreter, the
 zygote (`warm --serve APP/.flwr/local/superexec APP`): one import for the whole federation, and a restarted
@@ -24,19 +24,17 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from budgetplan.errors import ConfigError
-from budgetplan.integrations.flower.export import FEDERATION, OFFLINE_ENV, federation_text
+from budgetplan.errors import ConfigError, first_line
+from budgetplan.integrations.flower.export import (
+    FEDERATION, OFFLINE_ENV, PACKAGE, PLAN_NAME, federation_text, toml_value,
+)
+from budgetplan.plan import read_plan
 
 HOST = "127.0.0.1"
 STATE = ".flwr/local"
-
-
-def first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:200]
 
 
 def free_port() -> int:
@@ -152,7 +150,8 @@ class LocalFederation:
     def _start_superexec(self, name: str, port: int, parent: subprocess.Popen) -> None:
         """Ask the zygote (started on first use) for a warm SuperExec serving `name`'s Runtime API on port."""
         if self.forks:
-            from budgetplan.integrations.flower import warm
+            # lazy: warm imports flwr at once, and only a warm start needs it (--stop, --no-warm do not)
+            from budgetplan.integrations.flower.deploy import warm
 
             if self.zygote is None:
                 self.control_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +219,7 @@ class LocalFederation:
             runs = {str(run["run-id"]): str(run["status"]) for run in json.loads(result.stdout)["runs"]}
         except (ValueError, KeyError, TypeError):
             runs = {}
-        unknown = f"unknown ({first_line(result.stdout + result.stderr)})"
+        unknown = f"unknown ({first_line(result.stdout + result.stderr, 200)})"
         return [runs.get(i, unknown) if i else "not started" for i in ids]
 
     def log(self, name: str) -> str:
@@ -245,9 +244,6 @@ def _read_pid(control: Path, name: str) -> int | None:
 
 def _uses_lora(app: Path) -> bool:
     """Whether the app's plan has a LoRA block (its ClientApps then import peft)."""
-    from budgetplan.integrations.flower.export import PACKAGE, PLAN_NAME
-    from budgetplan.plan import read_plan
-
     plan = read_plan(app / PACKAGE / PLAN_NAME)
     return any(state.startswith("lora") for c in plan.classes for state in c.block_states)
 
@@ -344,11 +340,5 @@ def flwr_run_argv(app: Path, run_config: dict[str, object] | None = None) -> lis
     """`flwr run APP budgetplan-local --stream [--run-config ...]`."""
     argv = [flower_bin("flwr"), "run", str(app), FEDERATION, "--stream"]
     if run_config:
-        from budgetplan.integrations.flower.export import toml_value
-
         argv += ["--run-config", " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())]
     return argv
-
-
-def read_node_config(path: Path) -> dict:
-    return tomllib.loads(path.read_text())

@@ -5,7 +5,7 @@ Flower 1.42 starts a fresh `flwr-clientapp` process for every message a SuperNod
 model and data, 10-30 s of CPU on a small loaded machine before a step is trained. Run this in place of
 `flower-superexec` next to a SuperNode (or SuperLink) started with `--isolation process`:
 
-    python -m budgetplan.integrations.flower.warm --insecure --runtime-api-address 127.0.0.1:9100
+    python -m budgetplan.integrations.flower.deploy.warm --insecure --runtime-api-address 127.0.0.1:9100
 
 It imports PRELOAD once, then runs Flower's own SuperExec (`flower-superexec`, the same options) with one
 change to how a task is started: a ClientApp or ServerApp task runs in a forked child that calls the entry
@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from logging import WARNING
+import tomllib
 from pathlib import Path
 
 from flwr.supercore import log
@@ -39,6 +40,13 @@ from flwr.supercore.exit import exit_handler
 from flwr.supercore.superexec import run_superexec as superexec_module
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+
+from budgetplan.errors import BudgetplanError
+from budgetplan.execute.rounds import Setup
+from budgetplan.integrations.flower.export import PACKAGE, PLAN_NAME
+from budgetplan.integrations.flower.settings import run_config_from_values
+from budgetplan.integrations.flower.setups import prepared
+from budgetplan.plan import read_plan
 
 FORKED = frozenset({TaskType.CLIENT_APP, TaskType.SERVER_APP})
 # What budgetplan's exported ServerApp and ClientApp import (torch, transformers and flwr come with them);
@@ -196,14 +204,17 @@ def serve(control: Path, app: Path | None = None, poll_s: float = 0.1) -> None:
 
 def _prepare(app: Path) -> None:
     """The app's setup, so forked app processes find it prepared; a failure is theirs to report."""
-    from budgetplan.errors import BudgetplanError
-    from budgetplan.integrations.flower.setups import prepare_app
-
     try:
         prepare_app(app)
     except (BudgetplanError, OSError, KeyError, ValueError) as exc:
         log(WARNING, "budgetplan: the warm SuperExec did not prepare the app's setup (%s); each app process "
             "prepares its own", exc)
+
+
+def prepare_app(app: Path) -> Setup:
+    """The setup of an exported app with its pyproject's run config (what its runs use unless overridden)."""
+    values = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    return prepared(read_plan(app / PACKAGE / PLAN_NAME), run_config_from_values(values))
 
 
 def _run_superexec_child(argv: list[str], log: str) -> None:
