@@ -80,6 +80,14 @@ def remove_adapters(model: nn.Module) -> int:
     return len(wrapped)
 
 
+def seeded_states(loaded: LoadedModel, plan_class: PlanClass, seed: int) -> tuple[str, ...]:
+    """The class's block states set on `loaded` in place, LoRA weights drawn from `seed`; the trained names."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # peft draws lora_A from the global generator
+        return apply_block_states(loaded, plan_class.block_states, plan_class.train_embeddings,
+                                  alpha_per_rank=plan_class.lora_alpha_per_rank)
+
+
 def apply_class(plan: Plan, loaded: LoadedModel, name: str, seed: int = 0) -> PlannedModel:
     """Configure `loaded.model` in place for class `name` of `plan` (see the module docstring)."""
     plan_class = plan.by_name(name)
@@ -88,10 +96,7 @@ def apply_class(plan: Plan, loaded: LoadedModel, name: str, seed: int = 0) -> Pl
                         + ", ".join(c.name for c in plan.classes if c.active))
     remove_adapters(loaded.model)
     plan.check_model(fingerprint(loaded.model), loaded.name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # peft draws lora_A from the global generator
-        trained = apply_block_states(loaded, plan_class.block_states, plan_class.train_embeddings,
-                                     alpha_per_rank=plan_class.lora_alpha_per_rank)
+    trained = seeded_states(loaded, plan_class, seed)
     if plan_class.trainable_names and set(plan_class.trainable_names) != set(trained):
         raise PlanError(f"class {name}: the plan's trainable names differ from what the model trains; "
                         "the plan was made for another model: solve a plan for this one")

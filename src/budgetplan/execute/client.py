@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from budgetplan.errors import BudgetplanError, ConfigError, PlanError
+from budgetplan.execute.apply import seeded_states
 from budgetplan.execute.data import Examples
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import PlanClass
-from budgetplan.profile.configure import apply_block_states
 from budgetplan.profile.measure import OPTIMIZERS, make_optimizer
 from budgetplan.validate import check_options
 
@@ -79,10 +79,7 @@ def configure(template: LoadedModel, global_state: Mapping[str, Tensor], plan: P
     """A fresh copy of the model at the global state, configured for the class; returns it and its trained names."""
     loaded = copy.deepcopy(template)
     load_global(loaded, global_state)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # peft draws lora_A from the global generator
-        trained = apply_block_states(loaded, plan.block_states, plan.train_embeddings,
-                                     alpha_per_rank=plan.lora_alpha_per_rank)
+    trained = seeded_states(loaded, plan, seed)
     planned = set(plan.trainable_names)
     if planned and planned != set(trained):
         extra = sorted(planned - set(trained))[:2] or sorted(set(trained) - planned)[:2]
