@@ -9,12 +9,12 @@ Every cost says where it comes from: "derived" (composed from the profile's meas
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, PlanError
@@ -22,7 +22,7 @@ from budgetplan.files import read_json
 from budgetplan.plan.check import check_plan
 from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
-from budgetplan.validate import check_schema
+from budgetplan.validate import check_schema, schema
 from budgetplan.version import __version__
 
 PLAN_KIND = "budgetplan-plan"
@@ -299,7 +299,8 @@ def measured_entry(plan_class: PlanClass) -> dict | None:
 
 
 def plan_schema() -> dict:
-    return json.loads(resources.files("budgetplan").joinpath("schemas/plan.schema.json").read_text())
+    """The plan's JSON Schema (a copy: the caller may change it)."""
+    return copy.deepcopy(schema("plan"))
 
 
 def validate_plan(data, origin: str = "plan") -> dict:
