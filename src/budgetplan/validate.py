@@ -267,7 +267,7 @@ RULE_TEXT = {"count": "at least 1", "rate": "a positive number", "fraction": "in
              "tolerance": "a number >= 0", "seed": "a whole number >= 0", "labels": "at least 2"}
 
 
-def _passes(rule: str, value) -> bool:
+def passes(rule: str, value) -> bool:
     if isinstance(value, bool):
         return False
     if rule in ("count", "seed", "labels"):
@@ -281,7 +281,7 @@ def check_options(values: dict) -> None:
     """Each option name -> value against OPTION_RULES, before any work; ConfigError naming the first bad one."""
     for option, value in values.items():
         rule = OPTION_RULES[option]
-        if value is not None and not _passes(rule, value):
+        if value is not None and not passes(rule, value):
             raise ConfigError(f"{option} must be {RULE_TEXT[rule]}, got {value!r}; run again with a valid {option}")
 
 
