@@ -161,6 +161,8 @@ def test_a_class_with_no_client_is_reported_not_silently_unmeasured(tmp_path):
     (lambda: TrainSettings(lora_lr_scale=0.0), "lora_lr_scale must be a positive number, got 0.0"),
     (lambda: TrainSettings(head_lr_scale=-1.0), "head_lr_scale must be a positive number, got -1.0"),
     (lambda: TrainSettings(max_seconds=0.0), "max_seconds must be a positive number, got 0.0"),
+    (lambda: tiny_config(rounds=None), "rounds must be given, got None"),
+    (lambda: TrainSettings(optimizer=None), "optimizer must be given, got None"),
 ])
 def test_settings_validate_themselves_naming_field_and_value(make, words):
     """A Python caller hears the field's name, never a CLI flag (the CLI maps names to flags itself)."""

@@ -42,7 +42,7 @@ class SettingError(ConfigError):
 def setting(default=MISSING, *, help: str, rule: str | tuple[str, ...] | None = None, flag: str | None = "",
             flower: str | None = "", cli_default=SAME, from_plan: str | None = None, identity: bool = True,
             nested: bool = False, default_factory=MISSING) -> Field:
-    """A dataclass field that is a run setting.
+    """A dataclass field that is a run setting, of type int, float, str or bool (`| None`: optional).
 
     help: the option's help; rule: a name in validate.RULE_TEXT or a tuple of choices (None passes every rule);
     flag / flower: the CLI flag and the Flower key ("" derives them from the name, OUT leaves the setting out);
@@ -66,8 +66,12 @@ def check_value(owner: str, name: str, rule, value) -> None:
 
 
 def check_fields(obj) -> None:
+    """Every field's rule; None only where the field's type allows it (`int | None`)."""
     for f in fields(obj):
-        check_value(type(obj).__name__, f.name, f.metadata.get("rule"), getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        if value is None and "None" not in str(f.type):
+            raise SettingError(type(obj).__name__, f.name, "{name} must be given, got None")
+        check_value(type(obj).__name__, f.name, f.metadata.get("rule"), value)
 
 
 @dataclass(frozen=True)
