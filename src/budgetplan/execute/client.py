@@ -16,40 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from budgetplan.errors import BudgetplanError, ConfigError, PlanError
+from budgetplan.errors import BudgetplanError, PlanError
 from budgetplan.execute.apply import seeded_states
 from budgetplan.execute.data import Examples
+from budgetplan.execute.settings import TrainSettings  # re-exported: declared with the run's other settings
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import PlanClass
-from budgetplan.profile.measure import OPTIMIZERS, make_optimizer
-from budgetplan.validate import check_options
+from budgetplan.profile.measure import make_optimizer
 
 
 class ClientDropped(BudgetplanError):
     """A client failed or exceeded its budget; the round goes on without it."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    local_steps: int = 5
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    max_seconds: float | None = None  # wall-clock budget of one client's local training
-    fail_at_step: int | None = None  # simulate a device that dies before this local step (tests, demos)
-    # Learning rate multipliers (lr_groups): LoRA adapters start from zero every round and a new head from random
-    # weights, so both move too little at a rate that suits pretrained blocks.
-    lora_lr_scale: float = 1.0
-    head_lr_scale: float = 1.0
-
-    def __post_init__(self):
-        check_options({"--local-steps": self.local_steps, "--batch-size": self.batch_size, "--lr": self.lr,
-                       "--client-timeout-s": self.max_seconds, "--lora-lr-scale": self.lora_lr_scale,
-                       "--head-lr-scale": self.head_lr_scale})
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}'; use one of: {', '.join(OPTIMIZERS)}")
-        if self.fail_at_step is not None and (not isinstance(self.fail_at_step, int) or self.fail_at_step < 0):
-            raise ConfigError(f"fail_at_step = {self.fail_at_step!r} must be a local step index >= 0 or None")
 
 
 @dataclass(frozen=True)

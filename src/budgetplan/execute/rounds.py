@@ -9,7 +9,7 @@ run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +20,12 @@ from budgetplan.execute import client as client_mod
 from budgetplan.execute import rundir
 from budgetplan.execute.data import Dataset, Partition, dataset_info, load_dataset, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
+from budgetplan.execute.settings import RunConfig, with_defaults  # RunConfig re-exported: declared once there
 from budgetplan.execute.setup import load_plan_model, measure_class
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, write_plan
-from budgetplan.validate import check_options
 
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    data: str
-    rounds: int
-    clients: int
-    clients_per_round: int
-    train: client_mod.TrainSettings
-    partition: str = "auto"
-    alpha: float = 0.5
-    seed: int = 0
-    seq_len: int | None = None  # None: the plan's
-    data_dir: str | None = None
-    max_train: int | None = None
-    max_test: int | None = None
-    fail_prob: float = 0.0  # chance that a sampled client dies mid-round (simulated flaky devices)
-    measure: bool = True
-
-    def __post_init__(self):
-        check_options({"--rounds": self.rounds, "--clients": self.clients,
-                       "--clients-per-round": self.clients_per_round, "--alpha": self.alpha, "--seed": self.seed,
-                       "--seq-len": self.seq_len, "--max-train": self.max_train, "--max-test": self.max_test,
-                       "--fail-prob": self.fail_prob})
-        if not isinstance(self.train, client_mod.TrainSettings):
-            raise ConfigError(f"train = {self.train!r} must be a TrainSettings")
-
-    def identity(self) -> dict:
-        """Everything that must match for --resume (the round count may grow)."""
-        data = asdict(self)
-        data.pop("rounds")
-        data.pop("data_dir")
-        return data
 
 
 @dataclass(frozen=True)
@@ -130,6 +97,7 @@ def _before_round_one(run_dir: Path) -> bool:
 
 def _check_settings(run_dir: Path, settings: dict) -> None:
     saved = rundir.read_run_settings(run_dir / "run.json", ("config", "plan", "model"))
+    saved["config"] = with_defaults(saved["config"])  # settings added since the run started: their defaults
     for key in ("config", "plan", "model"):
         if json.dumps(saved[key], sort_keys=True) != json.dumps(settings[key], sort_keys=True):
             changed = _changed(saved[key], settings[key]) if key == "config" else key

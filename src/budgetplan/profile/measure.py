@@ -16,8 +16,8 @@ from torch import nn
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.flops import OpCounter
 from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes
+from budgetplan.profile.types import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 DEFAULT_LR = 1e-3
 
 

@@ -32,6 +32,8 @@ FROZEN = "frozen"  # accepted as input; resolved to frozen_outside or frozen_in_
 INPUT_GRAD = "input_grad"
 NO_INPUT_GRAD = "no_input_grad"
 
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")  # the local optimizers (profile/measure.py builds them)
+
 MEASURED = "measured"
 DERIVED = "derived"
 

@@ -1,20 +1,21 @@
 """The executor's RunConfig as Flower run config (flat TOML keys in an app's pyproject) and back.
 
-In Flower TOML there is no null: 0 stands for "not set" in seq-len, max-train and max-test, and "" in
-data-dir, matching RunConfig's None.
+The keys come from the settings themselves (execute/settings.py: each setting's Flower key, default and type). In
+Flower TOML there is no null: 0 (or "") stands for "not set" in an optional setting (seq-len, max-train, max-test,
+data-dir), matching RunConfig's None.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import MISSING
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.client import TrainSettings
-from budgetplan.execute.rounds import RunConfig
+from budgetplan.execute.settings import RunConfig, Setting, all_settings, build, flat_values
 
 PLAN_FILE = "plan-file"
 RUN_DIR = "run-dir"
-NUM_ROUNDS = "num-server-rounds"  # the name Flower's templates use
+NUM_ROUNDS = "num-server-rounds"  # RunConfig.rounds' key (settings.py), the name Flower's templates use
 # A deployed app's own keys (not RunConfig): resume the run in run-dir, how long to wait for replies and nodes.
 RESUME = "resume"
 REPLY_TIMEOUT_S = "reply-timeout-s"
@@ -22,47 +23,37 @@ NODE_WAIT_S = "node-wait-s"
 REPLY_TIMEOUT_DEFAULT_S = 600.0
 NODE_WAIT_DEFAULT_S = 60.0
 
-_NULL_INT = ("seq-len", "max-train", "max-test")
-
 
 def run_config_values(config: RunConfig) -> dict[str, object]:
-    """RunConfig as flat Flower run-config values (the simulated failure rate is left out)."""
-    train = config.train
-    values = {
-        "dataset": config.data, NUM_ROUNDS: config.rounds, "clients": config.clients,
-        "clients-per-round": config.clients_per_round, "partition": config.partition, "alpha": float(config.alpha),
-        "seed": config.seed, "seq-len": config.seq_len or 0, "data-dir": config.data_dir or "",
-        "max-train": config.max_train or 0, "max-test": config.max_test or 0, "measure": config.measure,
-        "local-steps": train.local_steps, "batch-size": train.batch_size, "optimizer": train.optimizer,
-        "lr": float(train.lr), "lora-lr-scale": float(train.lora_lr_scale), "head-lr-scale": float(train.head_lr_scale),
-    }
-    return values
+    """RunConfig as flat Flower run-config values: every setting with a Flower key (settings.setting(flower=...))."""
+    values = flat_values(config)
+    return {s.flower_key: _to_toml(s, values[s.name]) for s in all_settings() if s.flower_key}
 
 
 def run_config_from_values(values: Mapping[str, object]) -> RunConfig:
-    """The RunConfig described by a Flower run config; a missing or mistyped key is named with its fix."""
+    """The RunConfig described by a Flower run config: an absent key is the setting's default (a required one, the
+    dataset or a setting without a default, is named with its fix); a mistyped value is named too."""
+    flat = {}
+    for item in all_settings():
+        if not item.flower_key or item.flower_key not in values:
+            if item.flower_key and item.default is MISSING:
+                raise ConfigError(f"Flower run config lacks '{item.flower_key}'; add it to [tool.flwr.app.config] in "
+                                  "the app's pyproject.toml (budgetplan export writes every key)")
+            continue
+        flat[item.name] = _from_toml(item, values[item.flower_key])
+    return build(flat)
+
+
+def _to_toml(item: Setting, value):
+    """TOML has no null: an unset optional setting is its type's zero ("" or 0), read back as None."""
+    return item.value_type() if value is None else item.value_type(value)
+
+
+def _from_toml(item: Setting, value):
     try:
-        train = TrainSettings(local_steps=int(_get(values, "local-steps")), batch_size=int(_get(values, "batch-size")),
-                              optimizer=str(_get(values, "optimizer")), lr=float(_get(values, "lr")),
-                              # absent from apps exported before the options existed: 1
-                              lora_lr_scale=float(values.get("lora-lr-scale", 1.0)),
-                              head_lr_scale=float(values.get("head-lr-scale", 1.0)))
-        nullable = {key: int(_get(values, key)) or None for key in _NULL_INT}
-        return RunConfig(
-            data=str(_get(values, "dataset")), rounds=int(_get(values, NUM_ROUNDS)),
-            clients=int(_get(values, "clients")), clients_per_round=int(_get(values, "clients-per-round")),
-            train=train, partition=str(_get(values, "partition")), alpha=float(_get(values, "alpha")),
-            seed=int(_get(values, "seed")), seq_len=nullable["seq-len"],
-            data_dir=str(values.get("data-dir", "")) or None, max_train=nullable["max-train"],
-            max_test=nullable["max-test"], measure=bool(values.get("measure", False)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Flower run config has a value of the wrong type ({exc}); fix [tool.flwr.app.config] "
-                          "or the --run-config override") from None
-
-
-def _get(values: Mapping[str, object], key: str):
-    if key not in values:
-        raise ConfigError(f"Flower run config lacks '{key}'; add it to [tool.flwr.app.config] in the app's "
-                          "pyproject.toml (budgetplan export writes every key)")
-    return values[key]
+        value = item.value_type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Flower run config: {item.flower_key} = {value!r} is of the wrong type (want "
+                          f"{item.value_type.__name__}); fix "
+                          "[tool.flwr.app.config] or the --run-config override") from None
+    return None if item.optional and not value else value
