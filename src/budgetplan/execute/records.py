@@ -124,11 +124,11 @@ class RoundRecord:
     trained: tuple[TrainedClient, ...]
     dropped: tuple[DroppedClient, ...]
     accuracy: float
-    loss: float
+    loss: float | None  # None only in a hand-written file that lacks it
     upload_bytes: int  # sum over the trained clients' uploads
     flops_planned: int | None
     flops_measured: int | None
-    seconds: float  # wall time of the whole round
+    seconds: float | None  # wall time of the whole round
     engine: str | None = None  # "embedded" or "flower"
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,10 +142,14 @@ class RoundRecord:
         return cls(round=int(data["round"]), sampled=tuple(int(c) for c in data.get("sampled", ())),
                    trained=tuple(TrainedClient.from_dict(t) for t in data.get("trained", ())),
                    dropped=tuple(DroppedClient.from_dict(d) for d in data.get("dropped", ())),
-                   accuracy=float(data["accuracy"]), loss=float(data["loss"]),
+                   accuracy=float(data["accuracy"]), loss=_number(data.get("loss")),
                    upload_bytes=int(data.get("upload_bytes", 0)), flops_planned=data.get("flops_planned"),
-                   flops_measured=data.get("flops_measured"), seconds=float(data.get("seconds", 0.0)),
+                   flops_measured=data.get("flops_measured"), seconds=_number(data.get("seconds")),
                    engine=data.get("engine"))
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,17 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:+.1%}"
 
 
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def rounds_table(history: Sequence[RoundRecord], title: str = "Rounds") -> Table:
     table = Table(title=safe(title))
     for column in ("round", "trained", "dropped", "accuracy", "loss", "upload\nMiB", "GFLOP\nmeasured", "s"):
         table.add_column(column, justify="right")
     for r in history:
         table.add_row(str(r.round), str(len(r.trained)), str(len(r.dropped)), f"{r.accuracy:.4f}",
-                      f"{r.loss:.4f}", _mib(r.upload_bytes), _giga(r.flops_measured), f"{r.seconds:.1f}")
+                      _fixed(r.loss, 4), _mib(r.upload_bytes), _giga(r.flops_measured), _fixed(r.seconds, 1))
     return table
 
 
