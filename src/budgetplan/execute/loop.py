@@ -19,9 +19,9 @@ from torch import Tensor
 
 from budgetplan.execute import client as client_mod
 from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
+from budgetplan.execute.data import Dataset, Partition
 from budgetplan.execute.finite import non_finite_reason
 from budgetplan.execute.records import DroppedClient, Measurement, RoundRecord, TrainedClient
-from budgetplan.execute.data import Dataset, Partition
 from budgetplan.execute.setup import lora_transposed
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass
@@ -46,8 +46,8 @@ class LoopSettings(Protocol):
     def train(self) -> client_mod.TrainSettings: ...
 
 
-class Setup(Protocol):
-    """A prepared run as the loop reads it (rounds.Setup is one; a Protocol so this module sits below rounds)."""
+class PreparedRun(Protocol):
+    """A prepared run as the loop's hooks read it (rounds.Setup is one; a Protocol, so loop sits below rounds)."""
 
     @property
     def plan(self) -> Plan: ...
@@ -96,11 +96,11 @@ class Reply:
 class Trainer(Protocol):
     name: str
 
-    def available(self, setup: Setup, round_index: int) -> dict[int, str]:
+    def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
         """Client -> device class of the clients that can be sampled this round (the embedded engine: all)."""
 
-    def train(self, setup: Setup, global_state: dict, round_index: int, jobs: list[Job], done: Callable[[int], None]
-              ) -> list[Reply]:
+    def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job],
+              done: Callable[[int], None]) -> list[Reply]:
         """Train every job; one Reply per job (in any order)."""
 
 
@@ -108,7 +108,7 @@ def client_seed(seed: int, round_index: int, client: int) -> int:
     return int(np.random.SeedSequence([seed, round_index, client]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def sample(setup: Setup, round_index: int, available: dict[int, str]) -> list[int]:
+def sample(setup: PreparedRun, round_index: int, available: dict[int, str]) -> list[int]:
     """Hook 1: a seeded draw among the available clients whose class is active."""
     eligible = sorted(c for c, name in available.items() if setup.plan.by_name(name).active)
     count = min(setup.config.clients_per_round, len(eligible))
@@ -118,7 +118,7 @@ def sample(setup: Setup, round_index: int, available: dict[int, str]) -> list[in
     return sorted(int(c) for c in rng.choice(eligible, size=count, replace=False))
 
 
-def simulated_failure(setup: Setup, round_index: int, client: int) -> int | None:
+def simulated_failure(setup: PreparedRun, round_index: int, client: int) -> int | None:
     """The local step at which a flaky device dies this round, or None (seeded, so resume sees the same)."""
     if setup.config.fail_prob <= 0:
         return None
@@ -139,7 +139,7 @@ def over_budget(plan_class: PlanClass, measured: Measurement | None) -> str | No
     return None
 
 
-def configure(setup: Setup, state: RunState, round_index: int, sampled: list[int],
+def configure(setup: PreparedRun, state: RunState, round_index: int, sampled: list[int],
               class_of: dict[int, str]) -> tuple[list[Job], list[DroppedClient]]:
     """Hook 2: a Job per sampled client; clients of a class over its measured budget are dropped."""
     jobs, dropped = [], []
@@ -209,7 +209,7 @@ def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: 
     return layerwise_weighted_mean(global_state, updates), trained, dropped
 
 
-def round_flops(setup: Setup, trained: list[TrainedClient], measurements: Mapping[str, Measurement],
+def round_flops(setup: PreparedRun, trained: list[TrainedClient], measurements: Mapping[str, Measurement],
                 predicted: bool) -> int | None:
     """Training FLOPs of the round: per-step FLOPs of each trained client's class x local steps."""
     total = 0
@@ -237,7 +237,7 @@ class RoundOutcome:
     started_s: float  # perf_counter at the round's start
 
 
-def record(setup: Setup, state: RunState, round_index: int, outcome: RoundOutcome, engine: str) -> RoundRecord:
+def record(setup: PreparedRun, state: RunState, round_index: int, outcome: RoundOutcome, engine: str) -> RoundRecord:
     """Hook 5: evaluate the new global model and describe the round (one line of rounds.jsonl)."""
     client_mod.load_global(setup.template, outcome.global_state)
     scores = client_mod.evaluate(setup.template, setup.dataset.test)  # accuracy and loss, measured
@@ -250,7 +250,7 @@ def record(setup: Setup, state: RunState, round_index: int, outcome: RoundOutcom
                        seconds=time.perf_counter() - outcome.started_s, engine=engine)
 
 
-def run_round(setup: Setup, state: RunState, round_index: int, trainer: Trainer, on_event: Event) -> RunState:
+def run_round(setup: PreparedRun, state: RunState, round_index: int, trainer: Trainer, on_event: Event) -> RunState:
     """One round through the five hooks; returns the state after it."""
     started = time.perf_counter()
     class_of = trainer.available(setup, round_index)
@@ -269,7 +269,7 @@ def run_round(setup: Setup, state: RunState, round_index: int, trainer: Trainer,
     return RunState(round_index, new_state, (*state.history, entry), state.measurements)
 
 
-def run_rounds(setup: Setup, state: RunState, trainer: Trainer, on_event: Event,
+def run_rounds(setup: PreparedRun, state: RunState, trainer: Trainer, on_event: Event,
                save: Callable[[RunState], None] | None = None) -> RunState:
     """The fixed loop: rounds state.round + 1 .. config.rounds, each saved (checkpoint) when it ends."""
     for round_index in range(state.round + 1, setup.config.rounds + 1):
@@ -284,10 +284,10 @@ class EmbeddedTrainer:
 
     name = "embedded"
 
-    def available(self, setup: Setup, round_index: int) -> dict[int, str]:
+    def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
         return dict(enumerate(setup.class_of))
 
-    def train(self, setup: Setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
+    def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
         replies = []
         for job in jobs:
             replies.append(train_job(setup, global_state, job))
@@ -295,7 +295,7 @@ class EmbeddedTrainer:
         return replies
 
 
-def train_job(setup: Setup, global_state: dict, job: Job) -> Reply:
+def train_job(setup: PreparedRun, global_state: dict, job: Job) -> Reply:
     """Train one job on its client's data; a failing client gives a Reply with its one-line reason."""
     data = setup.dataset.train.subset(setup.parts.clients[job.client])
     try:

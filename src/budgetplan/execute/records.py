@@ -198,6 +198,11 @@ def measurements_to_dict(measurements: Mapping[str, Measurement]) -> dict[str, d
     return {name: m.to_dict() for name, m in measurements.items()}
 
 
+def measurements_to_json(measurements: Mapping[str, Measurement]) -> str:
+    """The measurements as one JSON text (the checkpoint's measurements)."""
+    return json.dumps(measurements_to_dict(measurements))
+
+
 def measurements_from_dict(data: Mapping[str, Mapping]) -> dict[str, Measurement]:
     return {str(name): Measurement.from_dict(m) for name, m in data.items()}
 

@@ -21,7 +21,7 @@ from budgetplan.execute import rundir
 from budgetplan.execute.data import Dataset, Partition, dataset_info, load_dataset, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
 from budgetplan.execute.records import (MEASUREMENTS_FILE, ROUNDS_FILE, Measurement, RunResult, append_round,
-                                        measurements_to_dict, rounds_to_json, write_measurements, write_rounds)
+                                        measurements_to_json, rounds_to_json, write_measurements, write_rounds)
 from budgetplan.execute.setup import load_plan_model, measure_class
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, write_plan
@@ -148,7 +148,7 @@ def save_checkpoint(run_dir: Path, state: RunState) -> None:
     """Atomic: a kill leaves either the previous checkpoint or this one, never half of one."""
     rundir.write_checkpoint(run_dir, CHECKPOINT, {"round": state.round, "global_state": state.global_state,
                                                   "history": rounds_to_json(state.history),
-                                                  "measurements": json.dumps(measurements_to_dict(state.measurements))},
+                                                  "measurements": measurements_to_json(state.measurements)},
                               state.round)
     append_round(run_dir / ROUNDS_FILE, state.history[-1])
 
