@@ -108,7 +108,7 @@ EVENT_KEYS = {"round", "client", "class"}  # progress events other than round_en
 
 def record_keys() -> set[str]:
     measured = Measurement(peak_bytes=1, flops_forward=1, flops_backward=1, upload_bytes=1, batch_size=1)
-    trained = TrainedClient(0, "c", 1, 0.0, 0.0, 0.0, 1.0)
+    trained = TrainedClient(0, "c", 1, upload_bytes=1.0, loss_first=0.0, loss_last=0.0, seconds=0.0)
     record = RoundRecord(1, (0,), (trained,), (DroppedClient(0, "c", "why"),), 0.5, 1.0, 1, None, None, 1.0, "x")
     keys = {*measured.to_dict(), *Measurement.failed("x").to_dict(), *trained.to_dict(), *record.to_dict()}
     return keys | set(record.to_dict()["dropped"][0])

@@ -244,7 +244,7 @@ def record(setup: PreparedRun, state: RunState, round_index: int, outcome: Round
     trained = outcome.trained
     return RoundRecord(round=round_index, sampled=tuple(outcome.sampled), trained=tuple(trained),
                        dropped=tuple(sorted(outcome.dropped, key=lambda d: d.client)), **scores,
-                       upload_bytes=int(sum(t.upload_bytes for t in trained)),
+                       upload_bytes=int(sum(t.upload_bytes or 0 for t in trained)),
                        flops_planned=round_flops(setup, trained, state.measurements, predicted=True),
                        flops_measured=round_flops(setup, trained, state.measurements, predicted=False),
                        seconds=time.perf_counter() - outcome.started_s, engine=engine)

@@ -73,25 +73,25 @@ class TrainedClient:
     client: int
     class_name: str
     num_examples: int
+    upload_bytes: float | None = None  # bytes of the tensors it sent (a float, as the client reports its metrics)
     loss_first: float | None = None  # training loss of its first and last local step
     loss_last: float | None = None
     seconds: float | None = None  # its local training wall time
-    upload_bytes: float = 0.0
     extra: Mapping[str, float] = field(default_factory=dict)  # any further metric a node reported
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"client": self.client, "class": self.class_name, "num_examples": self.num_examples}
-        for key in ("loss_first", "loss_last", "seconds"):
+        for key in ("loss_first", "loss_last", "seconds", "upload_bytes"):  # a metric the node did not send stays out
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        return {**out, "upload_bytes": self.upload_bytes, **self.extra}
+        return {**out, **self.extra}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainedClient:
         known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes")
         return cls(client=int(data["client"]), class_name=str(data["class"]), num_examples=int(data["num_examples"]),
-                   loss_first=data.get("loss_first"), loss_last=data.get("loss_last"), seconds=data.get("seconds"),
-                   upload_bytes=data.get("upload_bytes", 0.0),
+                   upload_bytes=data.get("upload_bytes"), loss_first=data.get("loss_first"),
+                   loss_last=data.get("loss_last"), seconds=data.get("seconds"),
                    extra={k: v for k, v in data.items() if k not in known})
 
 
