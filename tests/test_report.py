@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from budgetplan.cli import app
 from budgetplan.plan import read_plan
 from budgetplan.devices import BUNDLED_DIR, device_to_toml, list_devices, load_device
-from budgetplan.report import device_report, profile_report, run_report, solve_report
-from budgetplan.report.tables import ReportConsole, plain
-from budgetplan.report.units import mib, number
+from budgetplan.report import planning, runs
+from budgetplan.report.console import ReportConsole, plain
+from budgetplan.report.text import mib, number
 from budgetplan.verify import verify_run
 
 runner = CliRunner()
@@ -71,16 +71,16 @@ def all_tables(plans, run_dir, tiny_profiles, devices_dir):
              "rounds_to_target": [3, None], "peak_per_class": f"{LONG} 155.2, android-midrange 281.4",
              "gflops_per_round": (1234.5678, 12.3), "upload_mib_per_round": (40.6, 0.0), "participation": 0.75}]
     return {
-        "devices": device_report.devices_table(list_devices([devices_dir]), BUNDLED_DIR),
-        **{f"device {d.name}": device_report.device_table(d) for d in list_devices([devices_dir])},
-        "plan (devices)": solve_report.plan_table(plans["devices"]),
-        "plan (fleet)": solve_report.plan_table(plans["fleet"]),
-        "fleet": solve_report.fleet_table(plans["fleet"].fleet),
-        **{f"profile {k}": profile_report.profile_table(v[1]) for k, v in tiny_profiles.items()},
-        "rounds": run_report.rounds_table(history),
-        "dropped": run_report.dropped_table(dropped),
-        "verify": run_report.verify_table(verify_run(run_dir)),
-        "compare": run_report.compare_table(rows, 0.6),
+        "devices": planning.devices_table(list_devices([devices_dir]), BUNDLED_DIR),
+        **{f"device {d.name}": planning.device_table(d) for d in list_devices([devices_dir])},
+        "plan (devices)": planning.plan_table(plans["devices"]),
+        "plan (fleet)": planning.plan_table(plans["fleet"]),
+        "fleet": planning.fleet_table(plans["fleet"].fleet),
+        **{f"profile {k}": planning.profile_table(v[1]) for k, v in tiny_profiles.items()},
+        "rounds": runs.rounds_table(history),
+        "dropped": runs.dropped_table(dropped),
+        "verify": runs.verify_table(verify_run(run_dir)),
+        "compare": runs.compare_table(rows, 0.6),
     }
 
 
@@ -116,7 +116,7 @@ def test_units_are_uniform_across_commands(plans, run_dir):
     for name, text in outputs.items():
         assert not FOREIGN_UNITS.search(text), (name, FOREIGN_UNITS.search(text), text)
     # devices show: descriptions and sources quote datasheets ("512 MB LPDDR2"); budgetplan's own values do not
-    values = [plain(c) for c in device_report.device_table(load_device("raspberry-pi-zero-2w")).columns[1].cells]
+    values = [plain(c) for c in planning.device_table(load_device("raspberry-pi-zero-2w")).columns[1].cells]
     assert "160.0 MiB" in values and not any(FOREIGN_UNITS.search(v) for v in values)
     pi4 = load_device("raspberry-pi-4-4gb")
     budget = mib(pi4.memory_bytes)
@@ -125,8 +125,8 @@ def test_units_are_uniform_across_commands(plans, run_dir):
     assert f" {budget} " in pi4_row
     solve_row = next(line for line in outputs["solve"].splitlines() if line.startswith("raspberry-pi-4-4gb"))
     assert f"of {budget}" in solve_row
-    headers = " ".join(plain(c.header) for c in solve_report.plan_table(plans["devices"]).columns)
+    headers = " ".join(plain(c.header) for c in planning.plan_table(plans["devices"]).columns)
     assert "MiB" in headers and "GFLOP" in headers
-    verify = run_report.verify_table(verify_run(run_dir))
+    verify = runs.verify_table(verify_run(run_dir))
     assert all(("MiB" in h) or ("GFLOP" in h) or not re.search(r"peak|budget|upload|FLOP", h)
                for h in (plain(c.header) for c in verify.columns))

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from budgetplan.errors import BudgetplanError
-from budgetplan.report.tables import ReportConsole
+from budgetplan.report.console import ReportConsole
 
 console = ReportConsole()  # tables print whole: folded in a terminal, plain rows when redirected
 error_console = ReportConsole(stderr=True, soft_wrap=True)

@@ -53,7 +53,7 @@ def profile_demo_model(batch_size: int, seq_len: int):
 
 def solve_demo_fleet(profile, out: Path) -> Path:
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
     from budgetplan.solve import read_fleet, solve_fleet
 
     settings = SolverSettings("layers", False, 10.0, 0, 1)
@@ -93,7 +93,7 @@ def demo_config(*, rounds: int = DEMO_ROUNDS, clients: int = DEMO_CLIENTS, local
 def run_and_verify(plan_path: Path, out: Path, config):
     from budgetplan.execute.rounds import run
     from budgetplan.plan import read_plan
-    from budgetplan.report import demo_report, run_report
+    from budgetplan.report import runs
     from budgetplan.verify import verify_run
 
     run_plan = read_plan(plan_path)
@@ -101,12 +101,12 @@ def run_and_verify(plan_path: Path, out: Path, config):
         shutil.rmtree(out / "run")
     with run_bar() as progress:
         result = run(run_plan, config, out / "run", on_event=progress_events(progress))
-    run_report.print_run(console, result.history)
+    runs.print_run(console, result.history)
     report = verify_run(out / "run")
-    run_report.print_verify(console, report)
+    runs.print_verify(console, report)
     majority, count = majority_share(config)
-    console.print(demo_report.demo_table(report, result.history, majority))
-    console.print(demo_report.majority_line(result.history[-1]["accuracy"], majority, count), highlight=False)
+    console.print(runs.demo_table(report, result.history, majority))
+    console.print(runs.majority_line(result.history[-1]["accuracy"], majority, count), highlight=False)
     return report
 
 

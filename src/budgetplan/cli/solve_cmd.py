@@ -58,7 +58,7 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
     from budgetplan.api import offered_states
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.progress import counting_bar
+    from budgetplan.report.console import counting_bar
     from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_spec, dirs)
@@ -134,7 +134,7 @@ def solve(
     Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
     """
     from budgetplan.plan import PLAN_SCHEMA_VERSION, write_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
@@ -152,7 +152,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
                time_limit, seed, workers, model_spec, limits: tuple):
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.solve_report import fleet_table
+    from budgetplan.report.planning import fleet_table
     from budgetplan.solve.objective import read_importance
 
     from budgetplan.validate import check_options
@@ -189,7 +189,7 @@ def devices_list(devices_dir: List[Path] = DEVICES_DIR) -> None:
     Example: budgetplan devices list --devices-dir ./my-boards
     """
     from budgetplan.devices import BUNDLED_DIR, list_devices
-    from budgetplan.report.device_report import devices_table
+    from budgetplan.report.planning import devices_table
 
     console.print(devices_table(list_devices(devices_dir), BUNDLED_DIR))
 
@@ -206,7 +206,7 @@ def devices_show(
     Example: budgetplan devices show raspberry-pi-zero-2w
     """
     from budgetplan.devices import load_device, read_device_file
-    from budgetplan.report.device_report import device_table
+    from budgetplan.report.planning import device_table
 
     console.print(device_table(read_device_file(device_file) if device_file else load_device(name, devices_dir)))
 
@@ -223,7 +223,7 @@ def devices_detect(
     Example: budgetplan devices detect --name my-board --out my-board.toml
     """
     from budgetplan.devices import detect_device, write_device_file
-    from budgetplan.report.device_report import device_table
+    from budgetplan.report.planning import device_table
 
     from budgetplan.validate import check_name, check_options
 
@@ -247,7 +247,7 @@ def plan_show(plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan 
     Example: budgetplan plan show plan.json
     """
     from budgetplan.plan import read_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
 
     console.print(plan_table(read_plan(plan)))
 

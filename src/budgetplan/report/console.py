@@ -1,4 +1,4 @@
-"""How every table is printed: never a cut cell, in any terminal width or when output is redirected.
+"""The console every command prints through: tables shown whole at any width or redirected, and progress bars.
 
 rich cuts a cell that does not fit with '…' (and, when output is not a terminal, it assumes 80 columns), so
 `budgetplan devices list | grep jetson-orin` found nothing. `ReportConsole.print` fixes that for every table a
@@ -6,16 +6,24 @@ report builds, without the reports doing anything:
 - in a terminal, every column folds (wraps, and splits a word too long for its column) instead of cutting;
 - when output is not a terminal (pipe, file, CI log), a table prints as plain aligned rows of unlimited width,
   one row per line and a multi-line cell joined with '; ', so grep and cut see whole rows.
+Progress bars are off where output is not a terminal (pipes, CI logs), where a transient bar would only leave blank
+lines, e.g. before a one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from rich import box
 from rich.console import Console
 from rich.measure import Measurement
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+
+
+# --- tables printed whole
 
 CELL_JOIN = "; "  # the lines of a multi-line cell, in plain rows
 GAP = "  "  # between plain columns
@@ -82,3 +90,22 @@ class ReportConsole(Console):
         for table in tables:
             foldable(table, self)
         super().print(*objects, **kwargs)
+
+
+# --- progress bars
+
+def progress_bar(console: Console, description: str = "{task.description}") -> Progress:
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextlib.contextmanager
+def counting_bar(console: Console, description: str):
+    """Yields tick(done, total): a bar that appears once the work reports its size."""
+    with progress_bar(console, description) as progress:
+        task = progress.add_task(description, total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield tick
