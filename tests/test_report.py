@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from budgetplan.cli import app
 from budgetplan.plan import read_plan
+from budgetplan.profile.types import Importance
 from budgetplan.devices import BUNDLED_DIR, device_to_toml, list_devices, load_device
 from budgetplan.report import planning, runs
 from budgetplan.report.console import ReportConsole, plain
@@ -81,6 +82,10 @@ def all_tables(plans, run_dir, tiny_profiles, devices_dir):
         "dropped": runs.dropped_table(dropped),
         "verify": runs.verify_table(verify_run(run_dir)),
         "compare": runs.compare_table(rows, 0.6),
+        "demo": runs.demo_table(verify_run(run_dir), history, 0.445),
+        "importance": planning.importance_table(Importance(
+            method="pilot", data="drugreview", steps=8, seconds=1.5,
+            blocks=({"trained": 0.000213, "lora-8": 0.1}, {"trained": 12.5, "trained+recompute": 12.5}))),
     }
 
 
@@ -96,6 +101,24 @@ def test_every_table_is_whole_at_80_columns_and_redirected(plans, run_dir, tiny_
             # one line per row holding every cell whole, so grep finds whole rows
             assert any(all(cell in line for cell in row) for line in lines), (name, row, redirected)
         assert cells, name
+
+
+def test_no_word_or_number_is_split_across_lines_at_80_columns(plans, run_dir, tiny_profiles, devices_dir):
+    """A cell wraps at spaces: a device name, a number or a header word is found whole on some line."""
+    for name, table in all_tables(plans, run_dir, tiny_profiles, devices_dir).items():
+        words = {w for column in table.columns for cell in (column.header, *column.cells)
+                 for w in plain(cell).replace("; ", " ").split()}
+        lines = render(table, terminal=True).splitlines()
+        assert max(len(line) for line in lines) <= 80, (name, lines)
+        split = [w for w in words if len(w) <= 78 and not any(w in line for line in lines)]
+        assert not split, (name, split, "\n".join(lines))
+
+
+def test_redirected_prose_is_not_wrapped():
+    out = io.StringIO()
+    sentence = " ".join(f"word{i}" for i in range(40))  # about 280 characters
+    ReportConsole(file=out, width=80, color_system=None).print(sentence)
+    assert out.getvalue() == sentence + "\n"
 
 
 def test_grep_finds_a_long_device_name_in_redirected_output(devices_dir):
