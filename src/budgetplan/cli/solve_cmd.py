@@ -177,21 +177,26 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
     return _solve_devices(model, devices, settings, weights, model_spec)
 
 
-devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",
+devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).\n\n"
+                               "Example: budgetplan devices list",
                           no_args_is_help=True)
 
 
 @devices_app.command("list")
 @friendly_errors
 def devices_list(devices_dir: List[Path] = DEVICES_DIR) -> None:
-    """The device classes with their budgets: bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR.
+    """The device classes with their budgets (bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR),
+    and the bundled fleets.
 
     Example: budgetplan devices list --devices-dir ./my-boards
     """
-    from budgetplan.devices import BUNDLED_DIR, list_devices
-    from budgetplan.report.planning import devices_table
+    from budgetplan.devices import BUNDLED_DIR, bundled_fleets, fleet_file, list_devices
+    from budgetplan.report.planning import devices_table, fleets_line
+    from budgetplan.solve import read_fleet
 
     console.print(devices_table(list_devices(devices_dir), BUNDLED_DIR))
+    console.print(fleets_line([read_fleet(fleet_file(name), devices_dir) for name in bundled_fleets()]),
+                  highlight=False)
 
 
 @devices_app.command("show")
@@ -236,7 +241,8 @@ def devices_detect(
     console.print(f"written to {escape(str(out))}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
 
 
-plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
+plan_app = typer.Typer(help="Show or validate a plan JSON.\n\nExample: budgetplan plan show plan.json",
+                       no_args_is_help=True)
 
 
 @plan_app.command("show")

@@ -39,6 +39,12 @@ def devices_table(devices, bundled_dir: Path | None = None) -> Table:
     return table
 
 
+def fleets_line(fleets) -> str:
+    """The bundled fleets with their classes and shares, for `devices list`."""
+    described = [f"{f.name} ({', '.join(f'{c.device.name} {c.share:.0%}' for c in f.classes)})" for f in fleets]
+    return safe("bundled fleets, for 'budgetplan solve --fleet NAME': " + "; ".join(described))
+
+
 def _value(name: str, value) -> str:
     if name.endswith("_bytes"):
         return fmt_bytes(value)
