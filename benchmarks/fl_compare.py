@@ -29,7 +29,7 @@ from budgetplan.plan import Plan, build_plan, class_from_solution
 from budgetplan.profile.compose import compose
 from budgetplan.profile.io import read_profile, write_profile
 from budgetplan.profile.profiler import ProfileRequest, profile_model
-from budgetplan.report.run_report import compare_table
+from budgetplan.report.runs import compare_table
 
 MODEL = "all-minilm-l6-v2"
 GENEROUS = dict(flops_per_s=1e15, round_deadline_s=1e3, uplink_bits_per_s=1e12, upload_time_budget_s=1e3)

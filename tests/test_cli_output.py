@@ -44,13 +44,61 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.strip() == f"budgetplan {budgetplan.__version__}"
 
 
-@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
-def test_every_command_help_has_one_example(path):
+def group_paths(group: click.Group, prefix=()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            paths += group_paths(command, (*prefix, name))
+    return paths
+
+
+GROUPS = group_paths(typer.main.get_command(app))  # the root and the `devices` / `plan` groups
+
+
+@pytest.mark.parametrize("path", COMMANDS + GROUPS, ids=lambda p: " ".join(p) or "budgetplan")
+def test_every_help_ends_with_one_example(path):
     result = runner.invoke(app, [*path, "--help"], env=WIDE)
     assert result.exit_code == 0, result.output
     examples = [line for line in result.output.splitlines() if "Example: budgetplan " in line]
     assert len(examples) == 1, result.output
     assert " ".join(path) in examples[0]
+    last = [line.strip() for line in result.output.splitlines() if line.strip()][-1]
+    assert last == examples[0].strip(), result.output  # after the options, not at the top
+
+
+def test_help_paragraphs_are_whole():
+    """A docstring hard-wrapped in the source reads as one paragraph: no line break in mid-sentence."""
+    text = runner.invoke(app, ["solve", "--help"], env=WIDE).output
+    assert "the plan covers the other classes, and the exit code is 3" in text, text
+
+
+def test_profile_help_says_what_model_may_be_and_names_the_bundled_models():
+    from budgetplan.models.bundled import bundled_names
+
+    text = " ".join(runner.invoke(app, ["profile", "--help"], env=WIDE).output.split())
+    assert "MODEL:" in text and "Hugging Face model directory" in text and "--trust-pickle" in text, text
+    assert all(name in text for name in bundled_names()), text
+
+
+def test_devices_list_names_the_bundled_fleets():
+    from budgetplan.devices import bundled_fleets
+
+    result = runner.invoke(app, ["devices", "list"])
+    line = next(line for line in result.output.splitlines() if line.startswith("bundled fleets"))
+    assert bundled_fleets() and all(f"{name} (" in line for name in bundled_fleets()), line
+    assert "raspberry-pi-zero-2w 40%" in line  # the demo fleet's classes with their shares
+
+
+def test_the_bundled_demo_fleet_plans_every_class_at_the_demo_sizes(tmp_path):
+    from budgetplan.cli.demo_cmd import DEMO_FLEET, DEMO_SEQ_LEN
+    from budgetplan.solve import read_fleet
+
+    result = runner.invoke(app, ["solve", "--fleet", "demo", "--json", str(tmp_path / "plan.json")])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert (plan["context"]["batch_size"], plan["context"]["seq_len"]) == (8, DEMO_SEQ_LEN)
+    fleet = {c.device.name for c in read_fleet(DEMO_FLEET).classes}
+    assert set(plan["classes"]) == fleet and all(c["active"] for c in plan["classes"].values()), plan["classes"]
 
 
 def test_brackets_in_help_are_shown():

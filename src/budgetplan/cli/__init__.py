@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from budgetplan.cli import common
+from budgetplan.cli.help_text import lay_out_help
 
 app = typer.Typer(
     name="budgetplan",
@@ -33,6 +34,7 @@ def main(
 
 
 common.register_all(app)
+lay_out_help(app)  # paragraphs whole, arguments described, the example last
 
 if __name__ == "__main__":  # pragma: no cover
     app()

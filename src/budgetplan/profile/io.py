@@ -21,15 +21,29 @@ from budgetplan.profile.types import (
 )
 
 PROFILE_KIND = "budgetplan-profile"
-# The measured all-MiniLM-L6-v2 profile shipped in the package (batch 32, seq 128, AdamW), and its name in
-# fleet files and on the command line.
+# Measured all-MiniLM-L6-v2 profiles shipped in the package (assets/NAME-profile.json), named "bundled:NAME" in
+# fleet files and on the command line: "bundled:minilm" at batch 32, seq 128, AdamW (the default of `solve`), and
+# "bundled:minilm-demo" at the demo's sizes (batch 8, seq 32, AdamW, LoRA ranks 4 and 8, 3 labels), written by
+# `budgetplan profile all-minilm-l6-v2 --batch-size 8 --seq-len 32 --lora-ranks 4,8 --num-labels 3 --no-measure
+# --json src/budgetplan/assets/minilm-demo-profile.json`.
+BUNDLED_PREFIX = "bundled:"
 BUNDLED_PROFILE_NAME = "bundled:minilm"
-BUNDLED_PROFILE_PATH = Path(__file__).resolve().parents[1] / "assets" / "minilm-profile.json"
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+BUNDLED_PROFILE_PATH = ASSETS_DIR / "minilm-profile.json"
+
+
+def bundled_profiles() -> tuple[str, ...]:
+    """The names of the bundled profiles, e.g. 'bundled:minilm'."""
+    return tuple(sorted(BUNDLED_PREFIX + p.name.removesuffix("-profile.json")
+                        for p in ASSETS_DIR.glob("*-profile.json")))
 
 
 def profile_path(spec: str | Path) -> Path:
-    """A profile JSON path, with 'bundled:minilm' meaning the bundled profile."""
-    return BUNDLED_PROFILE_PATH if str(spec) == BUNDLED_PROFILE_NAME else Path(spec)
+    """A profile JSON path, with 'bundled:NAME' meaning the bundled profile of that name (bundled_profiles())."""
+    text = str(spec)
+    if text in bundled_profiles():
+        return ASSETS_DIR / f"{text.removeprefix(BUNDLED_PREFIX)}-profile.json"
+    return Path(spec)
 
 
 def profile_to_dict(profile: ModelProfile) -> dict:

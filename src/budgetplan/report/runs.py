@@ -1,4 +1,7 @@
-"""Rich tables for runs, verification and comparisons. Printing only: no computation beyond formatting."""
+"""Tables for a run and after it: rounds, dropped clients, verification, comparisons and the demo's result.
+
+Printing only: no computation beyond formatting. Units and escaping: report/text.py.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from budgetplan.execute.records import RoundRecord
-from budgetplan.report.markup import safe
-from budgetplan.report.units import gflop as _giga
-from budgetplan.report.units import mib as _mib
+from budgetplan.report.text import gflop as _giga
+from budgetplan.report.text import mib as _mib
+from budgetplan.report.text import safe
 from budgetplan.verify import PASS, SAT_OUT, VerifyReport
 
+
+# --- rounds, verification and comparisons
 
 def _pct(value) -> str:
     return "-" if value is None else f"{value:+.1%}"
@@ -107,3 +112,35 @@ def _rounds(values: list) -> str:
         return "not reached"
     text = f"{sum(reached) / len(reached):.1f}"
     return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
+
+
+# --- the demo's last table: what each class was planned and measured to use, beside what the model learnt
+
+def _pair(planned, measured, unit: float, fmt: str) -> str:
+    def one(v):
+        return "-" if v is None else fmt.format(v / unit)
+    return f"{one(planned)} → {one(measured)}"
+
+
+def demo_table(report: VerifyReport, history: Sequence[RoundRecord], majority: float) -> Table:
+    """One row per class: planned → measured peak, FLOPs, upload, status, and the global model's accuracy."""
+    final, first = history[-1].accuracy, history[0].accuracy
+    table = Table(title=f"Demo result: held-out accuracy {final:.3f} after round {len(history)} "
+                        f"(round 1: {first:.3f}); majority class {majority:.3f}")
+    for column in ("class", "peak MiB\nplanned → measured", "GFLOP / step\nplanned → measured",
+                   "upload MiB\nplanned → measured", "status", "held-out accuracy\n(global model, measured)"):
+        table.add_column(column, justify="left" if column in ("class", "status") else "right")
+    for c in report.checks:
+        style = "green" if c.status == PASS else "yellow"
+        table.add_row(safe(c.name), _pair(c.predicted_peak_bytes, c.measured_peak_bytes, 2**20, "{:.1f}"),
+                      _pair(c.predicted_flops, c.measured_flops, 1e9, "{:.2f}"),
+                      _pair(c.predicted_upload_bytes, c.measured_upload_bytes, 2**20, "{:.1f}"),
+                      f"[{style}]{c.status}[/]", f"{final:.3f}")
+    return table
+
+
+def majority_line(final: float, majority: float, count: int) -> str:
+    gain = final - majority
+    verdict = "above" if gain > 0 else "not above"
+    return (f"held-out accuracy {final:.3f} vs majority class {majority:.3f} on the same {count} held-out "
+            f"examples: {verdict} it by {gain:+.3f} (measured)")

@@ -1,14 +1,24 @@
-"""One unit convention for every number budgetplan prints.
+"""How a value becomes text in a report: one unit convention for every number, and escaping of user strings.
 
-Bytes are binary mebibytes (MiB = 2**20 bytes), work is GFLOP (1e9 floating-point operations; FLOPs = 2 x MACs),
-rates GFLOP/s, uplinks Mbit/s (1e6 bits). Tables put the unit in the column header and bare numbers in the cells
-(`mib`, `gflop`); running text uses `fmt_bytes` / `fmt_flops`, which append the unit. No MB, GB, kB, TFLOP or
+Units. Bytes are binary mebibytes (MiB = 2**20 bytes), work is GFLOP (1e9 floating-point operations; FLOPs = 2 x
+MACs), rates GFLOP/s, uplinks Mbit/s (1e6 bits). Tables put the unit in the column header and bare numbers in the
+cells (`mib`, `gflop`); running text uses `fmt_bytes` / `fmt_flops`, which append the unit. No MB, GB, kB, TFLOP or
 MFLOP anywhere, so the same budget reads the same in `devices list`, `solve`, `verify` and `compare`.
+
+Escaping. rich reads "[...]" in a printed string as markup; a class named "[/bad]" would crash the table
+(MarkupError) and one named "[link=...]" would restyle it. Report functions pass every string that came from a file
+or an option through `safe` first and add their own markup afterwards.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import fields, is_dataclass, replace
+
+from rich.markup import escape
+
+
+# --- numbers with units
 
 MIB = 2**20
 GFLOP = 1e9
@@ -57,3 +67,18 @@ def fmt_ratio(predicted: int, measured: int | None) -> str:
     if not measured:
         return "-"
     return f"{(predicted - measured) / measured:+.1%}"
+
+
+# --- user strings, escaped for rich
+
+def safe(data):
+    """`data` with every string escaped for rich markup (dict keys and dataclass fields too; others unchanged)."""
+    if is_dataclass(data) and not isinstance(data, type):
+        return replace(data, **{f.name: safe(getattr(data, f.name)) for f in fields(data) if f.init})
+    if isinstance(data, str):
+        return escape(data)
+    if isinstance(data, dict):
+        return {safe(k): safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(safe(v) for v in data)
+    return data
