@@ -6,6 +6,7 @@ A pickled whole nn.Module runs code when loaded, so it loads only with trust_pic
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -21,6 +22,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from budgetplan.errors import ModelLoadError
+from budgetplan.files import KINDS, kind_of
 from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
 from budgetplan.models.task import TASKS, TaskModel
@@ -140,7 +142,9 @@ def _build_tiny(name: str):
 def _load_hf_dir(path: Path):
     """A save_pretrained directory: the class its config names when that is a kept task head, else the base."""
     if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
+        kind = kind_of(path)
+        what = f"is {KINDS[kind]}, not a model" if kind else "is a directory without config.json"
+        raise ModelLoadError(f"{path} {what}; point at a Hugging Face model directory (it holds config.json)")
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
@@ -198,6 +202,9 @@ def _build_from_config(cls, config, path):
 
 
 def _load_file(path: Path, trust_pickle: bool):
+    kind = kind_of(path)
+    if kind is not None and kind != "torch":
+        raise ModelLoadError(f"{path} is {KINDS[kind]}, not a model; {MODEL_FIX}")
     if trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, nn.Module):
@@ -205,6 +212,11 @@ def _load_file(path: Path, trust_pickle: bool):
     else:
         obj = _torch_load(path, weights_only=True)
     return _from_checkpoint_dict(obj, path)
+
+
+MODEL_FIX = "give a model.pt, a Hugging Face model directory or a bundled name"
+SAVE_HINT = ("torch.save({'config': model.config.to_dict(), 'state_dict': model.state_dict()}, PATH), or "
+             "model.save_pretrained(DIR) and give DIR")
 
 
 def _torch_load(path: Path, weights_only: bool):
@@ -219,21 +231,49 @@ def _torch_load(path: Path, weights_only: bool):
             ) from None
         raise _corrupt(path, exc) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, KeyError,
-            TypeError, IndexError, OverflowError) as exc:
+            TypeError, IndexError, OverflowError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOENT):
+            raise ModelLoadError(f"cannot read {path} ({exc.strerror}); check the path and its permissions") from None
         raise _corrupt(path, exc) from None
 
 
 def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-    return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
+    """What is wrong with a file torch could not load, judged from the file itself where it can be."""
+    size = path.stat().st_size if path.is_file() else 0
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if size == 0:
+        why, fix = "is empty (a truncated download or copy)", "re-save or re-download it"
+    elif head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        why, fix = f"is a truncated torch file ({size:,} bytes, its end cut off)", "re-save or re-download it"
+    elif head.lstrip()[:1] in (b"{", b"["):
+        why, fix = "is a JSON file, not a torch file", MODEL_FIX
+    elif head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        why, fix = "is a text file, not a torch file", MODEL_FIX
+    elif not head.startswith((b"PK", b"\x80")):
+        why, fix = "is not a torch file (it starts with neither a zip nor a pickle header)", MODEL_FIX
+    else:
+        why = f"is corrupt, truncated or not a torch file ({_clip(_first_line(exc), 120)})"
+        fix = f"re-save or re-download it, or {MODEL_FIX}"
+    return ModelLoadError(f"{path} {why}; {fix}")
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut at the last word that fits in `limit` characters, with '...' when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:(") + " ..."
 
 
 def _from_checkpoint_dict(obj, path: Path):
     """{"config", "state_dict"}: a base model's, a task model's (e.g. keys under "bert." plus "classifier."),
     or budgetplan's own save_model_file form (keys under "base." and "head.")."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} holds a bare state dict (parameter name -> tensor) without the model's config, "
+                             f"so no model can be built from it; save it as {SAVE_HINT}")
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
         raise ModelLoadError(f"{path} is not a budgetplan model file: expected a dict with 'config' "
-                             "(a transformers config dict) and 'state_dict'")
+                             f"(a transformers config dict) and 'state_dict'; save the model as {SAVE_HINT}")
     config = _config_from_dict(obj["config"], path)
     config._attn_implementation = "eager"
     state = obj["state_dict"]
