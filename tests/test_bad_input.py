@@ -343,6 +343,7 @@ MODEL_MUTATIONS = {
     "negative vocabulary": (_config(vocab_size=-5), "cannot build a model"),
     "huge hidden size": (_config(hidden_size=2**20, intermediate_size=2**22), "GiB of memory is available"),
     "unknown model type": (_config(model_type="nosuchmodel"), "nosuchmodel"),
+    "a million layers": (_config(num_hidden_layers=10**6), "num_hidden_layers = 1000000"),  # never built: it hangs
     "list instead of state_dict": (_saved(lambda obj: {**obj, "state_dict": list(obj["state_dict"].values())}),
                                    "state_dict"),
     "list instead of dict": (_saved(lambda obj: [1, 2, 3]), "not a budgetplan model file"),
@@ -351,6 +352,8 @@ MODEL_MUTATIONS = {
     "config.json not JSON": (_hf(lambda p: (p / "config.json").write_text("{")), "Hugging Face model"),
     "config.json string hidden": (_hf(lambda p: (p / "config.json").write_text(
         '{"model_type": "bert", "hidden_size": "x"}')), "Hugging Face model"),
+    "config.json a million layers": (_hf(lambda p: (p / "config.json").write_text(json.dumps(
+        {**json.loads((p / "config.json").read_text()), "num_hidden_layers": 10**6}))), "num_hidden_layers = 1000000"),
 }
 
 

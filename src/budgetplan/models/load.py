@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from huggingface_hub.errors import StrictDataclassError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
@@ -148,6 +149,7 @@ def _load_hf_dir(path: Path):
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
+        _check_layer_count(config, _weight_count(path), path)
         _check_fits_memory(config, path)
         cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
         base = cls.from_pretrained(path, config=config)
@@ -166,6 +168,29 @@ BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, I
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _check_layer_count(config, num_tensors: int | None, path) -> None:
+    """Refuse a config that claims more blocks than its weights hold tensors (each block holds at least one)
+    before anything is built: building even on the meta device takes minutes for 10**4 blocks, forever for 10**6."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if num_tensors is not None and isinstance(layers, int) and layers > num_tensors:
+        raise ModelLoadError(f"{path}: its config says num_hidden_layers = {layers}, but its weights hold only "
+                             f"{num_tensors} tensors; save the config and weights of the same model")
+
+
+def _weight_count(path: Path) -> int | None:
+    """Tensors in a Hugging Face directory's safetensors weights (read from the headers only), None when unknown."""
+    index = path / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return len(json.loads(index.read_text()).get("weight_map", {}))
+        if (path / "model.safetensors").is_file():
+            with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
+                return len(list(weights.keys()))
+    except (OSError, ValueError, AttributeError, SafetensorError):
+        return None  # the loader says what is wrong with the weights
+    return None
 
 
 def _check_fits_memory(config, path) -> None:
@@ -285,6 +310,7 @@ def _from_checkpoint_dict(obj, path: Path):
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
+    _check_layer_count(config, len(state) + len(head_state or {}), path)
     # Which class fits the keys is only asked of a config that builds at all (else every candidate "mismatches").
     cls = heads.checkpoint_class(config, set(state), str(path)) if _builds(config, path) else None
     base = _build_from_config(cls, config, path)
