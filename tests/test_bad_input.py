@@ -76,6 +76,9 @@ PROFILE_MUTATIONS = {
     "string bytes": (_set(_part, "param_bytes", "12"), "param_bytes"),
     "fractional count": (_set(_part, "trainable_params", 1.5), "trainable_params"),
     "negative resident bytes": (_set(lambda d: d, "resident_bytes", -1), "resident_bytes"),
+    "activation bytes 1e30": (_set(_part, "activation_bytes", 1e30), "activation_bytes = 1e+30 is more than 1 PiB"),
+    "resident bytes 1e30": (_set(lambda d: d, "resident_bytes", 1e30), "resident_bytes = 1e+30 is more than 1 PiB"),
+    "FLOPs 10**31": (_set(_part, "flops_backward", 10**31), "flops_backward"),
     "block missing": (lambda d: d["blocks"].pop(), "num_blocks"),
     "num_blocks disagrees": (_set(lambda d: d["model"], "num_blocks", 7), "num_blocks"),
     "lora-0 state": (lambda d: d["blocks"][0]["states"].update(
@@ -220,6 +223,8 @@ DEVICE_MUTATIONS = {
     "name with markup": (_toml_line("name", '"[/bad]"'), "name"),
     "negative memory": (_toml_line("memory_bytes", "-1"), "memory_bytes"),
     "NaN FLOP/s": (_toml_line("flops_per_s", "nan"), "flops_per_s"),
+    "FLOP/s 1e308": (_toml_line("flops_per_s", "1e308"), "flops_per_s = 1e+308 is more than"),
+    "deadline 1e300": (_toml_line("round_deadline_s", "1e300"), "round_deadline_s = 1e+300 is more than"),
     "infinite uplink": (_toml_line("uplink_bits_per_s", "inf"), "uplink_bits_per_s"),
     "string deadline": (_toml_line("round_deadline_s", '"300"'), "round_deadline_s"),
     "fractional samples": (_toml_line("samples_per_round", "2.5"), "samples_per_round"),
@@ -329,12 +334,16 @@ MODEL_MUTATIONS = {
     "ten bytes": (_bytes(lambda b: b[:10]), "truncated"),
     "empty file": (_bytes(lambda b: b""), "truncated"),
     "text file": (_bytes(lambda b: b"this is not a model\n"), "not a torch file"),
+    "cut at 1/40 (torch: EINVAL)": (_bytes(lambda b: b[: len(b) // 40]), "truncated torch file"),
+    "a JSON file": (_bytes(lambda b: b'{"hidden_size": 8}'), "is a JSON file, not a torch file"),
+    "a bare state dict": (_saved(lambda obj: obj["state_dict"]), "save it as torch.save({'config'"),
     "wrong tensor shapes": (_saved(_wrong_shape), "does not fit its config"),
     "heads do not divide hidden": (_config(num_attention_heads=5), "cannot build a model"),
     "string hidden size": (_config(hidden_size="abc"), "config"),
     "negative vocabulary": (_config(vocab_size=-5), "cannot build a model"),
     "huge hidden size": (_config(hidden_size=2**20, intermediate_size=2**22), "GiB of memory is available"),
     "unknown model type": (_config(model_type="nosuchmodel"), "nosuchmodel"),
+    "a million layers": (_config(num_hidden_layers=10**6), "num_hidden_layers = 1000000"),  # never built: it hangs
     "list instead of state_dict": (_saved(lambda obj: {**obj, "state_dict": list(obj["state_dict"].values())}),
                                    "state_dict"),
     "list instead of dict": (_saved(lambda obj: [1, 2, 3]), "not a budgetplan model file"),
@@ -343,6 +352,8 @@ MODEL_MUTATIONS = {
     "config.json not JSON": (_hf(lambda p: (p / "config.json").write_text("{")), "Hugging Face model"),
     "config.json string hidden": (_hf(lambda p: (p / "config.json").write_text(
         '{"model_type": "bert", "hidden_size": "x"}')), "Hugging Face model"),
+    "config.json a million layers": (_hf(lambda p: (p / "config.json").write_text(json.dumps(
+        {**json.loads((p / "config.json").read_text()), "num_hidden_layers": 10**6}))), "num_hidden_layers = 1000000"),
 }
 
 
@@ -352,5 +363,5 @@ def test_profile_refuses_a_bad_model_file_in_one_line(model_files, tmp_path, cas
     path = tmp_path / ("model" if "safetensors" in case or "config.json" in case else "model.pt")
     write(model_files, path)
     out = tmp_path / "profile.json"
-    refused(runner.invoke(app, ["profile", str(path), "--json", str(out), "--no-measure"]), word)
+    refused(runner.invoke(app, ["profile", str(path), "--json", str(out), "--no-measure"]), str(path), word)
     assert not out.exists()

@@ -114,6 +114,24 @@ def test_local_deployment_resumed_ends_with_the_embedded_engines_weights(deploye
         assert (a["sampled"], a["accuracy"]) == (b["sampled"], b["accuracy"])
 
 
+def test_flwr_run_of_the_exported_app_refuses_a_run_dir_another_run_owns(deployed_app, federation):
+    """The ServerApp that `flwr run` starts (in its own process) takes the run-dir lock: while this process owns
+    the run dir, as a running `budgetplan run --out` would, the deployed run is one ERROR line naming the owner,
+    fails, and leaves the run dir as it was."""
+    import os
+
+    from budgetplan.execute import rundir
+
+    run_dir = deployed_app[3].with_name("run-locked")
+    with rundir.locked(run_dir):
+        before = sorted(p.name for p in run_dir.iterdir())
+        output = _run(federation, **{"run-dir": str(run_dir)})
+        assert sorted(p.name for p in run_dir.iterdir()) == before
+    errors = [line for line in output.splitlines() if "budgetplan: error:" in line]
+    assert len(errors) == 1 and "is in use by" in errors[0] and f"pid {os.getpid()}" in errors[0], output[-3000:]
+    assert "Traceback" not in output and federation.run_status(output) == "finished:failed"
+
+
 def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_again(deployed_app, federation):
     import subprocess
     import threading

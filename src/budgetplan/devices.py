@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from budgetplan.errors import DeviceError
-from budgetplan.files import read_toml
-from budgetplan.validate import NAME
+from budgetplan.files import read_toml, refuse_other_kind
+from budgetplan.validate import NAME, magnitude_problem
 
 # Package data: installed wheels unpack to the file system, so the resource is a plain directory.
 BUNDLED_DIR = Path(str(importlib.resources.files("budgetplan") / "profiles"))
@@ -57,6 +57,9 @@ class DeviceClass:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise DeviceError(f"{self.origin}: {name} = {value!r} must be a number > 0; fix it in the device file")
+            problem = magnitude_problem(name, value)
+            if problem:
+                raise DeviceError(f"{self.origin}: {problem}; fix it in the device file")
         for name in ("memory_bytes", "total_memory_bytes", "samples_per_round"):
             if not isinstance(getattr(self, name), int):
                 raise DeviceError(f"{self.origin}: {name} = {getattr(self, name)!r} must be a whole number")
@@ -80,6 +83,8 @@ def device_dirs(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
 
 
 def device_from_dict(data: dict, origin: str) -> DeviceClass:
+    refuse_other_kind(data, "device", origin, "a device file", "give a device file (see 'budgetplan devices show "
+                      "jetson-nano')", DeviceError)
     known = {f.name for f in fields(DeviceClass)} - {"origin"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -94,7 +99,7 @@ def device_from_dict(data: dict, origin: str) -> DeviceClass:
 
 def read_device_file(path: str | Path) -> DeviceClass:
     fix = "copy one from 'budgetplan devices list' or run 'budgetplan devices detect --out PATH'"
-    return device_from_dict(read_toml(path, "device file", fix, DeviceError), origin=str(path))
+    return device_from_dict(read_toml(path, "device file", fix, DeviceError, kind="device"), origin=str(path))
 
 
 def list_devices(extra_dirs: Sequence[str | Path] = ()) -> tuple[DeviceClass, ...]:

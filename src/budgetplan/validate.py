@@ -50,6 +50,7 @@ def check_schema(data, name: str, origin: str, fix: str) -> None:
 
     check_depth(data, origin, fix)
     check_finite(data, origin, fix)
+    check_magnitudes(data, origin, fix)
     validator = _validator_class()(schema(name))
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
@@ -69,6 +70,74 @@ def check_finite(data, origin: str, fix: str) -> None:
         node, path = stack.pop()
         if isinstance(node, float) and not math.isfinite(node):
             raise PlanError(f"{origin}: {_where(path)} is {node} (not finite); {fix}")
+        if isinstance(node, dict):
+            stack.extend((v, (*path, k)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+
+
+# ---- physical bounds ---------------------------------------------------------------------------------------
+
+# Every number budgetplan reads is a size, count, rate or time of a real device or run; beyond these bounds it is a
+# typo or a hostile file. Refusing it where it is read keeps every later sum and product exact and finite (FLOPs
+# per round = FLOP/s x seconds <= 1e26, a batch's share of it <= 1e30; the frontier's int64 sums fall back to
+# exact Python ints). The unit is read off the field's name (units live in the names: peak_bytes, flops_per_s,
+# round_deadline_s), so one rule covers every reader: profiles, plans, device and fleet files, importance
+# weights, measurements.
+UNIT_BOUNDS = {  # unit -> (largest magnitude, what that is, read after "more than")
+    "bytes": (2**50, "1 PiB (more memory than any device holds)"),
+    "FLOP/s": (1e18, "1e18 FLOP/s (more than any device sustains)"),
+    "bit/s": (1e13, "10 Tbit/s (more than any uplink carries)"),
+    "FLOPs": (1e30, "1e30 FLOPs (30,000 years of an exaFLOP/s device)"),
+    "seconds": (1e8, "1e8 s (about three years)"),
+    "params": (2**50, "2**50 parameters (more than any device holds)"),
+    "weight": (1e9, "1e9 (weights are relative: rescale them)"),
+    None: (2**53, "2**53 (beyond it a number no longer holds every whole number)"),
+}
+_FIELD = re.compile(r"[a-z][a-z0-9_]*")  # a field name (tensor, state and class names are skipped over)
+
+
+def unit_of(name) -> str | None:
+    """The unit a field's name states: '..._bytes', '..flops_per_s', '..bits_per_s', 'flops_...', '..._s',
+    '..._seconds', '..params..', 'weights' / '..importance..' (objective weights); None for names without one
+    (counts, shares)."""
+    words = name.split("_") if isinstance(name, str) and _FIELD.fullmatch(name) else []
+    per_s = words[-2:] == ["per", "s"]
+    if "bytes" in words:
+        return "bytes"
+    if per_s:
+        return "FLOP/s" if "flops" in words else "bit/s" if "bits" in words else None
+    if "flops" in words:
+        return "FLOPs"
+    if words[-1:] in (["s"], ["seconds"]):
+        return "seconds"
+    if "params" in words:
+        return "params"
+    return "weight" if words == ["weights"] or "importance" in words else None
+
+
+def magnitude_problem(path, value) -> str | None:
+    """Why `value` (a number at `path`, a key or a tuple of keys) cannot be real, or None. The unit is that of the
+    nearest key in `path` that names one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    keys = (path,) if isinstance(path, str) else tuple(path)
+    unit = next((u for u in map(unit_of, reversed(keys)) if u is not None), None)
+    bound, what = UNIT_BOUNDS[unit]
+    if math.isfinite(value) and abs(value) <= bound:
+        return None
+    return f"{_where(keys)} = {value!r} is {'not finite' if not math.isfinite(value) else 'more than ' + what}"
+
+
+def check_magnitudes(data, origin: str, fix: str, error: type = PlanError, path: tuple = ()) -> None:
+    """Every number in `data` (found at `path`) within the physical bound of its unit (UNIT_BOUNDS); `error` naming
+    the first one that is not."""
+    stack = [(data, tuple(path))]
+    while stack:
+        node, path = stack.pop()
+        problem = magnitude_problem(path, node)
+        if problem:
+            raise error(f"{origin}: {problem}; {fix}")
         if isinstance(node, dict):
             stack.extend((v, (*path, k)) for k, v in node.items())
         elif isinstance(node, (list, tuple)):
@@ -152,6 +221,7 @@ def check_measurements(data, origin: str) -> dict:
     fix = "run the plan again (budgetplan run) to measure it"
     if not isinstance(data, dict):
         raise PlanError(f"{origin} is not a JSON object of class -> measurement; {fix}")
+    check_magnitudes(data, origin, fix)
     for name, entry in data.items():
         if isinstance(entry, dict) and set(entry) == {"error"} and isinstance(entry["error"], str):
             continue

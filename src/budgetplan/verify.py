@@ -12,7 +12,7 @@ from pathlib import Path
 
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.execute.records import MEASUREMENTS_FILE, Measurement, measurements_from_dict
-from budgetplan.files import read_json
+from budgetplan.files import other_kind, read_json
 from budgetplan.plan import Plan, PlanClass, read_plan
 from budgetplan.validate import check_measurements, check_options
 
@@ -127,10 +127,12 @@ def _check(name: str, p: Planned, status: str, reasons: tuple[str, ...], m: Meas
 def verify_run(run_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> VerifyReport:
     """Check every class of the run in `run_dir` against its plan."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist; give the --out of a 'budgetplan run'")
+    fix = "give the --out of a 'budgetplan run'"
+    if not run_dir.exists():
+        raise ConfigError(f"run directory {run_dir} does not exist; {fix}")
     if not (run_dir / "plan.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no plan.json); give the --out of a 'budgetplan run'")
+        wrong = other_kind(run_dir, "a run directory", own="run-dir")
+        raise ConfigError(f"{wrong or f'{run_dir} is not a run directory (no plan.json)'}; {fix}")
     check_options({"--tolerance": tolerance})
     plan = read_plan(run_dir / "plan.json")
     path = run_dir / MEASUREMENTS_FILE

@@ -6,7 +6,9 @@ A pickled whole nn.Module runs code when loaded, so it loads only with trust_pic
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -16,11 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from huggingface_hub.errors import StrictDataclassError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from budgetplan.errors import ModelLoadError, first_line
+from budgetplan.files import KINDS, kind_of
 from budgetplan.models import bundled, heads
 from budgetplan.models.layout import BlockLayout, find_blocks
 from budgetplan.models.task import TASKS, TaskModel
@@ -140,10 +143,13 @@ def _build_tiny(name: str):
 def _load_hf_dir(path: Path):
     """A save_pretrained directory: the class its config names when that is a kept task head, else the base."""
     if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} is a directory without config.json; point at a Hugging Face model directory")
+        kind = kind_of(path)
+        what = f"is {KINDS[kind]}, not a model" if kind else "is a directory without config.json"
+        raise ModelLoadError(f"{path} {what}; point at a Hugging Face model directory (it holds config.json)")
     try:
         config = AutoConfig.from_pretrained(path)
         config._attn_implementation = "eager"
+        _check_layer_count(config, _weight_count(path), path)
         _check_fits_memory(config, path)
         cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
         base = cls.from_pretrained(path, config=config)
@@ -158,6 +164,29 @@ def _load_hf_dir(path: Path):
 # What a bad config or weights file raises inside transformers/torch while a model is built or filled.
 BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, IndexError, ZeroDivisionError,
                 OverflowError, StrictDataclassError)
+
+
+def _check_layer_count(config, num_tensors: int | None, path) -> None:
+    """Refuse a config that claims more blocks than its weights hold tensors (each block holds at least one)
+    before anything is built: building even on the meta device takes minutes for 10**4 blocks, forever for 10**6."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if num_tensors is not None and isinstance(layers, int) and layers > num_tensors:
+        raise ModelLoadError(f"{path}: its config says num_hidden_layers = {layers}, but its weights hold only "
+                             f"{num_tensors} tensors; save the config and weights of the same model")
+
+
+def _weight_count(path: Path) -> int | None:
+    """Tensors in a Hugging Face directory's safetensors weights (read from the headers only), None when unknown."""
+    index = path / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return len(json.loads(index.read_text()).get("weight_map", {}))
+        if (path / "model.safetensors").is_file():
+            with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
+                return len(list(weights.keys()))
+    except (OSError, ValueError, AttributeError, SafetensorError):
+        return None  # the loader says what is wrong with the weights
+    return None
 
 
 def _check_fits_memory(config, path) -> None:
@@ -194,6 +223,9 @@ def _build_from_config(cls, config, path):
 
 
 def _load_file(path: Path, trust_pickle: bool):
+    kind = kind_of(path)
+    if kind is not None and kind != "torch":
+        raise ModelLoadError(f"{path} is {KINDS[kind]}, not a model; {MODEL_FIX}")
     if trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, nn.Module):
@@ -201,6 +233,11 @@ def _load_file(path: Path, trust_pickle: bool):
     else:
         obj = _torch_load(path, weights_only=True)
     return _from_checkpoint_dict(obj, path)
+
+
+MODEL_FIX = "give a model.pt, a Hugging Face model directory or a bundled name"
+SAVE_HINT = ("torch.save({'config': model.config.to_dict(), 'state_dict': model.state_dict()}, PATH), or "
+             "model.save_pretrained(DIR) and give DIR")
 
 
 def _torch_load(path: Path, weights_only: bool):
@@ -215,21 +252,49 @@ def _torch_load(path: Path, weights_only: bool):
             ) from None
         raise _corrupt(path, exc) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, KeyError,
-            TypeError, IndexError, OverflowError) as exc:
+            TypeError, IndexError, OverflowError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOENT):
+            raise ModelLoadError(f"cannot read {path} ({exc.strerror}); check the path and its permissions") from None
         raise _corrupt(path, exc) from None
 
 
 def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
-    first = first_line(exc, 120)
-    return ModelLoadError(f"{path} is corrupt, truncated or not a torch file ({first}); re-save or re-download it")
+    """What is wrong with a file torch could not load, judged from the file itself where it can be."""
+    size = path.stat().st_size if path.is_file() else 0
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if size == 0:
+        why, fix = "is empty (a truncated download or copy)", "re-save or re-download it"
+    elif head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        why, fix = f"is a truncated torch file ({size:,} bytes, its end cut off)", "re-save or re-download it"
+    elif head.lstrip()[:1] in (b"{", b"["):
+        why, fix = "is a JSON file, not a torch file", MODEL_FIX
+    elif head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        why, fix = "is a text file, not a torch file", MODEL_FIX
+    elif not head.startswith((b"PK", b"\x80")):
+        why, fix = "is not a torch file (it starts with neither a zip nor a pickle header)", MODEL_FIX
+    else:
+        why = f"is corrupt, truncated or not a torch file ({_clip(first_line(exc, 160), 120)})"
+        fix = f"re-save or re-download it, or {MODEL_FIX}"
+    return ModelLoadError(f"{path} {why}; {fix}")
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut at the last word that fits in `limit` characters, with '...' when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:(") + " ..."
 
 
 def _from_checkpoint_dict(obj, path: Path):
     """{"config", "state_dict"}: a base model's, a task model's (e.g. keys under "bert." plus "classifier."),
     or budgetplan's own save_model_file form (keys under "base." and "head.")."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} holds a bare state dict (parameter name -> tensor) without the model's config, "
+                             f"so no model can be built from it; save it as {SAVE_HINT}")
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
         raise ModelLoadError(f"{path} is not a budgetplan model file: expected a dict with 'config' "
-                             "(a transformers config dict) and 'state_dict'")
+                             f"(a transformers config dict) and 'state_dict'; save the model as {SAVE_HINT}")
     config = _config_from_dict(obj["config"], path)
     config._attn_implementation = "eager"
     state = obj["state_dict"]
@@ -241,6 +306,7 @@ def _from_checkpoint_dict(obj, path: Path):
     if any(k.startswith(TASK_PREFIX) for k in state):
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         state = {k[len(TASK_PREFIX):]: v for k, v in state.items() if k.startswith(TASK_PREFIX)}
+    _check_layer_count(config, len(state) + len(head_state or {}), path)
     # Which class fits the keys is only asked of a config that builds at all (else every candidate "mismatches").
     cls = heads.checkpoint_class(config, set(state), str(path)) if _builds(config, path) else None
     base = _build_from_config(cls, config, path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.profile.compose import resolve_states
 from budgetplan.profile.types import FROZEN, STATE_NAMES_HINT, lora_rank, state_problem
-from budgetplan.validate import check_depth, check_finite, check_lora_context, check_shares
+from budgetplan.validate import check_depth, check_finite, check_lora_context, check_magnitudes, check_shares
 
 PLAN_FIX = "regenerate it with 'budgetplan solve --json PATH'"
 
@@ -17,6 +17,7 @@ def check_plan(data, origin: str = "plan") -> None:
     """Semantics of a plan dict that passed the plan schema: blocks, states, gradient paths, shares, LoRA."""
     check_depth(data, origin, PLAN_FIX)
     check_finite(data, origin, PLAN_FIX)
+    check_magnitudes(data, origin, PLAN_FIX)
     check_lora_context(data["context"], origin, PLAN_FIX)
     num_blocks = data["model"]["num_blocks"]
     for name, entry in data["classes"].items():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, PlanError
-from budgetplan.files import read_json
+from budgetplan.files import KINDS, kind_of_data, read_json
 from budgetplan.plan.check import check_plan
 from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
@@ -306,6 +306,9 @@ def plan_schema() -> dict:
 def validate_plan(data, origin: str = "plan") -> dict:
     """Check kind, major schema version, every field (JSON Schema) and the semantics; PlanError (one line)."""
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
+        found = kind_of_data(data)
+        if found is not None:
+            raise PlanError(f"{origin} is {KINDS[found]}, not a budgetplan plan; {FIX}")
         raise PlanError(f"{origin} is not a budgetplan plan file (no \"kind\": \"{PLAN_KIND}\"); {FIX}")
     found = str(data.get("schema_version", ""))
     if found.split(".")[0] not in READABLE_MAJORS:
@@ -323,5 +326,5 @@ def write_plan(plan: Plan, path: str | Path) -> None:
 
 
 def read_plan(path: str | Path) -> Plan:
-    data = read_json(path, "plan file", f"create one with 'budgetplan solve --json {path}'", PlanError)
+    data = read_json(path, "plan file", f"create one with 'budgetplan solve --json {path}'", PlanError, kind=PLAN_KIND)
     return Plan.from_dict(data, origin=f"plan file {path}")

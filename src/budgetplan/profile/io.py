@@ -116,5 +116,6 @@ def _importance(data: dict | None) -> Importance | None:
 
 
 def read_profile(path: str | Path) -> ModelProfile:
-    data = read_json(path, "profile file", f"create it with 'budgetplan profile MODEL --json {path}'", PlanError)
+    data = read_json(path, "profile file", f"create it with 'budgetplan profile MODEL --json {path}'", PlanError,
+                     kind=PROFILE_KIND)
     return profile_from_dict(data, origin=f"profile file {path}")

@@ -29,11 +29,11 @@ from pathlib import Path
 
 from budgetplan.devices import DeviceClass, bundled_fleets, fleet_file, load_device, read_device_file
 from budgetplan.errors import ConfigError
-from budgetplan.files import read_toml
+from budgetplan.files import read_toml, refuse_other_kind
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path, read_profile
 from budgetplan.profile.types import ModelProfile
 from budgetplan.solve.coupling import FleetLimits
-from budgetplan.validate import SHARE_TOLERANCE
+from budgetplan.validate import SHARE_TOLERANCE, magnitude_problem
 
 LIMIT_KEYS = ("ingress_bytes_per_round", "clients_per_round", "min_coverage")
 
@@ -74,6 +74,8 @@ def _class(entry, index: int, base: Path, origin: str, device_dirs=()) -> FleetC
 
 def _fleet_from_dict(data: dict, path: Path, device_dirs=()) -> Fleet:
     origin = str(path)
+    refuse_other_kind(data, "fleet", origin, "a fleet file",
+                      f"give a fleet file (bundled: {', '.join(bundled_fleets())})", ConfigError)
     unknown = sorted(set(data) - {"name", "models", "classes", *LIMIT_KEYS})
     if unknown:
         raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; a fleet file has name, models, "
@@ -101,6 +103,9 @@ def _limits(data: dict, origin: str) -> FleetLimits:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: {key} = {value!r} must be a number")
+        problem = magnitude_problem(key, value)
+        if problem:
+            raise ConfigError(f"{origin}: {problem}; fix it in the fleet file")
     try:
         return FleetLimits(**values)
     except ConfigError as exc:
@@ -113,7 +118,7 @@ def read_fleet(path: str | Path, device_dirs=()) -> Fleet:
     one line naming what is wrong."""
     path = fleet_file(path)
     fix = f"see 'budgetplan devices list' and the bundled fleets ({', '.join(bundled_fleets())}) for the format"
-    data = read_toml(path, "fleet file", fix, ConfigError)
+    data = read_toml(path, "fleet file", fix, ConfigError, kind="fleet")
     return _fleet_from_dict(data, path, device_dirs)
 
 

@@ -144,15 +144,17 @@ def _allowed(state: str, group: _Group, contiguous: bool) -> bool:
     return True
 
 
-def _dtype(profile: ModelProfile) -> type:
-    """int64 while no sum can reach 2**62, else exact Python ints (object arrays, slower)."""
+def _dtype(profile: ModelProfile, objective: Objective) -> type:
+    """int64 while no sum (of costs or of the objective) can reach 2**62, else exact Python ints (object arrays,
+    slower)."""
     parts = [profile.pre, profile.post, *(b.states for b in profile.blocks)]
     costs = [c for part in parts for by in part.values() for c in (by.values() if isinstance(by, dict) else [by])]
     total = profile.resident_bytes + profile.boundary_bytes * 4 * (profile.num_blocks + 2) + sum(
         sum(v for v in vars(c).values() if isinstance(v, int) and not isinstance(v, bool))
         + sum(c.shared_saved_bytes.values()) for c in costs)
     total += sum(sum(s.values()) for s in profile.held_shared_bytes) + sum(profile.held_other_bytes)
-    return np.int64 if total < INT64_SAFE else object
+    score = sum(max(w.values(), default=0) for w in objective.state_weights) + objective.params_weight * total
+    return np.int64 if max(total, score) < INT64_SAFE else object
 
 
 def _start(profile: ModelProfile, objective: Objective, dtype) -> _Group:
@@ -300,7 +302,7 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
                    bound: Bound | None = None, row_limit: int | None = ROW_LIMIT) -> Frontier:
     """The frontier of every configuration (bound None), or the rows that can answer one class (`bound`).
     FrontierTooLarge when more than `row_limit` partial configurations stay alive after some block."""
-    start, dtype = time.perf_counter(), _dtype(profile)
+    start, dtype = time.perf_counter(), _dtype(profile, objective)
     groups, largest = [_start(profile, objective, dtype)], 1
     caps = bound.caps if bound is not None else None
     for index in range(profile.num_blocks):

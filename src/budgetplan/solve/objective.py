@@ -21,13 +21,13 @@ order) applies it. report() divides the tie factor back out, so reported values 
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
+from budgetplan.files import read_json, read_toml, refuse_other_kind
 from budgetplan.profile.types import TRAINED, ModelProfile, is_recompute, is_trainable, parse_state
+from budgetplan.validate import check_magnitudes
 
 LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
 OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
@@ -106,6 +106,9 @@ def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ..
         raise ConfigError(f"importance has {len(weights)} weights but the model has {n} blocks; give one per block")
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
+    if not any(w > 0 for w in weights):
+        raise ConfigError("importance weights are all 0, so every configuration is worth the same; give the blocks "
+                          "worth training a weight > 0")
     return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
 
 
@@ -149,14 +152,17 @@ def profile_importance(profile: ModelProfile) -> tuple[float, ...]:
 
 
 def read_importance(path: str | Path) -> tuple[float, ...]:
-    """Weights from a TOML or JSON file holding `weights = [w0, w1, ...]`, one per block."""
+    """Weights from a TOML or JSON file holding `weights = [w0, w1, ...]`, one finite number >= 0 per block."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"importance file {path} does not exist; write weights = [one per block] to it")
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        weights = tuple(float(w) for w in data["weights"])
-    except (ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"importance file {path} is malformed ({exc}); write weights = [one per block]") from None
-    return weights
+    fix = "write weights = [one number >= 0 per block] to it"
+    reader = read_json if path.suffix == ".json" else read_toml
+    data = reader(path, "importance file", fix, ConfigError, kind="importance")
+    refuse_other_kind(data, "importance", f"importance file {path}", "an importance weights file", fix, ConfigError)
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, list) or not weights:
+        raise ConfigError(f"importance file {path} has no list 'weights'; {fix}")
+    for index, weight in enumerate(weights):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"importance file {path}: weights/{index} = {weight!r} is not a number; {fix}")
+        check_magnitudes(weight, f"importance file {path}", fix, ConfigError, path=("weights", index))
+    return tuple(float(w) for w in weights)

@@ -12,13 +12,14 @@ Writing the app imports no flwr; running it needs budgetplan[flower].
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, ExtraMissingError
 from budgetplan.execute.data import dataset_info
 from budgetplan.execute.rounds import RunConfig, assign_classes
 from budgetplan.integrations.flower import outdir
@@ -116,10 +117,20 @@ def federation_text(port: int = SUPERLINK_PORT, simulation_nodes: int | None = N
     return "\n".join(lines) + "\n"
 
 
+def require_flower() -> None:
+    """ExtraMissingError naming the install command when Flower is not importable here: an app exported where it
+    cannot run would print `flwr run` steps that fail."""
+    if importlib.util.find_spec("flwr") is None:
+        raise ExtraMissingError("Flower is not installed here, and the exported app runs on it (flwr run, "
+                                f"start-local.sh); install it first: pip install 'budgetplan[flower]' ({FLOWER_PIN})")
+
+
 def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_dir: str | Path | None = None,
                       overwrite: bool = False, reply_timeout_s: float = keys.REPLY_TIMEOUT_DEFAULT_S,
                       node_wait_s: float = keys.NODE_WAIT_DEFAULT_S) -> ExportedApp:
-    """Write the app into out_dir (empty or absent unless overwrite); nothing is written if a check fails."""
+    """Write the app into out_dir (empty or absent unless overwrite); nothing is written if a check fails
+    (Flower not installed here, an unknown dataset, a used out_dir)."""
+    require_flower()
     dataset_info(config.data)  # an unknown dataset is refused before anything is written
     values = {**keys.run_config_values(config), keys.RUN_DIR: str(Path(run_dir).resolve()) if run_dir else "",
               keys.RESUME: False, keys.REPLY_TIMEOUT_S: float(reply_timeout_s), keys.NODE_WAIT_S: float(node_wait_s)}
