@@ -232,3 +232,22 @@ def test_python_api_errors_are_typed(user, tmp_path):
         prepare(read_plan(user["plan"]), config(user["csv"], text_column="words"))
     with pytest.raises(ModelLoadError, match="no tokenizer files"):
         prepare(read_plan(user["plan"]), config(user["csv"], tokenizer=str(tmp_path)))
+
+
+def test_flower_app_takes_the_data_file_and_model_override(user, tmp_path, monkeypatch):
+    pytest.importorskip("flwr")
+    import tomllib
+
+    from budgetplan.integrations.flower.export import export_flower_app
+    from budgetplan.integrations.flower.settings import run_config_from_values
+
+    moved = shutil.copytree(user["model"], tmp_path / "copy")
+    monkeypatch.chdir(user["root"])
+    app_dir = tmp_path / "app"
+    export_flower_app(read_plan(user["plan"]), config("mydata.csv", model="../" + moved.parent.name + "/copy"),
+                      app_dir)
+    values = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert values["dataset"] == str(user["csv"].resolve()) and values["model"] == str(moved.resolve())
+    monkeypatch.chdir(tmp_path)
+    setup = prepare(read_plan(user["plan"]), run_config_from_values(values))  # what a ClientApp prepares
+    assert setup.template.source == str(moved.resolve())

@@ -14,6 +14,7 @@ from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
 from budgetplan.execute.schemes import SCHEMES
+from budgetplan.execute.tables import is_data_path
 from budgetplan.plan import read_plan
 from budgetplan.report import progress as report_progress
 from budgetplan.report import plots, run_report
@@ -72,7 +73,7 @@ def run_command(
 
     from budgetplan.engines import run_experiment  # the heavy stack, once the options are known good
 
-    run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
+    run_dir = out or Path("runs") / f"{plan.stem}-{Path(data).stem if is_data_path(data) else data}-s{seed}"
     with progress_bar() as progress:
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
     report = verify_run(run_dir) if measure else None

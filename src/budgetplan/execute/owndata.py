@@ -13,7 +13,7 @@ predicting their next token; padding is ignored by the loss (label -100).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,19 @@ def run_info(config: RunConfig, task: str, num_labels: int | None) -> tuple[Data
         return bundled_data.dataset_info(config.data), None
     own = read_own(config, task, num_labels)
     return own.info, own
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """The config with its data file, model and tokenizer paths absolute (for a run in another working directory,
+    e.g. an exported Flower app); names that are not paths (bundled datasets) unchanged."""
+    changes = {}
+    if tables.is_data_path(config.data):
+        changes["data"] = str(Path(config.data).resolve())
+    for name in ("model", "tokenizer"):
+        value = getattr(config, name)
+        if value is not None and Path(value).exists():
+            changes[name] = str(Path(value).resolve())
+    return replace(config, **changes)
 
 
 def read_own(config: RunConfig, task: str, num_labels: int | None) -> OwnData:
