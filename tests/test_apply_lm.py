@@ -29,7 +29,8 @@ def planned(kind: str):
     hf = MODELS[kind]()
     task = budgetplan.load(hf)
     states = ("frozen", "trained")
-    plan_class = PlanClass(name="edge", share=1.0, block_states=states, trainable_names=trainable_names_of(task, states))
+    plan_class = PlanClass(name="edge", share=1.0, block_states=states,
+                           trainable_names=trainable_names_of(task, states))
     plan = Plan(model=ModelRef(name=kind, fingerprint=task.fingerprint, num_blocks=2),
                 context=PlanContext(task="lm", num_labels=512, batch_size=2, seq_len=16), classes=(plan_class,))
     return hf, budgetplan.apply(plan, task, "edge")
