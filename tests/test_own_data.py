@@ -251,3 +251,19 @@ def test_flower_app_takes_the_data_file_and_model_override(user, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     setup = prepare(read_plan(user["plan"]), run_config_from_values(values))  # what a ClientApp prepares
     assert setup.template.source == str(moved.resolve())
+
+
+def test_compare_runs_schemes_on_the_users_data(user, tmp_path):
+    import budgetplan
+
+    profile = budgetplan.profile_model(str(user["model"]), batch_size=4, seq_len=16, lora_ranks=(), measure=False)
+    budgetplan.write_profile(profile, tmp_path / "profile.json")
+    plan = budgetplan.solve_plan(profile, [budgetplan.device("jetson-nano")])
+    write_plan(plan, tmp_path / "plan.json")
+    result = runner.invoke(app, ["compare", str(tmp_path / "plan.json"), "--profile", str(tmp_path / "profile.json"),
+                                 "--data", str(user["csv"]), "--schemes", "budgetplan,head", "--seeds", "0",
+                                 "--rounds", "1", "--clients", "2", "--local-steps", "1", "--seq-len", "16",
+                                 "--out", str(tmp_path / "cmp"), "--json"])
+    assert result.exit_code == 0, result.output
+    summaries = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [s["scheme"] for s in summaries] == ["budgetplan", "head"]
