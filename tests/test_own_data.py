@@ -267,3 +267,23 @@ def test_compare_runs_schemes_on_the_users_data(user, tmp_path):
     assert result.exit_code == 0, result.output
     summaries = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [s["scheme"] for s in summaries] == ["budgetplan", "head"]
+
+
+def test_language_modelling_on_a_text_file_predicts_next_tokens(tmp_path):
+    loaded = load_model("tiny-gpt2", task="lm")  # vocabulary 512: the bundled tiny tokenizer
+    states = ("frozen", "frozen", "frozen", "trained")
+    plan = Plan(model=ModelRef(name="tiny-gpt2", fingerprint=loaded.fingerprint, num_blocks=4),
+                context=PlanContext(task="lm", num_labels=512, batch_size=4, seq_len=16),
+                classes=(PlanClass(name="edge", share=1.0, block_states=states,
+                                   trainable_names=trainable_names_of(loaded, states)),))
+    path = tmp_path / "lines.jsonl"
+    path.write_text("".join(json.dumps({"text": r["text"], "label": "ignored"}) + "\n" for r in rows(20)))
+    setup = prepare(plan, config(path))
+    train = setup.dataset.train
+    ids, labels, mask = train.inputs["input_ids"], train.labels, train.inputs["attention_mask"]
+    assert torch.equal(labels[:, :-1][mask[:, 1:] == 1], ids[:, 1:][mask[:, 1:] == 1])  # the next token
+    assert (labels == -100).any() and bool((labels[mask == 0] == -100).all())  # padding is never a target
+    write_plan(plan, tmp_path / "lm.json")
+    result = runner.invoke(app, ["run", str(tmp_path / "lm.json"), "--data", str(path), *SMALL,
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output

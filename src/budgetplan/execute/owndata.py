@@ -72,11 +72,11 @@ def read_own(config: RunConfig, task: str, num_labels: int | None) -> OwnData:
     text = config.text_column or "text"
     label = (config.label_column or "label") if task == "classification" else None
     for table in splits.values():
-        table.column(text, f"--text-column {text}")
+        table.column(text, "--text-column")
         if label is not None:
-            table.column(label, f"--label-column {label}")
+            table.column(label, "--label-column")
         if config.client_column:
-            table.column(config.client_column, f"--client-column {config.client_column}")
+            table.column(config.client_column, "--client-column")
     order = None
     if label is not None:
         values = [v for table in splits.values() for v in table.columns[label]]

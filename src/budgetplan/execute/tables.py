@@ -34,10 +34,10 @@ class Table:
         return len(next(iter(self.columns.values()), []))
 
     def column(self, name: str, option: str) -> list:
-        """One column's values; DataError naming the option and the columns there are when it is missing."""
+        """One column's values; DataError naming the option (e.g. --text-column) and the columns there are."""
         if name not in self.columns:
-            raise DataError(f"{self.origin} has no column '{name}' (given as {option}); its columns are: "
-                            f"{', '.join(self.columns) or 'none'}; pass one of them as {option}")
+            raise DataError(f"{self.origin} has no column '{name}' ({option}); its columns are: "
+                            f"{', '.join(self.columns) or 'none'}; name one of them with {option}")
         return self.columns[name]
 
 
