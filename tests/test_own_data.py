@@ -287,3 +287,17 @@ def test_language_modelling_on_a_text_file_predicts_next_tokens(tmp_path):
     result = runner.invoke(app, ["run", str(tmp_path / "lm.json"), "--data", str(path), *SMALL,
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
+
+
+def test_gpt2_classifier_whose_tokenizer_and_config_have_no_padding(user, tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=user["tokenizer"].backend_tokenizer, unk_token="[UNK]",
+                                        eos_token="[SEP]")  # no pad token, as GPT-2's own tokenizer
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                             num_labels=2)).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    plan = plan_for(tmp_path / "gpt2", tmp_path / "plan.json")
+    result = runner.invoke(app, ["run", str(plan), "--data", str(user["csv"]), *SMALL, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output  # pads with eos; the model's config learns that id to pool by

@@ -47,7 +47,8 @@ def tokenizer_dir(loaded: LoadedModel, path: str | Path | None = None) -> Path:
 
 
 def load_tokenizer(loaded: LoadedModel, path: str | Path | None = None):
-    """The model's tokenizer, checked to fit its vocabulary, with a padding token (its eos or unk if it has none)."""
+    """The model's tokenizer, checked to fit its vocabulary, with a padding token (its eos or unk if it has none);
+    a model config without a padding id is given the tokenizer's (see _tell_padding)."""
     folder = tokenizer_dir(loaded, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -62,4 +63,13 @@ def load_tokenizer(loaded: LoadedModel, path: str | Path | None = None):
             raise ModelLoadError(f"the tokenizer in {folder} has no padding, end or unknown token to pad with; "
                                  "set tokenizer.pad_token and save it again")
         tokenizer.pad_token = fill  # GPT-2 style tokenizers: pad with eos (the attention mask hides it)
+    _tell_padding(loaded, tokenizer)
     return tokenizer
+
+
+def _tell_padding(loaded: LoadedModel, tokenizer) -> None:
+    """A classifier that pools its last real token (GPT-2, Llama, ... ForSequenceClassification) finds it by
+    config.pad_token_id, and refuses batches without one: a config with none gets the tokenizer's padding id."""
+    config = getattr(loaded.model.base, "config", None)
+    if config is not None and hasattr(config, "pad_token_id") and config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
