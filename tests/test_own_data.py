@@ -301,3 +301,29 @@ def test_gpt2_classifier_whose_tokenizer_and_config_have_no_padding(user, tmp_pa
     plan = plan_for(tmp_path / "gpt2", tmp_path / "plan.json")
     result = runner.invoke(app, ["run", str(plan), "--data", str(user["csv"]), *SMALL, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output  # pads with eos; the model's config learns that id to pool by
+
+
+def test_image_classifier_on_a_csv_of_image_files(tmp_path):
+    from PIL import Image
+
+    loaded = load_model("tiny-vit", num_labels=2)  # 32 x 32 RGB
+    states = ("frozen", "frozen", "frozen", "trained")
+    plan = Plan(model=ModelRef(name="tiny-vit", fingerprint=loaded.fingerprint, num_blocks=4),
+                context=PlanContext(task="classification", num_labels=2, batch_size=4, image_size=32),
+                classes=(PlanClass(name="edge", share=1.0, block_states=states,
+                                   trainable_names=trainable_names_of(loaded, states)),))
+    (tmp_path / "img").mkdir()
+    lines = ["file,kind"]
+    for i in range(12):  # dark and bright squares of 16 x 16, resized to the model's 32
+        Image.new("RGB", (16, 16), (40 + i, 0, 0) if i % 2 else (255, 250 - i, 255)).save(tmp_path / f"img/{i}.png")
+        lines.append(f"img/{i}.png,{'dark' if i % 2 else 'bright'}")
+    (tmp_path / "images.csv").write_text("\n".join(lines) + "\n")
+    setup = prepare(plan, config(tmp_path / "images.csv", image_column="file", label_column="kind"))
+    pixels, labels = setup.dataset.train.inputs["pixel_values"], setup.dataset.train.labels
+    assert pixels.shape[1:] == (3, 32, 32) and float(pixels.min()) >= -1 and float(pixels.max()) <= 1
+    assert bool((pixels[labels == 0].mean(dim=(1, 2, 3)) > pixels[labels == 1].mean(dim=(1, 2, 3)).max()).all())
+    write_plan(plan, tmp_path / "vit.json")
+    result = runner.invoke(app, ["run", str(tmp_path / "vit.json"), "--data", str(tmp_path / "images.csv"),
+                                 "--image-column", "file", "--label-column", "kind", *SMALL,
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output

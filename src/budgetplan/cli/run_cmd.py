@@ -132,7 +132,7 @@ def compare_command(
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
 
     from budgetplan.execute.compare import run_compare, table_rows  # the heavy stack, once the options are good
-    from budgetplan.execute.owndata import run_info
+    from budgetplan.execute.owndata import plan_info
     from budgetplan.execute.setup import load_plan_model
     from budgetplan.profile.io import read_profile
 
@@ -141,8 +141,7 @@ def compare_command(
     data = config.data
     if plot is not None:
         plots.check_matplotlib()
-    template = load_plan_model(run_plan, run_info(config, run_plan.context.task, run_plan.context.num_labels)[0],
-                               config.model)
+    template = load_plan_model(run_plan, plan_info(config, run_plan)[0], config.model)
     with progress_bar() as progress:
         events = progress_events(progress)
 

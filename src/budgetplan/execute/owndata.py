@@ -1,6 +1,9 @@
 """A run's data: a bundled dataset (execute/data.py) or your own file (execute/tables.py), encoded for the model.
 
-Your own data: a text column (`--text-column`, default "text"), for classification a label column
+Your own data: a text column (`--text-column`, default "text"; for an image model `--image-column`, default
+"image": image file paths relative to the data file, or image bytes as `datasets`' Image feature stores them, read
+with Pillow, converted to the model's channels, resized to its image size, scaled to [-1, 1]), for classification
+a label column
 (`--label-column`, default "label") and optionally a client column (`--client-column`: one natural client per
 value, packed onto the fleet's clients like drug reviews' conditions). Texts are tokenized with the model's own
 tokenizer (models/tokenizer.py), padded or cut to seq_len. Label ids: the model's own label names where its config
@@ -21,7 +24,7 @@ import torch
 
 from budgetplan.errors import DataError
 from budgetplan.execute import data as bundled_data
-from budgetplan.execute import tables
+from budgetplan.execute import images, tables
 from budgetplan.execute.data import Dataset, DatasetInfo, Examples
 from budgetplan.execute.settings import RunConfig
 from budgetplan.execute.sources import RawSplit
@@ -39,18 +42,26 @@ class OwnData:
 
     info: DatasetInfo
     splits: dict[str, tables.Table]
-    text: str
+    text: str  # the inputs' column: texts, or images for an image model
     label: str | None
     client: str | None
     order: tuple[str, ...] | None  # label values by id (None: language modelling)
+    folder: Path  # where relative image paths start: the data file's folder (or the save_to_disk folder)
 
 
-def run_info(config: RunConfig, task: str, num_labels: int | None) -> tuple[DatasetInfo, OwnData | None]:
+def run_info(config: RunConfig, task: str, num_labels: int | None,
+             input_kind: str = "text") -> tuple[DatasetInfo, OwnData | None]:
     """What the run's --data is: a bundled dataset's info, or a data file read and checked (and its info)."""
     if not tables.is_data_path(config.data):
         return bundled_data.dataset_info(config.data), None
-    own = read_own(config, task, num_labels)
+    own = read_own(config, task, num_labels, input_kind)
     return own.info, own
+
+
+def plan_info(config: RunConfig, plan) -> tuple[DatasetInfo, OwnData | None]:
+    """run_info for a plan: its task, label count and input kind (a plan profiled with an image size: images)."""
+    ctx = plan.context
+    return run_info(config, ctx.task, ctx.num_labels, "image" if ctx.image_size else "text")
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
@@ -66,13 +77,14 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return replace(config, **changes)
 
 
-def read_own(config: RunConfig, task: str, num_labels: int | None) -> OwnData:
+def read_own(config: RunConfig, task: str, num_labels: int | None, input_kind: str = "text") -> OwnData:
     """Read `config.data` and check its columns and labels against the task and the plan's label count."""
     splits = tables.read_splits(config.data)
-    text = config.text_column or "text"
+    image = input_kind == "image"
+    text = (config.image_column or "image") if image else (config.text_column or "text")
     label = (config.label_column or "label") if task == "classification" else None
     for table in splits.values():
-        table.column(text, "--text-column")
+        table.column(text, "--image-column" if image else "--text-column")
         if label is not None:
             table.column(label, "--label-column")
         if config.client_column:
@@ -83,9 +95,10 @@ def read_own(config: RunConfig, task: str, num_labels: int | None) -> OwnData:
         order = tables.label_order(values, label, str(config.data))
         _check_count(order, num_labels, "the plan's", config.data)
     natural = f"value of column {config.client_column}" if config.client_column else None
-    info = DatasetInfo(Path(config.data).name, task, "text", num_labels or (len(order) if order else None),
+    info = DatasetInfo(Path(config.data).name, task, input_kind, num_labels or (len(order) if order else None),
                        natural, tables.DATA_EXTRA)
-    return OwnData(info, splits, text, label, config.client_column, order)
+    path = Path(config.data)
+    return OwnData(info, splits, text, label, config.client_column, order, path if path.is_dir() else path.parent)
 
 
 def _check_count(order: tuple, num_labels: int | None, whose: str, origin) -> None:
@@ -110,13 +123,16 @@ def encode_own(own: OwnData, loaded: LoadedModel, *, seq_len: int, tokenizer: st
                max_train: int | None = None, max_test: int | None = None, seed: int = 0) -> Dataset:
     """Split, slice and tokenize a data file for `loaded` (see the module docstring)."""
     check_seq_len(seq_len, loaded.max_positions, loaded.name)
-    if loaded.input_kind != "text":
-        raise DataError(f"data files hold text, but model {loaded.name} takes {loaded.input_kind}s; "
-                        "use a text model")
+    if loaded.input_kind != own.info.input_kind:
+        raise DataError(f"the plan's data are {own.info.input_kind}s but model {loaded.name} takes "
+                        f"{loaded.input_kind}s; use a plan made for this model")
     order = model_label_order(own, loaded)
     train, test = _train_test(own, order, seed)
     rng = np.random.default_rng(seed)
     train, test = bundled_data._limit(train, max_train, rng), bundled_data._limit(test, max_test, rng)
+    if loaded.input_kind == "image":
+        return Dataset(own.info, images.image_examples(train, loaded, own.folder),
+                       images.image_examples(test, loaded, own.folder))
     encode_with = load_tokenizer(loaded, tokenizer)
     encode = _lm_examples if own.label is None else _classification_examples
     return Dataset(own.info, encode(train, encode_with, seq_len), encode(test, encode_with, seq_len))

@@ -20,7 +20,7 @@ from budgetplan.execute import client as client_mod
 from budgetplan.execute import rundir
 from budgetplan.execute.data import Dataset, Partition, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
-from budgetplan.execute.owndata import run_dataset, run_info
+from budgetplan.execute.owndata import plan_info, run_dataset
 from budgetplan.execute.settings import RunConfig, with_defaults  # RunConfig re-exported: declared once there
 from budgetplan.execute.setup import load_plan_model, measure_class
 from budgetplan.models.load import LoadedModel
@@ -52,7 +52,7 @@ def assign_classes(plan: Plan, num_clients: int, seed: int) -> tuple[str, ...]:
 
 
 def prepare(plan: Plan, config: RunConfig) -> Setup:
-    info, own = run_info(config, plan.context.task, plan.context.num_labels)
+    info, own = plan_info(config, plan)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initial weights
         template = load_plan_model(plan, info, config.model)

@@ -103,6 +103,8 @@ class RunConfig:
                              "JSON Lines, Parquet, a datasets save_to_disk folder)", flower="dataset")
     # Your own data file's columns (execute/owndata.py); unused by the bundled datasets.
     text_column: str | None = setting(None, help="data file: the column of texts (default text)")
+    image_column: str | None = setting(None, help="data file: the column of images, file paths or bytes (default "
+                                                  "image)")
     label_column: str | None = setting(None, help="data file: the column of labels, classification (default label)")
     client_column: str | None = setting(None, help="data file: a column whose values are natural clients")
     tokenizer: str | None = setting(None, help="tokenizer folder (default: the model's own, saved beside it)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.owndata import run_info, with_absolute_paths
+from budgetplan.execute.owndata import plan_info, with_absolute_paths
 from budgetplan.execute.rounds import RunConfig, assign_classes
 from budgetplan.integrations.flower import outdir
 from budgetplan.integrations.flower.readme import render
@@ -121,7 +121,7 @@ def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_di
                       node_wait_s: float = keys.NODE_WAIT_DEFAULT_S) -> ExportedApp:
     """Write the app into out_dir (empty or absent unless overwrite); nothing is written if a check fails."""
     config = with_absolute_paths(config)  # the app runs elsewhere: a data file or model path must not depend on cwd
-    run_info(config, plan.context.task, plan.context.num_labels)  # a bad dataset is refused before writing
+    plan_info(config, plan)  # a bad dataset is refused before anything is written
     values = {**keys.run_config_values(config), keys.RUN_DIR: str(Path(run_dir).resolve()) if run_dir else "",
               keys.RESUME: False, keys.REPLY_TIMEOUT_S: float(reply_timeout_s), keys.NODE_WAIT_S: float(node_wait_s)}
     nodes = node_files(plan, config)
