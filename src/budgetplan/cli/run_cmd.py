@@ -15,6 +15,7 @@ from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
 from budgetplan.execute.records import RoundRecord
 from budgetplan.execute.schemes import SCHEMES
+from budgetplan.execute.tables import is_data_path
 from budgetplan.plan import read_plan
 from budgetplan.report import console as report_console
 from budgetplan.report import plots, runs
@@ -74,7 +75,7 @@ def run_command(
 
     from budgetplan.engines import run_experiment  # the heavy stack, once the options are known good
 
-    run_dir = out or Path("runs") / f"{plan.stem}-{data}-s{seed}"
+    run_dir = out or Path("runs") / f"{plan.stem}-{Path(data).stem if is_data_path(data) else data}-s{seed}"
     with progress_bar() as progress:
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
     report = verify_run(run_dir) if measure else None
@@ -133,7 +134,7 @@ def compare_command(
     scheme_list = tuple(s.strip() for s in schemes.split(",") if s.strip())
 
     from budgetplan.execute.compare import run_compare, table_rows  # the heavy stack, once the options are good
-    from budgetplan.execute.data import dataset_info
+    from budgetplan.execute.owndata import plan_info
     from budgetplan.execute.setup import load_plan_model
     from budgetplan.profile.io import read_profile
 
@@ -142,7 +143,7 @@ def compare_command(
     data = config.data
     if plot is not None:
         plots.check_matplotlib()
-    template = load_plan_model(run_plan, dataset_info(data))
+    template = load_plan_model(run_plan, plan_info(config, run_plan)[0], config.model)
     with progress_bar() as progress:
         events = progress_events(progress)
 

@@ -3,7 +3,10 @@
 apply_class changes the model in place (no copy): the blocks a class does not train are frozen and its LoRA
 adapters injected; adapters a previous call added are removed first (each LoRA layer replaced by the layer
 it wrapped, unmerged), so applying another plan replaces the first one cleanly. PlannedModel is what an HF
-Trainer or a plain PyTorch loop calls: `model(**batch)` returns `.loss` (with labels) and `.logits`.
+Trainer or a plain PyTorch loop calls: `model(**batch)` returns `.loss` (with labels) and `.logits`; a causal LM's
+labels follow Hugging Face's convention (the model shifts them; -100 is ignored), so `DataCollatorForLanguageModeling(
+mlm=False)` works as it does with an HF model. (budgetplan's own round loop feeds TaskModel next-token labels, shifted
+already: execute/data.py.)
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ class TaskOutput(ModelOutput):
     logits: Tensor | None = None
 
 
+IGNORE_INDEX = -100  # a label the loss skips (padding, prompt tokens), as in Hugging Face
+
+
 def task_loss(task: str, logits: Tensor, labels: Tensor) -> Tensor:
-    """The loss TaskModel trains with: cross-entropy per sample, or per token for "lm"."""
+    """Cross-entropy per sample; for "lm" the Hugging Face causal-LM convention: `labels` line up with the input
+    ids (a collator's `labels = input_ids`) and are shifted here, so position t is scored on label t + 1; labels
+    of -100 are skipped. The mean is over the scored tokens."""
     if task == "lm":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-    return F.cross_entropy(logits, labels)
+        shifted_logits, shifted = logits[:, :-1, :], labels[:, 1:]
+        return F.cross_entropy(shifted_logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
 class PlannedModel(nn.Module):

@@ -138,7 +138,8 @@ def evaluate(loaded: LoadedModel, test: Examples, batch_size: int = 64) -> dict[
         labels = batch["labels"]
         loss_sum += float(torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += labels.numel()
+        kept = labels != -100  # padding of a language-modelling row: not a token to predict
+        correct += int(((logits.argmax(-1) == labels) & kept).sum())
+        total += int(kept.sum())
     model.train(was_training)
     return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}

@@ -71,6 +71,9 @@ def alternative_plan(base: Plan, profile: ModelProfile, scheme: str, template: L
         raise ConfigError(f"unknown scheme '{scheme}'; use: {', '.join(SCHEMES)}")
     if profile.model.fingerprint != base.model.fingerprint:
         raise PlanError("the profile is for another model than the plan; profile the plan's model")
+    if scheme == "lora" and not profile.context.lora_ranks:
+        raise ConfigError("scheme lora needs a profile with LoRA ranks; profile with --lora-ranks, or drop lora "
+                          "from --schemes")
     if scheme == "lora" and lora_rank not in profile.context.lora_ranks:
         raise ConfigError(f"--lora-rank {lora_rank} was not profiled; profiled ranks: "
                           f"{', '.join(map(str, profile.context.lora_ranks))}")
@@ -136,7 +139,7 @@ def run_compare(base: Plan, profile: ModelProfile, template: LoadedModel, config
     """Run every scheme for every seed (resuming finished or stopped runs) and summarize them."""
     on_event = on_event or (lambda kind, payload: None)
     out_dir = Path(out_dir)
-    rank = lora_rank or profile.context.lora_ranks[0]
+    rank = lora_rank or next(iter(profile.context.lora_ranks), None)  # None: no LoRA profiled (lora refused)
     summaries = []
     for scheme in schemes:
         plan = alternative_plan(base, profile, scheme, template, rank)

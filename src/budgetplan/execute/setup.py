@@ -10,6 +10,7 @@ from budgetplan.errors import DataError, PlanError
 from budgetplan.execute.client import batches, configure, global_state_of
 from budgetplan.execute.data import ASSETS, DatasetInfo, Examples
 from budgetplan.execute.records import Measurement
+from budgetplan.models.bundled import bundled_names
 from budgetplan.models.load import LoadedModel, load_model
 from budgetplan.plan import Plan, PlanClass
 from budgetplan.profile.measure import measure_training_step
@@ -22,8 +23,10 @@ def resolve_model_spec(spec: str) -> str:
     return spec
 
 
-def load_plan_model(plan: Plan, info: DatasetInfo) -> LoadedModel:
-    """The plan's model with a head for the dataset; refuses a plan made for another model or label count."""
+def load_plan_model(plan: Plan, info: DatasetInfo, model: str | None = None) -> LoadedModel:
+    """The plan's model with a head for the dataset; refuses a plan made for another model or label count.
+
+    `model`: where to load it from instead of the plan's path (`run --model`); it must be the plan's model."""
     ctx = plan.context
     if ctx.task != info.task:
         raise PlanError(f"the plan is for task '{ctx.task}' but dataset {info.name} is '{info.task}'; "
@@ -31,11 +34,17 @@ def load_plan_model(plan: Plan, info: DatasetInfo) -> LoadedModel:
     if info.num_labels is not None and ctx.num_labels not in (None, info.num_labels):
         raise PlanError(f"the plan was made for {ctx.num_labels} labels but {info.name} has {info.num_labels}; "
                         f"profile and solve again with --num-labels {info.num_labels}")
-    loaded = load_model(resolve_model_spec(plan.model.load_spec), num_labels=info.num_labels, task=info.task)
+    spec = resolve_model_spec(model or plan.model.load_spec)
+    if model is None and not Path(spec).exists() and spec not in bundled_names():
+        raise PlanError(f"the plan's model {spec} is not there (the plan names it relative to the plan file's "
+                        "folder); give its location with --model PATH")
+    loaded = load_model(spec, num_labels=info.num_labels, task=info.task)
     expected = plan.model.fingerprint
     if loaded.fingerprint != expected:
-        raise PlanError(f"the plan is for another model (fingerprint {expected[:19]}..., "
-                        f"{loaded.name} has {loaded.fingerprint[:19]}...); solve a plan for this model")
+        given = f"--model {model} is" if model else f"{loaded.name} is"
+        raise PlanError(f"{given} another model than the plan's {plan.model.name} (fingerprint "
+                        f"{loaded.fingerprint[:19]}..., the plan's {expected[:19]}...); give the plan's model, or "
+                        "solve a plan for this one")
     return loaded
 
 

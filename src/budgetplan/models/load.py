@@ -12,7 +12,7 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ class LoadedModel:
     image_size: int | None
     num_channels: int | None
     fingerprint: str
+    source: str | None = None  # the folder or file it was loaded from (a bundled model's own folder); None: memory
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -62,8 +63,9 @@ def load_model(spec: str | nn.Module, *, num_labels: int | None = None, task: st
     if isinstance(spec, nn.Module):
         return wrap_model(spec, _display_name(spec), num_labels=num_labels, task=task, blocks=blocks)
     base, config, head_state, saved_task = _load_base(spec, trust_pickle)
-    return wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task or saved_task,
-                      head_state=head_state, blocks=blocks)
+    loaded = wrap_model(base, _display_name(spec), config=config, num_labels=num_labels, task=task or saved_task,
+                        head_state=head_state, blocks=blocks)
+    return replace(loaded, source=_source(str(spec)))
 
 
 def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | None = None, task: str | None = None,
@@ -385,6 +387,15 @@ def _max_positions(config) -> int | None:
 
 def _family(base: nn.Module, config) -> str:
     return getattr(config, "model_type", None) or type(base).__name__.lower()
+
+
+def _source(spec: str) -> str | None:
+    """Where a model was loaded from: a path made absolute, MiniLM's package folder, None for a built tiny model."""
+    if spec == bundled.MINILM_NAME:
+        return str(bundled.minilm_path())
+    if spec in bundled.tiny_configs():
+        return None
+    return str(Path(spec).resolve())
 
 
 def _display_name(spec) -> str:

@@ -102,7 +102,7 @@ def device_entry(device) -> dict:
 
 def model_ref(profile: ModelProfile, spec: str | None = None) -> ModelRef:
     m = profile.model
-    return ModelRef(name=m.name, fingerprint=m.fingerprint, num_blocks=m.num_blocks, spec=spec or m.name,
+    return ModelRef(name=m.name, fingerprint=m.fingerprint, num_blocks=m.num_blocks, spec=spec or m.source or m.name,
                     block_path=m.block_path, family=m.family, num_params=m.num_params,
                     library_versions=dict(m.library_versions))
 

@@ -27,7 +27,8 @@ from budgetplan.version import __version__
 
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
-PLAN_SCHEMA_VERSION = "2.1"
+# 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory.
+PLAN_SCHEMA_VERSION = "2.2"
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -320,11 +321,37 @@ def validate_plan(data, origin: str = "plan") -> dict:
 
 
 def write_plan(plan: Plan, path: str | Path) -> None:
+    """Write the plan JSON; a model path is stored relative to the plan's folder when the model lies in it (they
+    move together), else absolute. A path is one that exists (relative to the working directory, or absolute)."""
     data = plan.to_dict()
+    data["model"]["spec"] = spec_for_file(plan.model.load_spec, Path(path).parent)
     validate_plan(data, origin="the new plan")  # never write a plan that the reader would refuse
     Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
 
 def read_plan(path: str | Path) -> Plan:
-    data = read_json(path, "plan file", f"create one with 'budgetplan solve --json {path}'", PlanError, kind=PLAN_KIND)
-    return Plan.from_dict(data, origin=f"plan file {path}")
+    """The plan in a file; a relative model path in it is resolved against the plan file's folder."""
+    data = read_json(path, "plan file", f"create one with 'budgetplan solve --json {path}'", PlanError,
+                     kind=PLAN_KIND)
+    plan = Plan.from_dict(data, origin=f"plan file {path}")
+    spec = Path(plan.model.load_spec)
+    beside = Path(path).parent / spec
+    if not spec.is_absolute() and (beside.exists() or _is_relative_path(plan.model.load_spec)):
+        return replace(plan, model=replace(plan.model, spec=str(beside.resolve())))
+    return plan
+
+
+def spec_for_file(spec: str, folder: Path) -> str:
+    """How a plan file in `folder` names the model `spec`: relative to the folder when the model lies in it,
+    absolute when it lies elsewhere; a name that is not a path (a bundled model) as it is."""
+    if not Path(spec).exists():
+        return spec
+    model, folder = Path(spec).resolve(), folder.resolve()
+    if model.is_relative_to(folder):
+        return "./" + model.relative_to(folder).as_posix()
+    return str(model)
+
+
+def _is_relative_path(spec: str) -> bool:
+    """A spec written as a relative path ("./model", "../models/x"), as write_plan writes one."""
+    return spec.startswith(("./", "../"))

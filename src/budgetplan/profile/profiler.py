@@ -19,6 +19,7 @@ import peft
 import torch
 import transformers
 
+from budgetplan.models.bundled import bundled_names
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
 from budgetplan.profile.batch import check_context, make_batch
@@ -241,6 +242,7 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
         num_params=sum(p.numel() for p in loaded.model.parameters()),
         library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
                           "peft": peft.__version__, "budgetplan": __version__},
+        source=None if loaded.name in bundled_names() else loaded.source,
     )
 
 

@@ -203,6 +203,7 @@ class ModelInfo:
     family: str  # e.g. "bert", "vit", "gpt2", "custom"
     num_params: int
     library_versions: dict[str, str]
+    source: str | None = None  # the model's file or folder, absolute, when loaded from a path (a plan's default spec)
 
 
 @dataclass(frozen=True)

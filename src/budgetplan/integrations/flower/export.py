@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, ExtraMissingError
-from budgetplan.execute.data import dataset_info
+from budgetplan.execute.owndata import plan_info, with_absolute_paths
 from budgetplan.execute.rounds import RunConfig, assign_classes
 from budgetplan.integrations.flower import outdir
 from budgetplan.integrations.flower.readme import render
@@ -129,9 +129,10 @@ def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_di
                       overwrite: bool = False, reply_timeout_s: float = keys.REPLY_TIMEOUT_DEFAULT_S,
                       node_wait_s: float = keys.NODE_WAIT_DEFAULT_S) -> ExportedApp:
     """Write the app into out_dir (empty or absent unless overwrite); nothing is written if a check fails
-    (Flower not installed here, an unknown dataset, a used out_dir)."""
+    (Flower not installed here, a bad dataset, a used out_dir)."""
     require_flower()
-    dataset_info(config.data)  # an unknown dataset is refused before anything is written
+    config = with_absolute_paths(config)  # the app runs elsewhere: a data file or model path must not depend on cwd
+    plan_info(config, plan)  # a bad dataset is refused before anything is written
     values = {**keys.run_config_values(config), keys.RUN_DIR: str(Path(run_dir).resolve()) if run_dir else "",
               keys.RESUME: False, keys.REPLY_TIMEOUT_S: float(reply_timeout_s), keys.NODE_WAIT_S: float(node_wait_s)}
     nodes = node_files(plan, config)
