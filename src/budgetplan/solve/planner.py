@@ -23,12 +23,14 @@ from budgetplan.profile.compose import compose, standard_configs
 from budgetplan.profile.types import TRAINED, ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
     format_quantity
-from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier
+from budgetplan.solve.bounds import SuffixBound
+from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier, most_reachable
 from budgetplan.solve.objective import make_objective
 from budgetplan.solve.solution import DeviceSolution, caps_of, check_row, describe, solution_for
 
 Caps = tuple[int, int, int]  # (memory bytes, FLOPs of one profiled batch, upload bytes)
 NO_CAP = 2**62  # a cap no configuration reaches (frontier.INT64_SAFE bounds every sum)
+BEAM = 32  # rows kept after each block by the heuristic pass that finds the per-class lower bound
 
 # The device-file fields that set each budget, named in the fix.
 BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline_s",
@@ -50,8 +52,9 @@ class ProfilePlanner:
         self._costs: dict[tuple[str, ...], ConfigCost] = {}
         self._checked: set[tuple[tuple[str, ...], int]] = set()
         self._row_states: dict[int, tuple[str, ...]] = {}
-        self._suffix = self._most_gained()
+        self._suffix = SuffixBound(profile, self.goal)
         self._free: tuple | None = None
+        self._standard: np.ndarray | None = None
 
     def cost(self, states: tuple[str, ...]) -> ConfigCost:
         """compose(profile, states), once per configuration (many classes share an answer)."""
@@ -78,27 +81,31 @@ class ProfilePlanner:
         named = caps_of(budget, self.profile)
         return named[MEMORY], named[COMPUTE], named[UPLOAD]
 
-    def _most_gained(self) -> tuple[int, ...]:
-        """suffix[k]: the most objective blocks k.. and the head can still add (the per-class bound)."""
-        goal, blocks = self.goal, self.profile.blocks
-        post = max(c.trainable_params for c in self.profile.post.values())
-        suffix = [goal.params_weight * post]
-        for block, weights in zip(reversed(blocks), reversed(goal.state_weights)):
-            params = max(c.trainable_params for by in block.states.values() for c in by.values())
-            suffix.insert(0, suffix[0] + max(weights.values(), default=0) + goal.params_weight * params)
-        return tuple(suffix)
+    def _known(self) -> np.ndarray:
+        """(objective, peak, FLOPs, upload) per row of the standard configurations and of the answers found so far."""
+        if self._standard is None:
+            rows = []
+            for states in standard_configs(self.profile):
+                if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
+                    continue
+                cost = compose(self.profile, states)
+                rows.append((self.goal.value(cost.block_states, cost.trainable_params), cost.peak_bytes_predicted,
+                             cost.flops_forward + cost.flops_backward, cost.upload_bytes))
+            self._standard = np.array(rows, dtype=object)
+        return self._standard
 
     def _reached(self, caps: Caps) -> int:
-        """The best objective among the standard configurations within caps (0 when none fits)."""
-        best = 0
-        for states in standard_configs(self.profile):
-            if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
-                continue
-            cost = compose(self.profile, states)
-            if (cost.peak_bytes_predicted <= caps[0] and cost.flops_forward + cost.flops_backward <= caps[1]
-                    and cost.upload_bytes <= caps[2]):
-                best = max(best, self.goal.value(cost.block_states, cost.trainable_params))
-        return best
+        """An objective some configuration within caps reaches (0 when none is found): the best of the standard
+        configurations and the answers found so far, and unless that already reaches the bound of the whole
+        programme, of a narrow beam through the per-class programme (BEAM rows after each block)."""
+        known = self._known()
+        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
+        best = int(max(known[fit, 0], default=0))
+        if best >= most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix)):
+            return best
+        beam = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), None, BEAM)
+        row = beam.best(caps)
+        return best if row is None else max(best, int(beam.objective[row]))
 
     def rows(self, caps: Caps, answer_only: bool = True) -> Frontier:
         """Rows among which the answer under caps is the first that fits (all of them when the frontier is
@@ -108,7 +115,11 @@ class ProfilePlanner:
         key = (caps, answer_only)
         if key not in self._rows:
             bound = Bound(caps, self._reached(caps) if answer_only else 0, self._suffix)
-            self._rows[key] = build_frontier(self.profile, self.goal, self.contiguous, bound, row_limit=None)
+            self._rows[key] = rows = build_frontier(self.profile, self.goal, self.contiguous, bound, row_limit=None)
+            row = rows.best(caps) if answer_only else None
+            if row is not None:  # a lower bound for the classes planned after this one
+                found = (rows.objective[row], rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
+                self._standard = np.vstack([self._known(), np.array([found], dtype=object)])
         return self._rows[key]
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
