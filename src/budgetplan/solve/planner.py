@@ -30,7 +30,8 @@ from budgetplan.solve.solution import DeviceSolution, caps_of, check_row, descri
 
 Caps = tuple[int, int, int]  # (memory bytes, FLOPs of one profiled batch, upload bytes)
 NO_CAP = 2**62  # a cap no configuration reaches (frontier.INT64_SAFE bounds every sum)
-BEAM = 32  # rows kept after each block by the heuristic pass that finds the per-class lower bound
+GUESS_PARTS = 16  # the first guess lies this fraction of the gap below the bound (_answer_rows)
+BEAM = 64  # rows kept after each block by the heuristic pass that finds the per-class lower bound
 
 # The device-file fields that set each budget, named in the fix.
 BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline_s",
@@ -114,13 +115,31 @@ class ProfilePlanner:
             return self.frontier
         key = (caps, answer_only)
         if key not in self._rows:
-            bound = Bound(caps, self._reached(caps) if answer_only else 0, self._suffix)
-            self._rows[key] = rows = build_frontier(self.profile, self.goal, self.contiguous, bound, row_limit=None)
+            self._rows[key] = rows = self._answer_rows(caps) if answer_only else build_frontier(
+                self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), row_limit=None)
             row = rows.best(caps) if answer_only else None
             if row is not None:  # a lower bound for the classes planned after this one
                 found = (rows.objective[row], rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
                 self._standard = np.vstack([self._known(), np.array([found], dtype=object)])
         return self._rows[key]
+
+    def _answer_rows(self, caps: Caps) -> Frontier:
+        """The class's programme pruned at a guessed objective g between a reached one and the bound: when a
+        row within the caps reaches g, the best objective is >= g and every configuration reaching it kept all
+        its prefixes, so the answer is among the rows; else the best is below g and the next guess is lower
+        (guesses step down from the bound, each step twice the last: passes near the bound prune hard and are
+        cheap; the last guess is the reached objective itself, which always holds)."""
+        low, high = self._reached(caps), most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix))
+        high, step = (int(high), max(1, (int(high) - low) // GUESS_PARTS)) if high > low else (low, 1)
+        while True:
+            guess = max(low, high - step)
+            rows = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, guess, self._suffix),
+                                  row_limit=None)
+            row = rows.best(caps)
+            if guess == low or (row is not None and rows.objective[row] >= guess):
+                return rows
+            high, step = guess - 1, step * 2
+            low = low if row is None else max(low, int(rows.objective[row]))
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
         rows = self.rows(caps)
@@ -185,7 +204,13 @@ class ProfilePlanner:
         return solution
 
     def least(self, name: str, caps: Caps) -> tuple[tuple[str, ...], int] | None:
-        """(a configuration of least `name`, its value) within the caps, or None."""
+        """(a configuration of least `name`, its value) within the caps, or None. A configuration known to fit
+        the caps (standard, or an earlier answer) caps `name` at its value: the least is no larger, so the
+        rows kept under that tighter cap hold it, first in the same order."""
+        b, known = BUDGET_NAMES.index(name), self._known()
+        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
+        if fit.any():
+            caps = tuple(min(c, int(min(known[fit, 1 + b]))) if i == b else c for i, c in enumerate(caps))
         rows = self.rows(caps, answer_only=False)
         values = np.stack([rows.peak_bytes, rows.flops_per_step, rows.upload_bytes])
         limits = np.array(caps, dtype=values.dtype)[:, None]
