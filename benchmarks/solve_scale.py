@@ -149,8 +149,9 @@ def main(sizes: list[int], subset: int) -> None:
         frontier(blocks)
         fleets.append(fleet(blocks, subset))
     if len(sizes) > 1:
-        print(f"growth exponent over {sizes} blocks (derived: time ~ blocks ** k): one class k = "
-              f"{slope(sizes, [c for _, c in singles]):.2f} (CPU), fleet k = {slope(sizes, [c for _, c in fleets]):.2f} (CPU)")
+        one, many = slope(sizes, [c for _, c in singles]), slope(sizes, [c for _, c in fleets])
+        print(f"growth exponent over {sizes} blocks (derived: CPU time ~ blocks ** k): one class k = {one:.2f}, "
+              f"fleet k = {many:.2f}")
     print("regression, issue 11's fleet with 5 states:")
     (wall, cpu), old = fleet(12, CLASSES, recompute=False), RECORDED[
         "per-class CP-SAT path, fleet 6/8/12 blocks x 5 states, 1,000 classes (s wall / s CPU)"]

@@ -1,11 +1,15 @@
 """Answers for any number of device classes of one profile, read off its configuration frontier.
 
 A class's answer is the first frontier row, in answer order, whose peak, FLOPs of one profiled batch and
-upload fit its caps (solve/frontier.py). When the frontier outgrows frontier.ROW_LIMIT partial
-configurations, each class runs the same programme pruned by its own caps and by the objective of a standard
-configuration (last-k, LoRA everywhere) that fits them; the pruned rows can never be its answer, so the
-answer is the same, only slower. Either way every answer is re-composed with compose() and checked against
-the caps before it is returned (solution.check_row once per configuration, solution.solution_for per class).
+upload fit its caps (solve/frontier.py). When the frontier would outgrow frontier.ROW_LIMIT partial
+configurations (projected after a few blocks), each class runs the same programme pruned by its own caps and
+by an objective it must reach: rows whose objective plus the most the remaining blocks can add within what is
+left of each budget (solve/bounds.py) falls below it can never be its answer. That objective is a guess
+stepping down from the bound of the whole programme towards one known to be reached (a standard
+configuration, an earlier class's answer, or a narrow beam): a guess some row within the caps reaches is
+proved reachable, so the answer is among the rows kept (_answer_rows). The answer is the same, only found
+per class. Either way every answer is re-composed with compose() and checked against the caps before it is
+returned (solution.check_row once per configuration, solution.solution_for per class).
 
 Why nothing fits is read off the same rows: for each budget, the least any configuration within the other
 two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more).
