@@ -38,7 +38,7 @@ from budgetplan.solve.objective import make_objective
 from budgetplan.testing import make_transformer_profile, with_recompute
 
 CLASSES, SEED, FLEET_SUBSET = 1000, 0, 40
-WHOLE_FLEET_UP_TO = 12  # blocks: above, the fleet's largest model plans per class and a subset is timed
+WHOLE_FLEET_UP_TO = 16  # blocks: above, the fleet's largest model plans per class and a subset is timed
 FRONTIER_UP_TO = 16  # blocks: larger whole frontiers take minutes (RECORDED) and no planner mode builds them
 TARGETS = {"one class, 32 blocks": 0.2, "fleet, 32 blocks": 1.0, "fleet, 12 blocks": 0.25}
 BASELINE_COMMIT = "5d23926"

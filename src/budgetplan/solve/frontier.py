@@ -36,6 +36,7 @@ upper bound) is below an objective some configuration within the caps reaches: n
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -61,21 +62,27 @@ from budgetplan.solve.objective import Objective
 ROW_LIMIT = 500
 PROJECT_FROM = 4  # blocks placed before the growth of the partial rows is projected (see _projected)
 # A fleet answers all its classes from one frontier, so a larger one pays: with at least FLEET_CLASSES
-# distinct budgets the limit is FLEET_ROW_LIMIT. Measured on 2 shared cores (benchmarks/solve_scale.py,
-# BERT-style blocks with +recompute states, 7 per block): 12 blocks reach 6,689 partial rows, built in ~3 s,
-# while one class's pruned programme takes 0.05-0.3 s (docs/benchmarks.md).
-FLEET_ROW_LIMIT = 10_000
+# distinct budgets the limit is FLEET_ROW_LIMIT. Measured on 2 shared cores (benchmarks/solve_scale.py, BERT-style
+# blocks with +recompute states, 7 per block, CPU time): 16 blocks reach 18,212 partial rows, built in 5.4 s,
+# while one class's pruned programme takes 0.05-0.5 s (0.17 s on average): 1,000 classes take ~170 s per class.
+FLEET_ROW_LIMIT = 25_000
 FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 INT64_SAFE = 2**62
 
 
-def _projected(alive: int, placed: int, blocks: int) -> int:
-    """The partial rows expected after the last block, from those after `placed` blocks: identical blocks grow
-    them at least like placed**2 (5 states: (placed + 1)**2 exactly, +recompute states faster), so a frontier
-    bound to pass the limit is given up early. Only chooses the mode; the answers are the same either way."""
-    return alive * (blocks // placed) ** 2 if placed >= PROJECT_FROM else alive
+def _projected(history: list[int], blocks: int) -> float:
+    """The partial rows expected after the last block from history[k] = rows alive after k blocks: growth like
+    placed**e, with e measured between placed / 2 and placed blocks from 2 * PROJECT_FROM blocks on (5 states:
+    (placed + 1)**2 exactly, e < 2; +recompute states e ~ 3), before that e = 2; nothing before PROJECT_FROM.
+    A frontier bound to pass the limit is given up early. Only chooses the mode; the answers are the same."""
+    placed, alive = len(history) - 1, history[-1]
+    if placed < PROJECT_FROM:
+        return alive
+    growth = math.log(alive / history[placed // 2]) / math.log(placed / (placed // 2)) if placed >= 2 * PROJECT_FROM \
+        else 2.0
+    return alive * (blocks / placed) ** max(growth, 0.0)
 
 
 def row_limit_for(distinct_budgets: int) -> int:
@@ -341,15 +348,15 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
     `beam` (and a bound) only that many rows of highest optimistic objective stay after each block: the
     result is then not the frontier, only some configurations within the caps (a lower bound's source)."""
     start, dtype = time.perf_counter(), _dtype(profile)
-    groups, largest = [_start(profile, objective, dtype)], 1
+    groups, largest, history = [_start(profile, objective, dtype)], 1, [1]
     caps = bound.caps if bound is not None else None
     for index in range(profile.num_blocks):
         groups = _layer(profile, groups, index, objective, contiguous, bound)
         if beam is not None:
             groups = _beam(profile, groups, bound, index + 1, beam)
-        alive = sum(len(g.objective) for g in groups)
-        largest = max(largest, alive)
-        if row_limit is not None and max(largest, _projected(alive, index + 1, profile.num_blocks)) > row_limit:
+        history.append(sum(len(g.objective) for g in groups))
+        alive, largest = history[-1], max(largest, history[-1])
+        if row_limit is not None and max(largest, _projected(history, profile.num_blocks)) > row_limit:
             raise FrontierTooLarge(f"{alive} partial configurations after block {index} (limit {row_limit})")
     return _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
 
