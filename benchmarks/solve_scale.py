@@ -1,53 +1,54 @@
-"""How the planner scales, against the per-class CP-SAT path it replaced, in one run:
-one device class on a 12-block x 5-state profile; a fleet of 1,000 classes x 3 candidate models (6, 8, 12
-blocks), new planner and the old path on the same classes; the same fleet with +recompute states (7 states
-per block, new planner only); 12-block profiles with uneven (random) blocks, whose frontier outgrows the row
-limit, with and without recompute states.
+"""How the planner scales with blocks and states, in one run: 12, 16, 24 and 32 blocks x 7 states.
 
-Synthetic profiles come from budgetplan.testing:
-BERT-style encoders at real scale (hidden 384, batch 16, sequence 128, fp32, Adam) with states frozen_outside,
-frozen_in_path, trained, lora-4 and lora-8 (with_recompute adds trained+recompute and lora-R+recompute: the
-forward again inside the backward, only the block input kept, the activations alive again in its backward).
-Budgets are drawn (seeded) around the bundled device classes:
-memory 0.25-8 GiB, sustained 2-300 GFLOP/s, uplink 1-50 Mbit/s, round deadline 60-600 s, upload time 10-120 s,
-64-512 samples per round (log-uniform, rounded like a device file would be).
+Per size: one device class (solve_device, cold: a new planner), the whole frontier where it is still built
+(rows, the most partial rows after a block, build time), and a fleet of device classes x 3 candidate models
+(n/2, 2n/3 and n blocks, solve_fleet, cold). Then the growth exponent of each time over the block count (a
+least-squares slope of log time on log blocks), and the 5-state fleet of issue 11 (6, 8, 12 blocks, 1,000
+classes) as a regression check.
 
-Baseline: benchmarks/cpsat_baseline, the per-class CP-SAT planner as it was before the frontier (one built
-model per profile, answers reused across classes by dominance, 1 worker), on the same fleet. Every printed
-time is measured in this process: wall (time.perf_counter) and this process's CPU time (time.process_time,
-less sensitive to other processes on a shared machine); the load is os.getloadavg() when it is taken. The
-new planner's fleet time is its first solve in the process (cold: frontiers built, nothing cached from an
-earlier fleet) and the median of REPEATS solves; the speed-up divides the baseline by the cold time.
-The old path takes minutes: --baseline-classes N runs both on the first N classes only (the ratio then is
-for N classes; the 1,000-class new-planner figures are printed either way).
-Run: PYTHONPATH=src .venv/bin/python benchmarks/solve_scale.py [--baseline-classes N]
+Synthetic profiles: budgetplan.testing.make_transformer_profile (BERT-style blocks at real scale: hidden 384,
+batch 16, sequence 128, fp32, Adam; states frozen_outside, frozen_in_path, trained, lora-4, lora-8) with the
++recompute variants of the trainable states (testing.with_recompute), 7 states a block besides frozen_outside.
+Budgets are drawn (seeded) around the bundled device classes: memory 0.25-8 GiB, sustained 2-300 GFLOP/s,
+uplink 1-50 Mbit/s, round deadline 60-600 s, upload time 10-120 s, 64-512 samples per round.
+
+Every time is measured in this process, wall (perf_counter) and this process's CPU time (process_time, less
+sensitive to other processes on a shared machine); the load is os.getloadavg() when taken. Where a fleet plans
+per class (its largest model's frontier would pass the row limit), only the first --fleet-classes classes are
+timed and the time for all CLASSES is extrapolated from the mean per class (marked derived).
+
+Baselines are recorded, not re-run here (RECORDED): the planner before issue 22 and the per-class CP-SAT path
+before the frontier, both at commit BASELINE_COMMIT. benchmarks/pinned_baseline.py re-measures them from that
+commit's own code (git archive into a temporary folder).
+Run: PYTHONPATH=src .venv/bin/python benchmarks/solve_scale.py [--sizes 12 16 24 32] [--fleet-classes N]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/cpsat_baseline
+from budgetplan.devices import DeviceClass
+from budgetplan.solve import Fleet, FleetClass, solve_device, solve_fleet
+from budgetplan.solve.frontier import build_frontier
+from budgetplan.solve.objective import make_objective
+from budgetplan.testing import make_transformer_profile, with_recompute
 
-from cpsat_baseline.classes import ProfileSolver  # noqa: E402
-from cpsat_baseline.run import SolverParams  # noqa: E402
-
-from budgetplan.devices import DeviceClass  # noqa: E402
-from budgetplan.profile.compose import compose  # noqa: E402
-from budgetplan.profile.types import is_trainable, recompute_state  # noqa: E402
-from budgetplan.solve import Fleet, FleetClass, ProfilePlanner, solve_device, solve_fleet  # noqa: E402
-from budgetplan.solve.caps import budget_of  # noqa: E402
-from budgetplan.solve.frontier import ROW_LIMIT  # noqa: E402
-from budgetplan.testing import make_profile, make_transformer_profile  # noqa: E402
-
-CLASSES, SEED, UNEVEN_CLASSES = 1000, 0, 20
+CLASSES, SEED, FLEET_SUBSET = 1000, 0, 40
+WHOLE_FLEET_UP_TO = 16  # blocks: above, the fleet's largest model plans per class and a subset is timed
+FRONTIER_UP_TO = 16  # blocks: larger whole frontiers take minutes (RECORDED) and no planner mode builds them
+TARGETS = {"one class, 32 blocks": 0.2, "fleet, 32 blocks": 1.0, "fleet, 12 blocks": 0.25}
+BASELINE_COMMIT = "5d23926"
+# Measured at BASELINE_COMMIT on this project's 2-core machine (load ~1-5): docs/benchmarks.md, issue 22.
+RECORDED = {
+    "frontier build, 7 states (s)": {12: 2.2, 16: 23.0, 24: 302.0},
+    "frontier rows, 7 states": {12: 1379, 16: 3117, 24: 10014},
+    "fleet 6/8/12 blocks x 7 states, 1,000 classes, cold (s)": 2.604,
+    "per-class CP-SAT path, fleet 6/8/12 blocks x 5 states, 1,000 classes (s wall / s CPU)": (41.14, 25.79),
+}
 FIELDS = ("memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s", "round_deadline_s",
           "upload_time_budget_s", "samples_per_round")
 
@@ -70,57 +71,19 @@ def random_device(rng: random.Random, index: int) -> DeviceClass:
     )
 
 
-def one_class() -> None:
-    profile = make_transformer_profile(num_blocks=12, lora_ranks=(4, 8))
-    device = dataclasses.replace(random_device(random.Random(SEED), 0), memory_bytes=400 * 2**20, flops_per_s=20e9)
-    start = time.perf_counter()
-    new = solve_device(profile, device)
-    new_s = time.perf_counter() - start
-    start = time.perf_counter()
-    old = ProfileSolver(profile, params=SolverParams(10.0, 0, 1)).solve(device)
-    old_s = time.perf_counter() - start
-    print(f"one class, 12 blocks x {len(profile.block_state_names)} states (measured): frontier {new_s:.3f} s "
-          f"({new.status}, objective {new.objective_value}, binding {new.binding}); per-class CP-SAT {old_s:.3f} s "
-          f"({old.status}, objective {old.objective_value}); same answer: {old.block_states == new.block_states}")
+def make_fleet(count: int) -> Fleet:
+    rng = random.Random(SEED)
+    return Fleet("benchmark", tuple(FleetClass(random_device(rng, i), 1 / count) for i in range(count)), (),
+                 "<benchmark>")
 
 
-def baseline_fleet(profiles, fleet: Fleet) -> list[list]:
-    """The old fleet path: per model one CP-SAT model, larger classes first, answers reused where provable."""
-    out = []
-    for profile in profiles:
-        solver = ProfileSolver(profile, params=SolverParams(10.0, 0, 1), relax=True)
-        budgets = [budget_of(c.device) for c in fleet.classes]
-        order = sorted(range(len(budgets)), key=lambda i: tuple(-c for c in solver.caps(budgets[i])))
-        done, results = {}, [None] * len(budgets)
-        for i in order:
-            if budgets[i] not in done:
-                done[budgets[i]] = solver.solve_class(fleet.classes[i].device)
-            results[i] = done[budgets[i]]
-        out.append(results)
-    return out
-
-
-TARGET_S, TARGET_SPEEDUP, REPEATS = 0.25, 100, 5
-COLD_CPU = [0.0]  # the CPU time of new_fleet's last cold solve
+def profile_of(blocks: int, recompute: bool = True):
+    profile = make_transformer_profile(num_blocks=blocks, lora_ranks=(4, 8), name=f"bert-like-{blocks}")
+    return with_recompute(profile) if recompute else profile
 
 
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-def with_recompute(profile):
-    """The profile with a +recompute variant of every trainable block state (see the module docstring)."""
-    def recomputed(cost):
-        return dataclasses.replace(cost, flops_backward=cost.flops_backward + cost.flops_forward, activation_bytes=0,
-                                   saves_input=True, saves_output=False,
-                                   backward_extra_bytes=cost.backward_extra_bytes + cost.activation_bytes)
-    blocks = []
-    for block in profile.blocks:
-        extra = {recompute_state(s): {b: recomputed(c) for b, c in by.items()}
-                 for s, by in block.states.items() if is_trainable(s)}
-        names = {**block.trainable_names, **{recompute_state(s): n for s, n in block.trainable_names.items()}}
-        blocks.append(dataclasses.replace(block, states={**block.states, **extra}, trainable_names=names))
-    return dataclasses.replace(profile, blocks=tuple(blocks))
 
 
 def timed(call):
@@ -129,82 +92,82 @@ def timed(call):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def new_fleet(profiles, fleet: Fleet, label: str, repeats: int = REPEATS):
-    """The new planner on the fleet: cold solve, then the median of `repeats`."""
-    result, cold_s, cold_cpu = timed(lambda: solve_fleet(profiles, fleet))
-    again = sorted(timed(lambda: solve_fleet(profiles, fleet))[1:] for _ in range(repeats))
-    wall, cpu = again[len(again) // 2]
-    proved = all(s.status == "OPTIMAL" for c in result.candidates for s in c.solutions if s is not None)
-    rows = ", ".join(f"{c.profile.model.name}: {c.frontier_rows} rows in {c.frontier_build_s * 1000:.0f} ms"
+def one_class(blocks: int) -> tuple[float, float]:
+    profile, device = profile_of(blocks), make_fleet(1).classes[0].device
+    solution, wall, cpu = timed(lambda: solve_device(profile, device))
+    print(f"  one class ({device.name}; measured, {load()}): {wall:.3f} s wall / {cpu:.3f} s CPU, "
+          f"{solution.status}, objective {solution.objective_value}, binding {solution.binding}")
+    return wall, cpu
+
+
+def frontier(blocks: int) -> None:
+    if blocks > FRONTIER_UP_TO:
+        print(f"  whole frontier: not built above {FRONTIER_UP_TO} blocks (the planner plans per class there)")
+        return
+    profile = profile_of(blocks)
+    built, wall, cpu = timed(lambda: build_frontier(profile, make_objective("layers", profile), row_limit=None))
+    old = RECORDED["frontier build, 7 states (s)"].get(blocks)
+    ratio = f"; recorded at {BASELINE_COMMIT}: {old} s, {old / wall:.1f}x (derived)" if old else ""
+    print(f"  whole frontier (measured, {load()}): {len(built)} rows, {built.largest_partial_rows} partial rows at "
+          f"most, {wall:.2f} s wall / {cpu:.2f} s CPU{ratio}")
+
+
+def fleet(blocks: int, subset: int, recompute: bool = True) -> tuple[float, float]:
+    """(cold wall, CPU) seconds for CLASSES classes, measured or extrapolated from `subset` of them (above
+    WHOLE_FLEET_UP_TO blocks, where the largest model plans per class)."""
+    sizes = (blocks // 2, 2 * blocks // 3, blocks)
+    profiles = [profile_of(n, recompute) for n in sizes]
+    whole = make_fleet(CLASSES)
+    count = CLASSES if blocks <= WHOLE_FLEET_UP_TO else min(subset, CLASSES)
+    part = Fleet("benchmark", whole.classes[:count], (), "<benchmark>")
+    result, wall, cpu = timed(lambda: solve_fleet(profiles, part))
+    rows = ", ".join(f"{c.profile.model.name}: " + (f"{c.frontier_rows} rows in {c.frontier_build_s * 1000:.0f} ms"
+                                                     if c.frontier_rows is not None else "per class")
                      for c in result.candidates)
     fit = [sum(s is not None for s in c.solutions) for c in result.candidates]
-    COLD_CPU[0] = cold_cpu
-    print(f"{label}, {len(fleet.classes)} classes x {len(profiles)} models (measured, {load()}): new planner "
-          f"cold {cold_s:.3f} s wall / {cold_cpu:.3f} s CPU, median of {repeats} {wall:.3f} s wall / {cpu:.3f} s CPU; "
-          f"every class proved optimal: {proved}; chose {result.chosen.profile.model.name} "
-          f"(score {result.chosen.score:.4f}); classes that fit per model: {fit}")
-    print(f"  frontier sizes and build times (measured): {rows}")
-    return result, cold_s
+    scale = CLASSES / count
+    kind = "measured" if count == CLASSES else f"measured on {count} classes, x{scale:.0f} for {CLASSES} derived"
+    print(f"  fleet {sizes} blocks, {CLASSES} classes x 3 models ({kind}, {load()}): {wall * scale:.2f} s wall / "
+          f"{cpu * scale:.2f} s CPU cold; chose {result.chosen.profile.model.name}; classes that fit per model: "
+          f"{fit} of {count}; {rows}")
+    return wall * scale, cpu * scale
 
 
-def make_fleet(count: int) -> Fleet:
-    rng = random.Random(SEED)
-    return Fleet("benchmark", tuple(FleetClass(random_device(rng, i), 1 / count) for i in range(count)), (),
-                 "<benchmark>")
+def slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares slope of log y on log x: time ~ blocks ** slope."""
+    lx, ly = [math.log(x) for x in xs], [math.log(max(y, 1e-6)) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
-def fleet_run(baseline_classes: int) -> None:
-    profiles = [make_transformer_profile(num_blocks=n, lora_ranks=(4, 8), name=f"bert-like-{n}") for n in (6, 8, 12)]
-    fleet = make_fleet(CLASSES)
-    (result, new_s), new_cpu = new_fleet(profiles, fleet, "fleet (6, 8, 12 blocks x 5 states)"), COLD_CPU[0]
-    new_fleet([with_recompute(p) for p in profiles], fleet, "fleet with +recompute states (7 per block)", 1)
-    if baseline_classes < CLASSES:  # the same first classes for both (random_device is drawn in order)
-        fleet = Fleet("benchmark", fleet.classes[:baseline_classes], (), "<benchmark>")
-        result, new_s, new_cpu = timed(lambda: solve_fleet(profiles, fleet))
-    print(f"  per-class CP-SAT path on {len(fleet.classes)} classes x {len(profiles)} models ({load()}) ...", flush=True)
-    old, old_s, old_cpu = timed(lambda: baseline_fleet(profiles, fleet))
-    differ = sum((o[0].block_states if o[0] else None) != (n.block_states if n else None)
-                 for results, choice in zip(old, result.candidates) for o, n in zip(results, choice.solutions))
-    unproved = sum(not o[2] for results in old for o in results)
-    speedup = old_s / new_s
-    print(f"  per-class CP-SAT path (benchmarks/cpsat_baseline, measured, {load()}): {old_s:.2f} s wall / "
-          f"{old_cpu:.2f} s CPU; new planner on the same classes {new_s:.3f} s wall / {new_cpu:.3f} s CPU (cold); "
-          f"speed-up {speedup:.0f}x wall, {old_cpu / new_cpu:.0f}x CPU (derived); answers differing: {differ} of {len(fleet.classes) * len(profiles)}; CP-SAT answers not "
-          f"proved: {unproved}")
-    print(f"  targets: new planner <= {TARGET_S} s: {new_s <= TARGET_S} wall, {new_cpu <= TARGET_S} CPU; speed-up >= "
-          f"{TARGET_SPEEDUP}x: {speedup >= TARGET_SPEEDUP} wall, {old_cpu / new_cpu >= TARGET_SPEEDUP} CPU" + ("" if len(fleet.classes) == CLASSES else
-                                            f" (on {len(fleet.classes)} classes, not {CLASSES})"))
-
-
-def uneven() -> None:
-    """Random (uneven) 12-block profiles: the shared frontier gives up at ROW_LIMIT partial rows (the growth
-    bound), then every class runs its own programme pruned by its caps (exact, slower)."""
-    for seed, recompute in ((0, False), (1, False), (0, True)):
-        profile = make_profile(num_blocks=12, seed=seed, lora_ranks=(4, 8), recompute=recompute)
-        planner, build_s, _ = timed(lambda: ProfilePlanner(profile))
-        full, head = compose(profile, ("trained",) * 12), compose(profile, ("frozen_outside",) * 12)
-        rng, times, largest = random.Random(seed), [], 0
-        for _ in range(UNEVEN_CLASSES):
-            caps = tuple(rng.randint(lo, hi) for lo, hi in (
-                (head.peak_bytes_predicted, full.peak_bytes_predicted),
-                (head.flops_forward + head.flops_backward, full.flops_forward + full.flops_backward),
-                (head.upload_bytes, full.upload_bytes)))
-            times.append(timed(lambda: planner.answer(caps))[1])
-            if planner.frontier is None:
-                largest = max(largest, planner.rows(caps).largest_partial_rows)
-        mode = (f"frontier of {len(planner.frontier)} rows" if planner.frontier is not None else
-                f"over the bound of {ROW_LIMIT} partial rows, per class: largest {largest} partial rows")
-        print(f"uneven 12 blocks x {len(profile.block_state_names)} states, seed {seed} (measured, {load()}): "
-              f"build {build_s:.2f} s, {mode}; {UNEVEN_CLASSES} classes: mean {sum(times) / len(times):.3f} s, "
-              f"worst {max(times):.3f} s")
-
+def main(sizes: list[int], subset: int) -> None:
+    print(f"{load()} at the start; {os.cpu_count()} CPUs; recorded baselines at commit {BASELINE_COMMIT}: {RECORDED}")
+    singles, fleets = [], []
+    for blocks in sizes:
+        print(f"{blocks} blocks x 7 states:")
+        singles.append(one_class(blocks))
+        frontier(blocks)
+        fleets.append(fleet(blocks, subset))
+    if len(sizes) > 1:
+        one, many = slope(sizes, [c for _, c in singles]), slope(sizes, [c for _, c in fleets])
+        print(f"growth exponent over {sizes} blocks (derived: CPU time ~ blocks ** k): one class k = {one:.2f}, "
+              f"fleet k = {many:.2f}")
+    print("regression, issue 11's fleet with 5 states:")
+    (wall, cpu), old = fleet(12, CLASSES, recompute=False), RECORDED[
+        "per-class CP-SAT path, fleet 6/8/12 blocks x 5 states, 1,000 classes (s wall / s CPU)"]
+    print(f"  recorded per-class CP-SAT path at {BASELINE_COMMIT}: {old[0]} s wall / {old[1]} s CPU; ratio "
+          f"{old[0] / wall:.0f}x wall, {old[1] / cpu:.0f}x CPU (derived, different runs)")
+    got = {n: (one[1], many[1]) for n, one, many in zip(sizes, singles, fleets)}
+    checks = {"one class, 32 blocks": got.get(32, (None, None))[0], "fleet, 32 blocks": got.get(32, (None, None))[1],
+              "fleet, 12 blocks": got.get(12, (None, None))[1]}
+    print("targets (CPU s): " + "; ".join(
+        f"{k} <= {TARGETS[k]}: " + ("not run" if v is None else f"{v:.3f} {'met' if v <= TARGETS[k] else 'NOT met'}")
+        for k, v in checks.items()))
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-classes", type=int, default=CLASSES,
-                        help=f"run the old per-class CP-SAT path on the first N classes only (default {CLASSES})")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[12, 16, 24, 32], help="block counts")
+    parser.add_argument("--fleet-classes", type=int, default=FLEET_SUBSET,
+                        help=f"classes timed where a fleet plans per class (default {FLEET_SUBSET})")
     args = parser.parse_args()
-    print(f"{load()} at the start; {os.cpu_count()} CPUs")
-    one_class()
-    fleet_run(max(1, min(args.baseline_classes, CLASSES)))
-    uneven()
+    main(args.sizes, max(1, args.fleet_classes))

@@ -83,7 +83,7 @@ def test_contiguous_is_last_k_and_equals_brute_force(num_blocks, seed):
 def test_per_class_fallback_equals_the_frontier(num_blocks, seed):
     """A frontier over the row limit makes every class run its own pruned programme: same answers."""
     profile, configs = random_case(num_blocks, seed)
-    whole = ProfilePlanner(profile, "params")
+    whole = ProfilePlanner(profile, "params", row_limit=None)  # the whole frontier, however large
     alone = ProfilePlanner(profile, "params", row_limit=1)
     assert whole.frontier is not None and alone.frontier is None
     rng = random.Random(seed)

@@ -218,3 +218,22 @@ def make_transformer_profile(num_blocks: int = 6, hidden: int = 384, seq_len: in
         boundary_bytes=batch_size * seq_len * hidden * 4,
         pre_trainable_names=base.pre_trainable_names, post_trainable_names=base.post_trainable_names,
     )
+
+
+def with_recompute(profile: ModelProfile) -> ModelProfile:
+    """The profile with a +recompute variant of every trainable block state, derived from the state itself:
+    the forward again inside the backward, only the block's input kept, its activations alive again in its
+    backward (what the profiler measures, without the measuring noise). Used for real-scale synthetic profiles
+    (make_transformer_profile) in the planner's benchmark and tests."""
+    def recomputed(cost: PartCost) -> PartCost:
+        return replace(cost, flops_backward=cost.flops_backward + cost.flops_forward, activation_bytes=0,
+                       saves_input=True, saves_output=False,
+                       backward_extra_bytes=cost.backward_extra_bytes + cost.activation_bytes)
+
+    blocks = []
+    for block in profile.blocks:
+        extra = {recompute_state(s): {b: recomputed(c) for b, c in by.items()}
+                 for s, by in block.states.items() if is_trainable(s)}
+        names = {**block.trainable_names, **{recompute_state(s): n for s, n in block.trainable_names.items()}}
+        blocks.append(replace(block, states={**block.states, **extra}, trainable_names=names))
+    return replace(profile, blocks=tuple(blocks))

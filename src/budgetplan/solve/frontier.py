@@ -1,26 +1,42 @@
 """The configuration frontier of one profile: the few configurations that can be some device class's answer.
 
 A dynamic programme over the parts in forward order, whose step is compose.advance run on numpy arrays of
-partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). A partial
-configuration is dropped when another one
-- has the same obligations towards the parts not placed yet: the Prefix fields they read exactly (whether
-  gradient flows into the next block, whether the last part keeps its output, which hidden states that later
-  blocks hold are kept, and for --contiguous whether a block trains already), and
-- is no worse in every amount later costs grow with (kept bytes, each shared input's kept size, adapter and
-  optimizer bytes, gradient bytes, FLOPs, the largest forward / backward / optimizer-step event so far), and
+partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). What a
+later part can observe of a prefix is its obligations (whether gradient flows into the next block, whether
+the last part keeps its output, which hidden states that later blocks hold are kept, and for --contiguous
+whether a block trains already) and a few running amounts: the kept bytes, each shared input's kept size,
+and for the final costs the sums (adapter and optimizer bytes, gradient bytes, FLOPs, the objective) and
+the largest forward / backward / optimizer-step event so far. A partial configuration is dropped when another
+- has the same obligations, and
+- is no worse in every amount: no more kept, adapter, optimizer, gradient bytes and FLOPs, no larger event
+  so far, and *at least* the kept size of each shared input (a later part that keeps or holds a shared input
+  of n bytes adds max(0, n - kept size): more kept already means less added later), and
 - comes first in the answer order: a higher objective, or the same objective and earlier in state order.
-Every event of compose.peak_events is non-decreasing in each amount (a held shared input adds
-max(0, held - kept), so kept + held = max(kept, held)), hence the same completion of the other partial
-configuration fits whenever the dropped one's does, and wins or ties earlier: no answer is lost. Complete
-configurations are then kept only if no other is at least as good in objective, peak, FLOPs and upload and
-comes first in the answer order (higher objective, then lower peak, then state order).
+Every event of compose.peak_events is non-decreasing in each of these (in the direction given), hence the
+same completion of the other partial configuration fits whenever the dropped one's does, and wins or ties
+earlier: no answer is lost.
 
+Fewer distinct rows (_prune): the largest forward and backward events so far enter the comparison as
+max(event, kept + floor), where the floor is at most the next part's own event above the prefix's kept bytes,
+which every completion has (_next_floors: its forward event holds the kept bytes, one hidden state and at least
+its least forward extra; where gradient flows, its backward event holds at least its activations and backward
+extra; a backward event so far is compared less the next part's gradient bytes, which it gains in the same
+step). An event below that floor never sets the peak, so replacing it by the floor changes no completion's
+peak, and two rows that differ only in such events are equal (the first in answer order stays).
+
+Complete configurations are then kept only if no other is at least as good in objective, peak, FLOPs and
+upload and comes first in the answer order (higher objective, then lower peak, then state order).
 The answer for any caps is the first row, in that order, that fits. Proof by construction, not by a solver
 status; the planner still re-composes every answer with compose() before returning it (solve/planner.py).
+
+Per class (a Bound): rows whose costs so far already pass a cap are dropped (costs only grow), and rows whose
+objective plus the most the remaining parts can add within what is left of each budget (solve/bounds.py, an
+upper bound) is below an objective some configuration within the caps reaches: neither can be the answer.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -37,21 +53,36 @@ from budgetplan.profile.compose import (
 )
 from budgetplan.profile.types import FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, TRAINED, \
     ModelProfile, boundaries_of, is_trainable
+from budgetplan.solve.bounds import SuffixBound
+from budgetplan.solve.dominance import lex_rank, undominated
 from budgetplan.solve.objective import Objective
 
 # Partial configurations alive after any block beyond which the planner stops building one frontier for all
 # classes and runs the same programme per class, pruned by that class's caps (still exact, see planner.py).
-ROW_LIMIT = 2_500
+ROW_LIMIT = 500
+PROJECT_FROM = 4  # blocks placed before the growth of the partial rows is projected (see _projected)
 # A fleet answers all its classes from one frontier, so a larger one pays: with at least FLEET_CLASSES
-# distinct budgets the limit is FLEET_ROW_LIMIT. Measured at load ~5 on 2 cores (benchmarks/solve_scale.py,
-# BERT-style blocks with +recompute states, 7 per block): 12 blocks reach 6,689 partial rows; 1,000 classes x
-# (6, 8, 12 blocks) took 2.8 s CPU with whole frontiers, while one class's pruned programme takes 0.2-0.6 s.
-FLEET_ROW_LIMIT = 10_000
+# distinct budgets the limit is FLEET_ROW_LIMIT. Measured on 2 shared cores (benchmarks/solve_scale.py, BERT-style
+# blocks with +recompute states, 7 per block, CPU time): 16 blocks reach 18,212 partial rows, built in 5.4 s,
+# while one class's pruned programme takes 0.05-0.5 s (0.17 s on average): 1,000 classes take ~170 s per class.
+FLEET_ROW_LIMIT = 25_000
 FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
-_CHUNK = 256  # rows compared at once in the dominance filter
 INT64_SAFE = 2**62
+
+
+def _projected(history: list[int], blocks: int) -> float:
+    """The partial rows expected after the last block from history[k] = rows alive after k blocks: growth like
+    placed**e, with e measured between placed / 2 and placed blocks from 2 * PROJECT_FROM blocks on (5 states:
+    (placed + 1)**2 exactly, e < 2; +recompute states e ~ 3), before that e = 2; nothing before PROJECT_FROM.
+    A frontier bound to pass the limit is given up early. Only chooses the mode; the answers are the same."""
+    placed, alive = len(history) - 1, history[-1]
+    if placed < PROJECT_FROM:
+        return alive
+    growth = math.log(alive / history[placed // 2]) / math.log(placed / (placed // 2)) if placed >= 2 * PROJECT_FROM \
+        else 2.0
+    return alive * (blocks / placed) ** max(growth, 0.0)
 
 
 def row_limit_for(distinct_budgets: int) -> int:
@@ -209,78 +240,92 @@ def _take(group: _Group, rows: np.ndarray) -> _Group:
     return _Group(prefix, group.objective[rows], group.choice[rows], group.started)
 
 
-def _beaten(earlier: np.ndarray, rows: np.ndarray, strictly_before: bool) -> np.ndarray:
-    """Per row, whether some row of `earlier` is <= it in every column (with strictly_before, `earlier` is
-    `rows` itself and only earlier rows count). Two columns on the full grid, the rest on surviving pairs."""
-    if not len(earlier) or not len(rows):
-        return np.zeros(len(rows), dtype=bool)
-    grid = earlier[None, :, 0] <= rows[:, None, 0]
-    if earlier.shape[1] > 1:
-        grid &= earlier[None, :, 1] <= rows[:, None, 1]
-    if strictly_before:
-        grid = np.tril(grid, -1)
-    i, j = np.nonzero(grid)
-    for column in range(2, earlier.shape[1]):
-        ok = earlier[j, column] <= rows[i, column]
-        i, j = i[ok], j[ok]
-    beaten = np.zeros(len(rows), dtype=bool)
-    beaten[i] = True
-    return beaten
+def _next_floors(profile: ModelProfile, placed: int, grad_flows: bool) -> tuple[int, int | None]:
+    """Lower bounds, above the prefix's kept bytes, on an event the next part has in every completion:
+    (any event: its forward, or its backward where it surely has one; the backward event less the next part's
+    gradient bytes, or None where the next part may run no backward). Parts keep at least activation_bytes."""
+    hidden = profile.boundary_bytes
+    if placed == profile.num_blocks:  # the head: it always runs a backward, with no incoming hidden gradient
+        cost = profile.post[INPUT_GRAD if grad_flows else NO_INPUT_GRAD]
+        backward = cost.activation_bytes + cost.backward_extra_bytes
+        return max(hidden + cost.forward_extra_bytes, backward), backward - cost.trainable_bytes
+    boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
+    costs = [by[boundary] for by in profile.blocks[placed].states.values() if boundary in by]
+    forward = hidden + min(c.forward_extra_bytes for c in costs)
+    if not grad_flows:  # the next block may be frozen_outside: no backward of its own
+        return forward, None
+    backward = hidden + min(c.activation_bytes + c.backward_extra_bytes for c in costs)
+    return max(forward, backward), hidden + min(c.activation_bytes + c.backward_extra_bytes - c.trainable_bytes
+                                                for c in costs)
 
 
-def undominated(values: np.ndarray) -> np.ndarray:
-    """Mask of the rows (in priority order) that no earlier row is <= in every column.
-
-    An earlier row that is itself dominated is dominated by a kept one (the relation is transitive), so
-    each chunk is compared with the kept rows of earlier chunks and with every earlier row of its own."""
-    keep = np.zeros(len(values), dtype=bool)
-    kept = values[:0]
-    for start in range(0, len(values), _CHUNK):
-        chunk = values[start:start + _CHUNK]
-        mask = ~(_beaten(kept, chunk, False) | _beaten(chunk, chunk, True))
-        keep[start:start + len(chunk)] = mask
-        kept = np.concatenate([kept, chunk[mask]])
-    return keep
-
-
-def _lex_rank(choice: np.ndarray) -> np.ndarray:
-    """Rank of each row's state indices read from block 0 (the stable tie-break)."""
-    if choice.shape[1] == 0:
-        return np.zeros(len(choice), dtype=np.int64)
-    order = np.lexsort(tuple(choice[:, j] for j in reversed(range(choice.shape[1]))))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank
-
-
-def _prune(group: _Group) -> _Group:
+def _prune(profile: ModelProfile, group: _Group, placed: int) -> _Group:
+    """Keep the rows no earlier row dominates. The largest forward / backward events so far enter as
+    max(event, kept + floor) (_next_floors): an event at or below the next part's own event, which every
+    completion has, never sets the peak, so rows that differ only there are equal (the first is kept)."""
     p = group.prefix
-    columns = [p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, p.forward_live, p.backward_live,
-               p.step_extra_bytes, p.flops_forward + p.flops_backward, *(p.shared[n] for n in sorted(p.shared))]
-    order = np.lexsort((_lex_rank(group.choice), -group.objective))
+    any_event, backward_less_grad = _next_floors(profile, placed, p.grad_flows)
+    forward = np.maximum(p.forward_live, p.kept_bytes + any_event)
+    backward = p.backward_live if backward_less_grad is None else np.maximum(
+        p.backward_live, p.kept_bytes + backward_less_grad)
+    columns = [p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward, backward,
+               p.step_extra_bytes, p.flops_forward + p.flops_backward, *(-p.shared[n] for n in sorted(p.shared))]
+    order = np.lexsort((lex_rank(group.choice), -group.objective))
     keep = undominated(np.column_stack(columns)[order])
     return _take(group, order[keep])
 
 
 @dataclass(frozen=True)
 class Bound:
-    """Per-class mode: the caps (memory, FLOPs per step, upload), and an objective some configuration within
-    them reaches, with the most each block from `index` on can still add (suffix[index])."""
+    """Per-class mode: the caps (memory, FLOPs per step, upload), an objective some configuration within them
+    reaches, and the most the blocks not placed yet can still add given what is left of each budget."""
 
     caps: tuple[int, int, int]
     reached: int
-    suffix: tuple[int, ...]
+    suffix: SuffixBound
+
+
+def _remaining(profile: ModelProfile, p: Prefix, caps: tuple[int, int, int]) -> tuple:
+    """What is left of each resource of solve/bounds.py (upload, flops, step, kept) after the placed parts."""
+    memory = caps[0] - profile.resident_bytes - p.resident_extra_bytes
+    return (caps[2] - p.grad_bytes, caps[1] - (p.flops_forward + p.flops_backward),
+            memory - np.maximum(p.grad_bytes + p.step_extra_bytes, p.backward_live), memory - p.kept_bytes)
+
+
+def _optimistic(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> np.ndarray:
+    """Per row, at most the objective any completion within the caps reaches (-inf: none fits)."""
+    p, caps = group.prefix, bound.caps
+    ok = (profile.resident_bytes + p.resident_extra_bytes + np.maximum(np.maximum(p.forward_live, p.backward_live),
+                                                                      p.grad_bytes + p.step_extra_bytes) <= caps[0])
+    ok &= (p.flops_forward + p.flops_backward <= caps[1]) & (p.grad_bytes <= caps[2])
+    most = group.objective + bound.suffix.most(placed, _remaining(profile, p, caps))
+    return np.where(ok, most, -np.inf)
+
+
+def most_reachable(profile: ModelProfile, objective: Objective, bound: Bound) -> float:
+    """At most the objective any configuration within bound.caps reaches (-inf: none fits)."""
+    return float(_optimistic(profile, _start(profile, objective, _dtype(profile, objective)), bound, 0)[0])
 
 
 def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> _Group:
     """Drop rows that exceed a cap already (costs only grow as parts are added) or that cannot reach the
     objective of a configuration known to fit (they can never be the answer: its objective is lower)."""
-    p, caps = group.prefix, bound.caps
-    ok = (profile.resident_bytes + p.resident_extra_bytes + np.maximum(np.maximum(p.forward_live, p.backward_live),
-                                                                      p.grad_bytes + p.step_extra_bytes) <= caps[0])
-    ok &= (p.flops_forward + p.flops_backward <= caps[1]) & (p.grad_bytes <= caps[2])
-    ok &= group.objective + bound.suffix[placed] >= bound.reached
+    ok = _optimistic(profile, group, bound, placed) >= bound.reached
     return group if ok.all() else _take(group, np.flatnonzero(ok))
+
+
+def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int, width: int) -> list[_Group]:
+    """The `width` rows of highest optimistic objective (a heuristic: only ever used to find a row that fits)."""
+    scores = [_optimistic(profile, g, bound, placed) for g in groups]
+    if sum(len(s) for s in scores) <= width:
+        return groups
+    threshold = np.sort(np.concatenate(scores))[-width]
+    out = []
+    for group, score in zip(groups, scores):
+        rows = np.flatnonzero(score >= threshold)[:width]
+        if len(rows):
+            out.append(_take(group, rows))
+    return out
 
 
 def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound) -> list[_Group]:
@@ -295,21 +340,26 @@ def _layer(profile, groups: list[_Group], index: int, objective, contiguous: boo
                 child = _within(profile, child, bound, index + 1)
             if len(child.objective):
                 buckets.setdefault(_key(child, relevant), []).append(child)
-    return [_prune(_concat(bucket)) for bucket in buckets.values()]
+    return [_prune(profile, _concat(bucket), index + 1) for bucket in buckets.values()]
 
 
 def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool = False,
-                   bound: Bound | None = None, row_limit: int | None = ROW_LIMIT) -> Frontier:
+                   bound: Bound | None = None, row_limit: int | None = ROW_LIMIT, beam: int | None = None) -> Frontier:
     """The frontier of every configuration (bound None), or the rows that can answer one class (`bound`).
-    FrontierTooLarge when more than `row_limit` partial configurations stay alive after some block."""
+    FrontierTooLarge when more than `row_limit` partial configurations stay alive after some block. With
+    `beam` (and a bound) only that many rows of highest optimistic objective stay after each block: the
+    result is then not the frontier, only some configurations within the caps (a lower bound's source)."""
     start, dtype = time.perf_counter(), _dtype(profile, objective)
-    groups, largest = [_start(profile, objective, dtype)], 1
+    groups, largest, history = [_start(profile, objective, dtype)], 1, [1]
     caps = bound.caps if bound is not None else None
     for index in range(profile.num_blocks):
         groups = _layer(profile, groups, index, objective, contiguous, bound)
-        largest = max(largest, sum(len(g.objective) for g in groups))
-        if row_limit is not None and largest > row_limit:
-            raise FrontierTooLarge(f"{largest} partial configurations after block {index}")
+        if beam is not None:
+            groups = _beam(profile, groups, bound, index + 1, beam)
+        history.append(sum(len(g.objective) for g in groups))
+        alive, largest = history[-1], max(largest, history[-1])
+        if row_limit is not None and max(largest, _projected(history, profile.num_blocks)) > row_limit:
+            raise FrontierTooLarge(f"{alive} partial configurations after block {index} (limit {row_limit})")
     return _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
 
 
@@ -332,7 +382,7 @@ def _complete(profile: ModelProfile, groups: list[_Group], objective: Objective,
     index = np.arange(len(score))
     if caps is not None:
         index = np.flatnonzero((peak <= caps[0]) & (flops <= caps[1]) & (upload <= caps[2]))
-    order = index[np.lexsort((_lex_rank(choice[index]), peak[index], -score[index]))]
+    order = index[np.lexsort((lex_rank(choice[index]), peak[index], -score[index]))]
     order = order[undominated(np.column_stack([peak[order], flops[order], upload[order]]))]
     return Frontier(profile.block_state_names, choice[order], score[order], peak[order], flops[order],
                     upload[order], largest, elapsed)

@@ -1,11 +1,15 @@
 """Answers for any number of device classes of one profile, read off its configuration frontier.
 
 A class's answer is the first frontier row, in answer order, whose peak, FLOPs of one profiled batch and
-upload fit its caps (solve/frontier.py). When the frontier outgrows frontier.ROW_LIMIT partial
-configurations, each class runs the same programme pruned by its own caps and by the objective of a standard
-configuration (last-k, LoRA everywhere) that fits them; the pruned rows can never be its answer, so the
-answer is the same, only slower. Either way every answer is re-composed with compose() and checked against
-the caps before it is returned (solution.check_row once per configuration, solution.solution_for per class).
+upload fit its caps (solve/frontier.py). When the frontier would outgrow frontier.ROW_LIMIT partial
+configurations (projected after a few blocks), each class runs the same programme pruned by its own caps and
+by an objective it must reach: rows whose objective plus the most the remaining blocks can add within what is
+left of each budget (solve/bounds.py) falls below it can never be its answer. That objective is a guess
+stepping down from the bound of the whole programme towards one known to be reached (a standard
+configuration, an earlier class's answer, or a narrow beam): a guess some row within the caps reaches is
+proved reachable, so the answer is among the rows kept (_answer_rows). The answer is the same, only found
+per class. Either way every answer is re-composed with compose() and checked against the caps before it is
+returned (solution.check_row once per configuration, solution.solution_for per class).
 
 Why nothing fits is read off the same rows: for each budget, the least any configuration within the other
 two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more).
@@ -23,12 +27,15 @@ from budgetplan.profile.compose import compose, standard_configs
 from budgetplan.profile.types import TRAINED, ConfigCost, ModelProfile, is_trainable
 from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
     format_quantity
-from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier
+from budgetplan.solve.bounds import SuffixBound
+from budgetplan.solve.frontier import ROW_LIMIT, Bound, Frontier, FrontierTooLarge, build_frontier, most_reachable
 from budgetplan.solve.objective import make_objective
 from budgetplan.solve.solution import DeviceSolution, caps_of, check_row, describe, solution_for
 
 Caps = tuple[int, int, int]  # (memory bytes, FLOPs of one profiled batch, upload bytes)
 NO_CAP = 2**62  # a cap no configuration reaches (frontier.INT64_SAFE bounds every sum)
+GUESS_PARTS = 16  # the first guess lies this fraction of the gap below the bound (_answer_rows)
+BEAM = 64  # rows kept after each block by the heuristic pass that finds the per-class lower bound
 
 # The device-file fields that set each budget, named in the fix.
 BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline_s",
@@ -50,8 +57,9 @@ class ProfilePlanner:
         self._costs: dict[tuple[str, ...], ConfigCost] = {}
         self._checked: set[tuple[tuple[str, ...], int]] = set()
         self._row_states: dict[int, tuple[str, ...]] = {}
-        self._suffix = self._most_gained()
+        self._suffix = SuffixBound(profile, self.goal)
         self._free: tuple | None = None
+        self._standard: np.ndarray | None = None
 
     def cost(self, states: tuple[str, ...]) -> ConfigCost:
         """compose(profile, states), once per configuration (many classes share an answer)."""
@@ -78,27 +86,31 @@ class ProfilePlanner:
         named = caps_of(budget, self.profile)
         return named[MEMORY], named[COMPUTE], named[UPLOAD]
 
-    def _most_gained(self) -> tuple[int, ...]:
-        """suffix[k]: the most objective blocks k.. and the head can still add (the per-class bound)."""
-        goal, blocks = self.goal, self.profile.blocks
-        post = max(c.trainable_params for c in self.profile.post.values())
-        suffix = [goal.params_weight * post]
-        for block, weights in zip(reversed(blocks), reversed(goal.state_weights)):
-            params = max(c.trainable_params for by in block.states.values() for c in by.values())
-            suffix.insert(0, suffix[0] + max(weights.values(), default=0) + goal.params_weight * params)
-        return tuple(suffix)
+    def _known(self) -> np.ndarray:
+        """(objective, peak, FLOPs, upload) per row of the standard configurations and of the answers found so far."""
+        if self._standard is None:
+            rows = []
+            for states in standard_configs(self.profile):
+                if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
+                    continue
+                cost = compose(self.profile, states)
+                rows.append((self.goal.value(cost.block_states, cost.trainable_params), cost.peak_bytes_predicted,
+                             cost.flops_forward + cost.flops_backward, cost.upload_bytes))
+            self._standard = np.array(rows, dtype=object)
+        return self._standard
 
     def _reached(self, caps: Caps) -> int:
-        """The best objective among the standard configurations within caps (0 when none fits)."""
-        best = 0
-        for states in standard_configs(self.profile):
-            if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
-                continue
-            cost = compose(self.profile, states)
-            if (cost.peak_bytes_predicted <= caps[0] and cost.flops_forward + cost.flops_backward <= caps[1]
-                    and cost.upload_bytes <= caps[2]):
-                best = max(best, self.goal.value(cost.block_states, cost.trainable_params))
-        return best
+        """An objective some configuration within caps reaches (0 when none is found): the best of the standard
+        configurations and the answers found so far, and unless that already reaches the bound of the whole
+        programme, of a narrow beam through the per-class programme (BEAM rows after each block)."""
+        known = self._known()
+        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
+        best = int(max(known[fit, 0], default=0))
+        if best >= most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix)):
+            return best
+        beam = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), None, BEAM)
+        row = beam.best(caps)
+        return best if row is None else max(best, int(beam.objective[row]))
 
     def rows(self, caps: Caps, answer_only: bool = True) -> Frontier:
         """Rows among which the answer under caps is the first that fits (all of them when the frontier is
@@ -107,9 +119,31 @@ class ProfilePlanner:
             return self.frontier
         key = (caps, answer_only)
         if key not in self._rows:
-            bound = Bound(caps, self._reached(caps) if answer_only else 0, self._suffix)
-            self._rows[key] = build_frontier(self.profile, self.goal, self.contiguous, bound, row_limit=None)
+            self._rows[key] = rows = self._answer_rows(caps) if answer_only else build_frontier(
+                self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), row_limit=None)
+            row = rows.best(caps) if answer_only else None
+            if row is not None:  # a lower bound for the classes planned after this one
+                found = (rows.objective[row], rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
+                self._standard = np.vstack([self._known(), np.array([found], dtype=object)])
         return self._rows[key]
+
+    def _answer_rows(self, caps: Caps) -> Frontier:
+        """The class's programme pruned at a guessed objective g between a reached one and the bound: when a
+        row within the caps reaches g, the best objective is >= g and every configuration reaching it kept all
+        its prefixes, so the answer is among the rows; else the best is below g and the next guess is lower
+        (guesses step down from the bound, each step twice the last: passes near the bound prune hard and are
+        cheap; the last guess is the reached objective itself, which always holds)."""
+        low, high = self._reached(caps), most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix))
+        high, step = (int(high), max(1, (int(high) - low) // GUESS_PARTS)) if high > low else (low, 1)
+        while True:
+            guess = max(low, high - step)
+            rows = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, guess, self._suffix),
+                                  row_limit=None)
+            row = rows.best(caps)
+            if guess == low or (row is not None and rows.objective[row] >= guess):
+                return rows
+            high, step = guess - 1, step * 2
+            low = low if row is None else max(low, int(rows.objective[row]))
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
         rows = self.rows(caps)
@@ -174,7 +208,13 @@ class ProfilePlanner:
         return solution
 
     def least(self, name: str, caps: Caps) -> tuple[tuple[str, ...], int] | None:
-        """(a configuration of least `name`, its value) within the caps, or None."""
+        """(a configuration of least `name`, its value) within the caps, or None. A configuration known to fit
+        the caps (standard, or an earlier answer) caps `name` at its value: the least is no larger, so the
+        rows kept under that tighter cap hold it, first in the same order."""
+        b, known = BUDGET_NAMES.index(name), self._known()
+        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
+        if fit.any():
+            caps = tuple(min(c, int(min(known[fit, 1 + b]))) if i == b else c for i, c in enumerate(caps))
         rows = self.rows(caps, answer_only=False)
         values = np.stack([rows.peak_bytes, rows.flops_per_step, rows.upload_bytes])
         limits = np.array(caps, dtype=values.dtype)[:, None]
