@@ -13,7 +13,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,17 +30,23 @@ from budgetplan.profile.types import INPUT_GRAD, MEASURED, PartCost
 
 @dataclass(frozen=True)
 class BlockCall:
-    """A block's captured call: the hidden state is args[0] or kwargs['hidden_states']."""
+    """A block's captured call: the hidden state is args[0] or kwargs['hidden_states'].
+
+    `names` maps a storage to the name of the shared input it is, common to every block of one forward: two
+    different tensors passed under one argument name (Gemma2's sliding-window and full masks, both
+    `attention_mask`) get two names, and one tensor passed to several blocks keeps one name.
+    """
 
     args: tuple
     kwargs: dict
+    names: dict = field(default_factory=dict, compare=False)
 
     @property
     def hidden(self) -> torch.Tensor:
         return self.args[0] if self.args and isinstance(self.args[0], torch.Tensor) else self.kwargs["hidden_states"]
 
-    def shared(self) -> dict[str, torch.Tensor]:
-        """Tensor inputs other than the hidden state, by name (shared by every block)."""
+    def by_argument(self) -> dict[str, torch.Tensor]:
+        """Tensor inputs other than the hidden state, by argument (and position inside it)."""
         named = {f"arg{i}": a for i, a in enumerate(self.args[1:], start=1)}
         named.update({k: v for k, v in self.kwargs.items() if k != "hidden_states"})
         flat = {}
@@ -50,10 +56,33 @@ class BlockCall:
                     flat[f"{name}.{j}" if not isinstance(value, torch.Tensor) else name] = leaf
         return flat
 
+    def name_inputs(self) -> None:
+        """Give each storage among the shared inputs a name in `names` (the argument's, numbered if taken)."""
+        taken = set(self.names.values())
+        for argument, tensor in self.by_argument().items():
+            key = storage_key(tensor)
+            if key not in self.names:
+                name, n = argument, 1
+                while name in taken:
+                    n += 1
+                    name = f"{argument}#{n}"
+                self.names[key] = name
+                taken.add(name)
+
+    def shared(self) -> dict[str, torch.Tensor]:
+        """Tensor inputs other than the hidden state, by shared-input name (by argument when unnamed)."""
+        return {self.names.get(storage_key(t), argument): t for argument, t in self.by_argument().items()}
+
+    def renaming(self, other: BlockCall) -> dict[str, str]:
+        """Shared-input names of this call -> the names of the same arguments in `other` (a block of one group)."""
+        mine, theirs = self.by_argument(), other.by_argument()
+        return {self.names.get(storage_key(t), a): other.names.get(storage_key(theirs[a]), a)
+                for a, t in mine.items() if a in theirs}
+
     def with_hidden_clone(self) -> BlockCall:
         """The same call with a detached copy of the hidden state (other inputs kept as they are)."""
         args, kwargs = self.with_hidden(self.hidden.detach().clone())
-        return BlockCall(args, kwargs)
+        return BlockCall(args, kwargs, self.names)
 
     def with_hidden(self, hidden: torch.Tensor) -> tuple[tuple, dict]:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -182,11 +211,13 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
     held: list[HeldAtEntry] = []
     mark: dict = {}
     counts = [0] * loaded.layout.num_blocks
+    names: dict[int, str] = {}
 
     def capture(index):
         def hook(module, args, kwargs):
             counts[index] += 1
-            call = BlockCall(args, kwargs)
+            call = BlockCall(args, kwargs, names)
+            call.name_inputs()
             held.append(_held_at_entry(call, alive_refs, phase.tracker.live_bytes - mark.get("start", 0)))
             if not run.calls:
                 # Hold the embeddings' output only when its backward is measured: a reference would mark it held.

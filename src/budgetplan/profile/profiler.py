@@ -33,7 +33,7 @@ from budgetplan.profile.parts import measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
+    ModelInfo, ModelProfile, PartCost, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
     recompute_state,
 )
 
@@ -123,7 +123,7 @@ def _measure_state(loaded, variant, state, groups, calls, request, tick, states,
     runs = 0
     for i, block in enumerate(variant.blocks):
         if groups[i] != i:
-            states[i][state] = states[groups[i]][state]
+            states[i][state] = _renamed(states[groups[i]][state], calls[groups[i]].renaming(calls[i]))
         else:
             states[i][state] = {}
             for boundary in boundaries_of(state):
@@ -135,6 +135,13 @@ def _measure_state(loaded, variant, state, groups, calls, request, tick, states,
             names[i][state] = tuple(n for n, p in variant.model.named_parameters()
                                     if p.requires_grad and n.startswith(prefix))
     return runs
+
+
+def _renamed(costs: dict[str, PartCost], names: dict[str, str]) -> dict[str, PartCost]:
+    """A group's measured costs for another member: its shared inputs named as that member's (same shapes, but
+    maybe other tensors, e.g. the other of two alternating masks)."""
+    return {boundary: replace(cost, shared_saved_bytes={names.get(k, k): v for k, v in cost.shared_saved_bytes.items()})
+            for boundary, cost in costs.items()}
 
 
 def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress = lambda _: None) -> ModelProfile:
