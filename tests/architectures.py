@@ -93,7 +93,7 @@ ARCHITECTURES = {
     "deberta-v2": (tf.DebertaV2ForSequenceClassification,
                    lambda: tf.DebertaV2Config(**ENC, relative_attention=True, position_buckets=16,
                                               pos_att_type=["p2c", "c2p"], max_relative_positions=64)),
-    "mpnet": (tf.MPNetForSequenceClassification, lambda: tf.MPNetConfig(**ENC, relative_attention_num_buckets=8)),
+    "mpnet": (tf.MPNetForSequenceClassification, lambda: tf.MPNetConfig(**ENC, relative_attention_num_buckets=32)),
     "albert": (tf.AlbertForSequenceClassification,
                lambda: tf.AlbertConfig(vocab_size=128, embedding_size=16, **W, num_hidden_layers=2)),
 }

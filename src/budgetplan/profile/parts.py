@@ -68,6 +68,8 @@ class BlockCall:
                     name = f"{argument}#{n}"
                 self.names[key] = name
                 taken.add(name)
+                # A storage freed later may see its address reused by another tensor: that one is not this input.
+                weakref.finalize(tensor.untyped_storage(), _forget, self.names, key)
 
     def shared(self) -> dict[str, torch.Tensor]:
         """Tensor inputs other than the hidden state, by shared-input name (by argument when unnamed)."""
@@ -79,10 +81,23 @@ class BlockCall:
         return {self.names.get(storage_key(t), a): other.names.get(storage_key(theirs[a]), a)
                 for a, t in mine.items() if a in theirs}
 
-    def with_hidden_clone(self) -> BlockCall:
-        """The same call with a detached copy of the hidden state (other inputs kept as they are)."""
-        args, kwargs = self.with_hidden(self.hidden.detach().clone())
-        return BlockCall(args, kwargs, self.names)
+    def detached_copy(self, copies: dict[int, torch.Tensor]) -> BlockCall:
+        """The call with detached copies of its tensors: the model's own are freed when the model frees them.
+
+        `copies` (original storage -> copy) is shared by the calls of one forward, so an input every block gets
+        is copied once and keeps one storage, and `names` are carried over to the copies.
+        """
+        def copy(value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            key = storage_key(value)
+            if value is self.hidden or key not in self.names:
+                return value.detach().clone()
+            if key not in copies:
+                copies[key] = value.detach().clone()
+                self.names[storage_key(copies[key])] = self.names[key]
+            return copies[key]
+        return BlockCall(tree_map(copy, self.args), tree_map(copy, self.kwargs), self.names)
 
     def with_hidden(self, hidden: torch.Tensor) -> tuple[tuple, dict]:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -90,6 +105,14 @@ class BlockCall:
         if self.args and isinstance(self.args[0], torch.Tensor):
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
+
+
+def _forget(names: dict[int, str], key: int) -> None:
+    """Drop a freed storage's address from `names`, keeping its name taken (under a key no address has): a later
+    tensor is another input even if it is passed under the same argument and both are kept for backward."""
+    if key in names:
+        name = names.pop(key)
+        names[min(0, *names) - 1] = name
 
 
 def first_tensor(output) -> torch.Tensor:
@@ -212,6 +235,8 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
     mark: dict = {}
     counts = [0] * loaded.layout.num_blocks
     names: dict[int, str] = {}
+    shared_refs: dict[str, weakref.ref] = {}
+    copies: dict[int, torch.Tensor] = {}
 
     def capture(index):
         def hook(module, args, kwargs):
@@ -226,15 +251,22 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
                             uncounted=dict(phase.counter.uncounted))
                 phase.saved.label = "later"
             alive_refs.append(weakref.ref(call.hidden.untyped_storage()))
-            with _disable_current_modes():  # our copy is not the model's memory
-                run.calls.append(call.with_hidden_clone())
+            shared_refs.update({n: weakref.ref(t.untyped_storage()) for n, t in call.shared().items()})
+            with _disable_current_modes():  # our copies are not the model's memory, and keep nothing of it alive
+                run.calls.append(call.detached_copy(copies))
         return hook
+
+    def leave(module, args, kwargs, output):
+        hidden = first_tensor(output)
+        live = phase.tracker.live_bytes - mark.get("start", 0)
+        held.append(_held_at_exit(hidden, alive_refs[:-1], shared_refs, live))
 
     def record(module, args, kwargs, output):
         with _disable_current_modes():
             run.outputs.append(tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, output))
 
     handles = [b.register_forward_pre_hook(capture(i), with_kwargs=True) for i, b in enumerate(loaded.blocks)]
+    handles.append(loaded.blocks[-1].register_forward_hook(leave, with_kwargs=True))
     if outputs is None:
         handles += [b.register_forward_hook(record, with_kwargs=True) for b in loaded.blocks]
     try:
@@ -305,6 +337,15 @@ def _held_at_entry(call: BlockCall, alive_refs: list, live_above_start: int) -> 
     shared = {name: t.untyped_storage().nbytes() for name, t in call.shared().items()}
     accounted = hidden_bytes * (1 + len(hidden)) + storage_bytes(call.shared().values())
     return HeldAtEntry(hidden, shared, max(0, live_above_start - accounted))
+
+
+def _held_at_exit(hidden: torch.Tensor, alive_refs: list, shared_refs: dict, live_above_start: int) -> HeldAtEntry:
+    """What the model's code holds when the last block returns (the post part's start): earlier block inputs and
+    shared inputs still alive (T5 keeps its position bias until its stack returns), and anything else."""
+    earlier = tuple(j for j, ref in enumerate(alive_refs) if ref() is not None)
+    shared = {name: ref().nbytes() for name, ref in shared_refs.items() if ref() is not None}
+    accounted = hidden.untyped_storage().nbytes() * (1 + len(earlier)) + sum(shared.values())
+    return HeldAtEntry(earlier, shared, max(0, live_above_start - accounted))
 
 
 def _pre_backward(phase: _Phase, mark: dict, train: bool) -> tuple[int, int, int]:
