@@ -155,7 +155,13 @@ def held_bytes(profile: ModelProfile, parts: list[PlacedPart], k: int) -> int:
     hidden = [b for b in profile.held_hidden[block] if b != block and not boundary_kept(parts, b)]
     kept_shared = shared_kept_before(parts, k)
     shared = sum(max(0, n - kept_shared.get(name, 0)) for name, n in profile.held_shared_bytes[block].items())
-    return len(hidden) * profile.boundary_bytes + shared + profile.held_other_bytes[block]
+    previous = parts[k - 1].cost.output_extra_bytes if held_previous(profile, block) else 0
+    return len(hidden) * profile.boundary_bytes + shared + profile.held_other_bytes[block] + previous
+
+
+def held_previous(profile: ModelProfile, block: int) -> bool:
+    """Whether the model holds the previous block's extra outputs when block `block` (or the head) starts."""
+    return block < len(profile.held_previous_outputs) and profile.held_previous_outputs[block]
 
 
 def has_backward(part: PlacedPart) -> bool:
@@ -210,6 +216,7 @@ class Prefix:
     parts: int = 0  # parts placed (pre is part 0, block i is part i + 1)
     grad_flows: bool = False  # some placed part is trainable: the next block has an input gradient
     saves_output: bool = False  # the last placed part keeps its output for backward
+    output_extra_bytes: int = 0  # the last placed part's extra outputs it does not keep (PartCost field)
     # Per hidden state entering block b (b < blocks placed): kept for backward by its producer or consumer.
     kept_boundaries: tuple[bool, ...] = ()
     shared: dict = field(default_factory=dict)  # shared input name -> the largest size a placed part keeps
@@ -232,6 +239,8 @@ def held_at(profile: ModelProfile, prefix: Prefix) -> object:
         return 0
     dropped = sum(1 for b in profile.held_hidden[block] if b != block and not prefix.kept_boundaries[b])
     total = dropped * profile.boundary_bytes + profile.held_other_bytes[block]
+    if held_previous(profile, block):
+        total = total + prefix.output_extra_bytes
     for name, nbytes in profile.held_shared_bytes[block].items():
         total = total + maximum(0, nbytes - prefix.shared.get(name, 0))
     return total
@@ -254,6 +263,7 @@ def advance(profile: ModelProfile, prefix: Prefix, part: PlacedPart) -> Prefix:
         backward = maximum(backward, kept + (hidden if part.label != "post" else 0) + c.backward_extra_bytes)
     return Prefix(
         parts=k + 1, grad_flows=prefix.grad_flows or is_trainable(part.state), saves_output=c.saves_output,
+        output_extra_bytes=c.output_extra_bytes,
         kept_boundaries=prefix.kept_boundaries + ((boundary,) if k > 0 else ()), shared=shared, kept_bytes=kept,
         resident_extra_bytes=prefix.resident_extra_bytes + (c.param_bytes - part.base_param_bytes)
         + c.optimizer_state_bytes,

@@ -85,6 +85,7 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
             held_hidden=tuple(tuple(h) for h in data["held_hidden"]),
             held_shared_bytes=tuple(dict(h) for h in data["held_shared_bytes"]),
             held_other_bytes=tuple(data["held_other_bytes"]),
+            held_previous_outputs=tuple(bool(h) for h in data.get("held_previous_outputs", ())),
             configs=configs,
             measurement=data.get("measurement", {}),
             importance=_importance(data.get("importance")),

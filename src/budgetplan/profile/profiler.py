@@ -29,7 +29,7 @@ from budgetplan.profile.configure import (
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
-from budgetplan.profile.parts import measure_block, measure_post, measure_pre
+from budgetplan.profile.parts import PreRun, measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
@@ -99,10 +99,10 @@ def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
     return groups
 
 
-def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
+def _block_profiles(loaded, request, run: PreRun, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
     """Every block's costs, measuring one block per group of identical ones; returns (profiles, runs made)."""
     n = loaded.layout.num_blocks
-    groups = block_groups(loaded.blocks, calls, request.share_identical_blocks)
+    groups = block_groups(loaded.blocks, run.calls, request.share_identical_blocks)
     states: list[dict] = [dict() for _ in range(n)]
     names: list[dict] = [dict() for _ in range(n)]
     runs = 0
@@ -111,24 +111,25 @@ def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[Block
         for state in members:
             for block in variant.blocks:
                 set_recompute(block, is_recompute(state))
-            runs += _measure_state(loaded, variant, state, groups, calls, request, tick, states, names)
+            runs += _measure_state(loaded, variant, state, groups, run, request, tick, states, names)
     order = request.block_states
     profiles = tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", {s: states[i][s] for s in order},
                                   {s: names[i][s] for s in order if s in names[i]}) for i in range(n))
     return profiles, runs
 
 
-def _measure_state(loaded, variant, state, groups, calls, request, tick, states, names) -> int:
+def _measure_state(loaded, variant, state, groups, run: PreRun, request, tick, states, names) -> int:
     """Measure `state` on the first block of each group (filling `states` and `names`); returns runs made."""
     runs = 0
     for i, block in enumerate(variant.blocks):
         if groups[i] != i:
-            states[i][state] = _renamed(states[groups[i]][state], calls[groups[i]].renaming(calls[i]))
+            states[i][state] = _renamed(states[groups[i]][state], run.calls[groups[i]].renaming(run.calls[i]))
         else:
             states[i][state] = {}
             for boundary in boundaries_of(state):
                 tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
-                states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+                states[i][state][boundary] = measure_block(block, run.calls[i], boundary, request.optimizer,
+                                                           run.extra_leaves[i])
                 runs += 1
         if is_trainable(state):
             prefix = f"{loaded.layout.path}.{i}."
@@ -162,7 +163,7 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
         post[boundary] = measure_post(work, batch, request.optimizer, parts.post, boundary, outputs=run.outputs)
-    blocks, block_runs = _block_profiles(loaded, request, run.calls, tick)
+    blocks, block_runs = _block_profiles(loaded, request, run, tick)
     parts_seconds = time.perf_counter() - started
     calls, held = run.calls, run.held
     profile = ModelProfile(
@@ -174,6 +175,7 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
+        held_previous_outputs=tuple(h.previous_outputs for h in held),
         measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
                      "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},

@@ -180,6 +180,9 @@ class PartCost:
     optimizer_state_bytes: int
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     source: str = MEASURED
+    # Outputs besides the hidden state that the part does not keep for backward (e.g. attention probabilities
+    # a block returns): live while the model's code holds them (ModelProfile.held_previous_outputs).
+    output_extra_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,10 @@ class ModelProfile:
     # the forward code holds then (e.g. GPT-2's token and position embeddings).
     held_shared_bytes: tuple[dict[str, int], ...] = ()
     held_other_bytes: tuple[int, ...] = ()
+    # Per block (and one more entry: the post part's start, when measured): whether the model's code still
+    # holds the previous block's extra outputs then (GPT-Neo and Falcon keep its attention probabilities until
+    # the next block returns); they cost that block's output_extra_bytes in its state.
+    held_previous_outputs: tuple[bool, ...] = ()
     configs: tuple[ConfigCost, ...] = ()
     measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
     importance: Importance | None = None  # measured block importance, when `budgetplan importance` ran

@@ -4,8 +4,8 @@ A dynamic programme over the parts in forward order, whose step is compose.advan
 partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). A partial
 configuration is dropped when another one
 - has the same obligations towards the parts not placed yet: the Prefix fields they read exactly (whether
-  gradient flows into the next block, whether the last part keeps its output, which hidden states that later
-  blocks hold are kept, and for --contiguous whether a block trains already), and
+  gradient flows into the next block, whether the last part keeps its output and the bytes of its extra
+  outputs it does not keep, which hidden states that later blocks hold are kept, and for --contiguous whether a block trains already), and
 - is no worse in every amount later costs grow with (kept bytes, each shared input's kept size, adapter and
   optimizer bytes, gradient bytes, FLOPs, the largest forward / backward / optimizer-step event so far), and
 - comes first in the answer order: a higher objective, or the same objective and earlier in state order.
@@ -176,7 +176,7 @@ def _held_later(profile: ModelProfile, placed: int) -> frozenset:
 def _key(group: _Group, relevant: frozenset) -> tuple:
     p = group.prefix
     kept = tuple(k if b in relevant else False for b, k in enumerate(p.kept_boundaries))
-    return p.grad_flows, bool(p.saves_output), kept, group.started
+    return p.grad_flows, bool(p.saves_output), kept, group.started, p.output_extra_bytes
 
 
 def _extend(profile, group: _Group, index: int, state: int, objective: Objective, relevant) -> _Group:
