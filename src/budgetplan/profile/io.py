@@ -86,6 +86,7 @@ def profile_from_dict(data: dict, origin: str = "profile") -> ModelProfile:
             held_shared_bytes=tuple(dict(h) for h in data["held_shared_bytes"]),
             held_other_bytes=tuple(data["held_other_bytes"]),
             held_previous_outputs=tuple(bool(h) for h in data.get("held_previous_outputs", ())),
+            boundary_sizes=tuple(int(b) for b in data.get("boundary_sizes", ())),
             configs=configs,
             measurement=data.get("measurement", {}),
             importance=_importance(data.get("importance")),

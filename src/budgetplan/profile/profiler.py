@@ -29,6 +29,7 @@ from budgetplan.profile.configure import (
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
+from budgetplan.profile.capture import first_tensor
 from budgetplan.profile.parts import PreRun, measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
@@ -175,12 +176,19 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
-        held_previous_outputs=tuple(h.previous_outputs for h in held),
+        held_previous_outputs=tuple(h.previous_outputs for h in held), boundary_sizes=_boundary_sizes(run),
         measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
                      "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},
     )
     return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def _boundary_sizes(run: PreRun) -> tuple[int, ...]:
+    """Bytes of each block's input and of the last block's output, when they are not all the same size."""
+    sizes = [c.hidden.untyped_storage().nbytes() for c in run.calls]
+    sizes.append(first_tensor(run.outputs[-1]).untyped_storage().nbytes())
+    return tuple(sizes) if len(set(sizes)) > 1 else ()
 
 
 def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:
