@@ -15,13 +15,14 @@ import copy
 from dataclasses import replace
 
 import pytest
+import torch
 
 from architectures import ARCHITECTURES, build
-from budgetplan.errors import BudgetplanError
-from budgetplan.models import wrap_model
+from budgetplan.errors import BudgetplanError, LayoutError
+from budgetplan.models import load_model, wrap_model
 from budgetplan.profile.batch import make_batch
 from budgetplan.profile.compose import compose
-from budgetplan.profile.configure import apply_block_states
+from budgetplan.profile.configure import apply_block_states, part_names
 from budgetplan.profile.flops import reference_counter
 from budgetplan.profile.measure import measure_training_step
 from budgetplan.profile.profiler import ProfileRequest, profile_model
@@ -32,7 +33,9 @@ REQUEST = ProfileRequest(batch_size=4, seq_len=64, lora_ranks=(4,), measure_conf
 OVER, UNDER = 0.03, 0.01  # the predicted peak may exceed the measured one by 3%, fall short of it by 1%
 # Refused in one line, and the words that name the true reason.
 REFUSED = {
-    "albert": ("runs 2 times", "shared"),
+    "albert": ("runs 2 times", "shared across layers"),  # the default config: one layer group run per layer
+    "t5-classifier": ("two stacks of blocks", "encoder-decoder"),
+    "bart": ("two stacks of blocks", "encoder-decoder"),
 }
 
 
@@ -100,3 +103,56 @@ def test_architecture_is_refused_for_its_true_reason(name):
         check(name)
     message = str(err.value)
     assert "\n" not in message and all(word in message for word in REFUSED[name]), message
+
+
+def test_a_saved_bare_t5_encoder_reloads_as_itself(tmp_path):
+    model = build("t5-encoder")
+    model.save_pretrained(tmp_path / "dir")
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    for spec in (tmp_path / "dir", tmp_path / "model.pt"):
+        loaded = load_model(str(spec))
+        assert type(loaded.model.base).__name__ == "T5EncoderModel", spec
+        assert loaded.layout.path == "base.encoder.block"
+
+
+def test_side_route_tables_are_never_trained_and_their_output_is_a_shared_input():
+    loaded = wrap_model(build("deberta-v2"), "deberta-v2")
+    parts = part_names(loaded)
+    trained = {n for names in (parts.pre, parts.post, *parts.blocks) for n in names}
+    assert "base.deberta.encoder.rel_embeddings.weight" not in trained
+    assert "base.deberta.embeddings.word_embeddings.weight" in parts.pre  # read first, before any block
+    t5 = wrap_model(build("t5-encoder"), "t5")
+    t5_parts = part_names(t5)
+    assert "base.shared.weight" in t5_parts.pre  # registered outside the encoder, read by its embed_tokens
+    assert not any("relative_attention_bias" in n for n in t5_parts.blocks[0])  # feeds every block's bias
+
+
+def test_alternating_masks_are_two_shared_inputs():
+    loaded = wrap_model(build("gemma2"), "gemma2")
+    profile = profile_model(loaded, REQUEST)
+    names = [set(held) for held in profile.held_shared_bytes[:4]]
+    assert names[0] == names[2] and names[1] == names[3] and names[0] != names[1]
+
+
+def test_no_block_stack_message_suggests_no_made_up_path():
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.out, self.norm = torch.nn.Embedding(16, 8), torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.norm(self.out(self.embed(input_ids)))
+
+    with pytest.raises(LayoutError) as err:
+        wrap_model(Flat(), "flat")
+    assert "encoder.layer" not in str(err.value) and "--blocks" in str(err.value)
+
+
+def test_audio_models_take_their_own_inputs():
+    wav = wrap_model(build("wav2vec2"), "wav2vec2")
+    whisper = wrap_model(build("whisper-encoder"), "whisper")
+    assert (wav.input_kind, wav.input_name, whisper.input_name) == ("audio", "input_values", "input_features")
+    batch = make_batch(wav, 2, 10)
+    frames = wav.model.base.wav2vec2.feature_extractor(batch["input_values"]).shape[-1]
+    assert frames == 10  # the waveform is as long as 10 frames of the feature encoder need
+    assert make_batch(whisper, 2, 10)["input_features"].shape == (2, 16, 64)  # its fixed 2 x 32 frames

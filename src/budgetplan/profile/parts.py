@@ -153,6 +153,11 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
     mark: dict = {}
 
     def first(call: BlockCall) -> None:
+        if not train and call.hidden.requires_grad:
+            raise ProfileError("the first block's input requires a gradient while everything before the blocks is "
+                               "frozen (the model makes its input require grad, so backward runs through the "
+                               "frozen embeddings); budgetplan cannot compose that: stop it in the model (e.g. "
+                               "freeze_feature_encoder()) and profile again")
         # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
         mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, h0=call.hidden if train else None,
                     h0_key=storage_key(call.hidden), uncounted=dict(phase.counter.uncounted))

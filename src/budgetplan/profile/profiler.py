@@ -22,7 +22,7 @@ import transformers
 import budgetplan
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
-from budgetplan.profile.batch import check_context, make_batch
+from budgetplan.profile.batch import check_context, make_batch, sequence_length
 from budgetplan.profile.configure import (
     LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names, set_recompute,
 )
@@ -262,9 +262,9 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
 
 
 def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
-    text = loaded.input_kind == "text"
+    text = loaded.input_kind != "image"
     return ProfileContext(
-        batch_size=request.batch_size, seq_len=request.seq_len if text else None,
+        batch_size=request.batch_size, seq_len=sequence_length(loaded, request.seq_len),
         image_size=None if text else loaded.image_size, dtype=str(next(loaded.model.parameters()).dtype),
         optimizer=request.optimizer, num_labels=loaded.model.num_labels, task=loaded.model.task,
         head_source=loaded.model.head_source,
