@@ -71,7 +71,10 @@ def direct_flops(loaded, states, batch) -> tuple[int, int]:
 
 def check(name: str) -> dict[str, str]:
     """Each configuration's outcome: "exact", or what is wrong (a refusal raises)."""
-    loaded = wrap_model(build(name), name)
+    return check_loaded(wrap_model(build(name), name))
+
+
+def check_loaded(loaded) -> dict[str, str]:
     profile = profile_model(loaded, REQUEST)
     batch = make_batch(loaded, REQUEST.batch_size, REQUEST.seq_len)
     outcome = {}
@@ -103,6 +106,48 @@ def test_architecture_is_refused_for_its_true_reason(name):
         check(name)
     message = str(err.value)
     assert "\n" not in message and all(word in message for word in REFUSED[name]), message
+
+
+class RMSNormBlock(torch.nn.Module):
+    """A user's block: RMSNorm and nn.MultiheadAttention (its out_proj is read functionally, never as a module)."""
+
+    def __init__(self, width=32):
+        super().__init__()
+        self.norm1, self.norm2 = torch.nn.RMSNorm(width), torch.nn.RMSNorm(width)
+        self.attn = torch.nn.MultiheadAttention(width, 4, batch_first=True)
+        self.fc1, self.fc2 = torch.nn.Linear(width, 2 * width), torch.nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+
+
+class RMSNormModel(torch.nn.Module):
+    def __init__(self, width=32):
+        super().__init__()
+        self.embed = torch.nn.Embedding(128, width)
+        self.blocks = torch.nn.ModuleList(RMSNormBlock(width) for _ in range(2))
+        self.norm = torch.nn.RMSNorm(width)
+
+    def forward(self, input_ids, attention_mask=None):
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def _rmsnorm_mha():
+    torch.manual_seed(0)
+    return wrap_model(RMSNormModel(), "rmsnorm-mha", blocks="blocks")
+
+
+@pytest.mark.parametrize("make", [lambda: wrap_model(build("bert").to(torch.bfloat16), "bert-bf16"),
+                                  lambda: wrap_model(build("llama").to(torch.bfloat16), "llama-bf16"),
+                                  _rmsnorm_mha], ids=["bert-bf16", "llama-bf16", "rmsnorm-mha"])
+def test_hand_built_cases_with_recompute_are_never_under_predicted(make):
+    outcome = check_loaded(make())
+    assert all(v == "exact" for v in outcome.values()), outcome
 
 
 def test_a_saved_bare_t5_encoder_reloads_as_itself(tmp_path):

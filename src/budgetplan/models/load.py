@@ -300,10 +300,11 @@ def _hidden_size(base: nn.Module, config) -> int:
     for attr in ("hidden_size", "n_embd", "d_model"):
         if config is not None and getattr(config, attr, None):
             return int(getattr(config, attr))
-    layers = [m for m in base.modules() if isinstance(m, nn.LayerNorm)]
+    layers = [m for m in base.modules() if isinstance(m, (nn.LayerNorm, nn.RMSNorm))]
     if layers:
         return int(layers[-1].normalized_shape[-1])
-    raise ModelLoadError("cannot tell the model's hidden size; give a transformers model or one ending in LayerNorm")
+    raise ModelLoadError("cannot tell the model's hidden size; give a transformers model or one ending in "
+                         "LayerNorm or RMSNorm")
 
 
 def _num_labels(num_labels, head_state, task, config) -> int:
