@@ -94,6 +94,11 @@ ARCHITECTURES = {
                    lambda: tf.DebertaV2Config(**ENC, relative_attention=True, position_buckets=16,
                                               pos_att_type=["p2c", "c2p"], max_relative_positions=64)),
     "mpnet": (tf.MPNetForSequenceClassification, lambda: tf.MPNetConfig(**ENC, relative_attention_num_buckets=32)),
+    # Beyond the issue's list, one each of two more mechanisms: a parameter the forward never reads (DINOv2's
+    # mask token), a larger stack of convolutions beside the Transformer blocks (data2vec-audio's positional
+    # convolution layers).
+    "dinov2": (tf.Dinov2ForImageClassification, lambda: tf.Dinov2Config(**VIT)),
+    "data2vec-audio": (tf.Data2VecAudioForSequenceClassification, lambda: _audio(tf.Data2VecAudioConfig)),
     "albert": (tf.AlbertForSequenceClassification,
                lambda: tf.AlbertConfig(vocab_size=128, embedding_size=16, **W, num_hidden_layers=2)),
 }

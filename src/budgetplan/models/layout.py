@@ -49,16 +49,23 @@ def find_blocks(model: nn.Module, override: str | None = None) -> BlockLayout:
             "no block stack found (looked for a ModuleList/Sequential of identical blocks with parameters; "
             f"containers seen: {tried}); point --blocks at the container of the model's blocks (a dotted path)"
         )
-    best = max(candidates, key=lambda name: _param_count(model.get_submodule(name)))
+    # Transformer blocks hold linear layers: a stack of them wins over a larger stack of convolutions.
+    best = max(candidates, key=lambda name: (_has_linear(model.get_submodule(name)[0]),
+                                             _param_count(model.get_submodule(name))))
     _refuse_second_stack(model, best, candidates)
     return _layout_at(model, best)
+
+
+def _has_linear(block: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D" for m in block.modules())
 
 
 def _refuse_second_stack(model: nn.Module, best: str, candidates: list[str]) -> None:
     size = _param_count(model.get_submodule(best))
     for other in candidates:
         nested = other.startswith(best + ".") or best.startswith(other + ".")
-        if other != best and not nested and 2 * _param_count(model.get_submodule(other)) >= size:
+        stack = model.get_submodule(other)
+        if other != best and not nested and _has_linear(stack[0]) and 2 * _param_count(stack) >= size:
             first, second = sorted((best, other))
             raise LayoutError(
                 f"two stacks of blocks, '{first}' and '{second}' (an encoder-decoder model); budgetplan profiles "

@@ -59,7 +59,8 @@ def part_names(loaded: LoadedModel) -> PartNames:
     """Split parameters into pre / blocks / post by where the forward pass first reads them (profile/uses.py).
 
     A side-route parameter (its value reaches later blocks by an input other than the hidden state) is in no
-    part: it is never trained, and what it produces is measured as an input the blocks share.
+    part: it is never trained, and what it produces is measured as an input the blocks share. Nor is a
+    parameter outside the blocks that the forward never reads.
     """
     model, prefix = loaded.model, loaded.layout.path + "."
     use = parameter_use(loaded)
@@ -73,9 +74,9 @@ def part_names(loaded: LoadedModel) -> PartNames:
                                                                        block.named_parameters())}
     pre, post = [], []
     for name, _ in model.named_parameters():
-        if name in in_blocks or name in side or "lora_" in name:
-            continue
-        (pre if use.phase.get(name) == PRE else post).append(name)
+        if name in in_blocks or name in side or "lora_" in name or name not in use.phase:
+            continue  # a parameter no op reads (e.g. a mask token for masked pretraining) is never trained
+        (pre if use.phase[name] == PRE else post).append(name)
     return PartNames(tuple(pre), blocks, tuple(post))
 
 
