@@ -12,9 +12,9 @@ from budgetplan.models.task import floating_dtype
 def check_context(loaded: LoadedModel, batch_size: int, seq_len: int | None) -> None:
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if loaded.input_kind != "image" and (seq_len is None or seq_len < 1):
+        raise ConfigError(f"--seq-len must be at least 1, got {seq_len}")
     if loaded.input_kind == "text":
-        if seq_len is None or seq_len < 1:
-            raise ConfigError(f"--seq-len must be at least 1, got {seq_len}")
         if loaded.max_positions is not None and seq_len > loaded.max_positions:
             raise ConfigError(f"--seq-len {seq_len} is beyond the {loaded.max_positions} positions "
                               f"{loaded.name} was built for; use --seq-len {loaded.max_positions} or less")
