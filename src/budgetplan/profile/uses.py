@@ -77,7 +77,7 @@ def parameter_use(loaded: LoadedModel) -> ParameterUse:
 
     handles = [m.register_forward_pre_hook(enter(n), with_kwargs=True) for n, m in model.named_modules()]
     handles.append(loaded.blocks[-1].register_forward_hook(leave))
-    before = {n: p.requires_grad for n, p in params.items()}
+    was_training = model.training
     try:
         with _all_trainable(params), torch.enable_grad(), one_thread():
             with reads:
@@ -86,16 +86,14 @@ def parameter_use(loaded: LoadedModel) -> ParameterUse:
     finally:
         for handle in handles:
             handle.remove()
-        for n, p in params.items():
-            p.requires_grad_(before[n])
+        model.train(was_training)
     return ParameterUse(reads.first, side, modules_run)
 
 
 def _extra_inputs(args, kwargs) -> list[torch.Tensor]:
-    """A block's tensor inputs other than its hidden state (args[0] or hidden_states)."""
-    rest = (args[1:], {k: v for k, v in kwargs.items() if k != "hidden_states"}) if args else (
-        (), {k: v for k, v in kwargs.items() if k != "hidden_states"})
-    return [t for t in tree_flatten(rest)[0] if isinstance(t, torch.Tensor)]
+    """A block's tensor inputs other than its hidden state (args[0], or kwargs["hidden_states"])."""
+    rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+    return [t for t in tree_flatten((args[1:], rest))[0] if isinstance(t, torch.Tensor)]
 
 
 def _side_routes(shared: list[torch.Tensor], params: dict[str, torch.nn.Parameter]) -> tuple[str, ...]:
@@ -109,9 +107,15 @@ def _side_routes(shared: list[torch.Tensor], params: dict[str, torch.nn.Paramete
 
 @contextmanager
 def _all_trainable(params: dict) -> Iterator[None]:
+    """Every floating-point parameter requires grad inside, as it did before after."""
+    before = {n: p.requires_grad for n, p in params.items()}
     for p in params.values():
         p.requires_grad_(p.is_floating_point())
-    yield
+    try:
+        yield
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(before[n])
 
 
 @contextmanager
