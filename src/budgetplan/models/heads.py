@@ -1,6 +1,6 @@
 """Which head a loaded model has: its own task head (kept, with its trained weights) or none (a bare base).
 
-Kept heads: sequence and image classifiers (task "classification") and causal LMs (task "lm"), recognised
+Kept heads: sequence, image and audio classifiers (task "classification") and causal LMs (task "lm"), recognised
 by the class name transformers gives them (config.architectures, or the module's own class). Any other
 model is a base that gets budgetplan's head (models/task.py); the profile records which it was.
 """
@@ -12,6 +12,7 @@ import transformers
 from torch import nn
 from transformers import (
     AutoModel,
+    AutoModelForAudioClassification,
     AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
@@ -20,8 +21,9 @@ from transformers import (
 from budgetplan.errors import ConfigError, ModelLoadError
 
 HEAD_SUFFIXES = {"ForSequenceClassification": "classification", "ForImageClassification": "classification",
-                 "ForCausalLM": "lm", "LMHeadModel": "lm"}
-AUTO_TASK_CLASSES = {"classification": (AutoModelForSequenceClassification, AutoModelForImageClassification),
+                 "ForAudioClassification": "classification", "ForCausalLM": "lm", "LMHeadModel": "lm"}
+AUTO_TASK_CLASSES = {"classification": (AutoModelForSequenceClassification, AutoModelForImageClassification,
+                                        AutoModelForAudioClassification),
                      "lm": (AutoModelForCausalLM,)}
 
 
@@ -47,6 +49,16 @@ def architecture_class(config, task: str | None):
     return None
 
 
+def named_base_class(config):
+    """The base class config.architectures names when it is not a task model (e.g. T5EncoderModel, saved without
+    the decoder that AutoModel's T5Model would add), else None."""
+    for name in getattr(config, "architectures", None) or ():
+        cls = getattr(transformers, name, None)
+        if cls is not None and name.endswith("Model") and "For" not in name and "LMHead" not in name:
+            return cls
+    return None
+
+
 def _keys_of(cls, config) -> set[str] | None:
     """State-dict keys of `cls` built from `config` on the meta device (no memory, no init), None if it can't."""
     try:
@@ -62,7 +74,7 @@ def checkpoint_class(config, keys: set[str], origin: str):
 
     Whatever task is asked for: a head that contradicts it is refused later (resolve_task), never dropped.
     """
-    candidates = [architecture_class(config, None), AutoModel]
+    candidates = [architecture_class(config, None), named_base_class(config), AutoModel]
     for classes in AUTO_TASK_CLASSES.values():
         candidates.extend(classes)
     tried = []

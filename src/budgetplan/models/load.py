@@ -40,13 +40,15 @@ class LoadedModel:
     model: TaskModel
     layout: BlockLayout  # path relative to the task model, e.g. "base.encoder.layer"
     family: str
-    input_kind: str  # "text" or "image"
+    input_kind: str  # "text", "image" or "audio"
     vocab_size: int | None
     max_positions: int | None
     image_size: int | None
     num_channels: int | None
     fingerprint: str
     source: str | None = None  # the folder or file it was loaded from (a bundled model's own folder); None: memory
+    # The model's main input: input_ids, pixel_values, input_values (raw audio) or input_features (spectrogram).
+    input_name: str = "input_ids"
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -91,7 +93,7 @@ def wrap_model(base: nn.Module, name: str, *, config=None, num_labels: int | Non
     layout = find_blocks(model, override)
     return LoadedModel(
         name=name, model=model, layout=layout, family=_family(base, config),
-        input_kind="image" if _is_vision(config) else "text",
+        input_kind=INPUT_KINDS.get(_input_name(base, config), "text"), input_name=_input_name(base, config),
         vocab_size=_vocab_size(base, config),
         max_positions=_max_positions(config), image_size=getattr(config, "image_size", None),
         num_channels=getattr(config, "num_channels", None), fingerprint=fingerprint(model),
@@ -153,7 +155,8 @@ def _load_hf_dir(path: Path):
         config._attn_implementation = "eager"
         _check_layer_count(config, _weight_count(path), path)
         _check_fits_memory(config, path)
-        cls = heads.architecture_class(config, None) or AutoModel  # a head that contradicts `task` is refused
+        # A kept head, else the base class it was saved as, else AutoModel (a head contradicting `task` is refused).
+        cls = heads.architecture_class(config, None) or heads.named_base_class(config) or AutoModel
         base = cls.from_pretrained(path, config=config)
     except ModelLoadError:
         raise
@@ -347,16 +350,25 @@ def _use_eager_attention(base: nn.Module) -> None:
         config._attn_implementation = "eager"
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = False  # training keeps no KV cache; a cache would also leak between profiled runs
+    if config is not None and getattr(config, "layerdrop", 0):
+        # LayerDrop skips random layers in training, so a step's cost would be random: budgetplan trains (and
+        # plans for) every layer, the most a step can cost.
+        config.layerdrop = 0.0
+    if callable(getattr(base, "freeze_feature_encoder", None)):
+        # Audio encoders (wav2vec2, HuBERT, ...) otherwise make their raw input require a gradient, so backward
+        # runs through the frozen convolutional feature encoder into the waveform: the fine-tuning convention.
+        base.freeze_feature_encoder()
 
 
 def _hidden_size(base: nn.Module, config) -> int:
     for attr in ("hidden_size", "n_embd", "d_model"):
         if config is not None and getattr(config, attr, None):
             return int(getattr(config, attr))
-    layers = [m for m in base.modules() if isinstance(m, nn.LayerNorm)]
+    layers = [m for m in base.modules() if isinstance(m, (nn.LayerNorm, nn.RMSNorm))]
     if layers:
         return int(layers[-1].normalized_shape[-1])
-    raise ModelLoadError("cannot tell the model's hidden size; give a transformers model or one ending in LayerNorm")
+    raise ModelLoadError("cannot tell the model's hidden size; give a transformers model or one ending in "
+                         "LayerNorm or RMSNorm")
 
 
 def _num_labels(num_labels, head_state, task, config) -> int:
@@ -372,6 +384,17 @@ def _vocab_size(base: nn.Module, config) -> int | None:
     if config is not None and getattr(config, "vocab_size", None):
         return int(config.vocab_size)
     return next((m.num_embeddings for m in base.modules() if isinstance(m, nn.Embedding)), None)
+
+
+INPUT_KINDS = {"input_ids": "text", "pixel_values": "image", "input_values": "audio", "input_features": "audio"}
+
+
+def _input_name(base: nn.Module, config) -> str:
+    """The model's main input (transformers' main_input_name); a plain module with an image config takes pixels."""
+    name = getattr(base, "main_input_name", None)
+    if name in INPUT_KINDS:
+        return name
+    return "pixel_values" if _is_vision(config) else "input_ids"
 
 
 def _is_vision(config) -> bool:

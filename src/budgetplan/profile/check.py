@@ -78,9 +78,13 @@ def _check_part_states(states: dict, where: str, required: dict, origin: str) ->
 
 
 def _check_held(data: dict, num_blocks: int, origin: str) -> None:
-    for key in ("held_hidden", "held_shared_bytes", "held_other_bytes"):
-        if len(data[key]) not in (0, num_blocks):
-            _profile_error(origin, key, f"has {len(data[key])} entries for {num_blocks} blocks (give one per block)")
+    for key in ("held_hidden", "held_shared_bytes", "held_other_bytes", "held_previous_outputs"):
+        if len(data.get(key, ())) not in (0, num_blocks, num_blocks + 1):
+            _profile_error(origin, key, f"has {len(data[key])} entries for {num_blocks} blocks (give one per block, "
+                                        "and one for the head's start)")
+    if len(data.get("boundary_sizes", ())) not in (0, num_blocks + 1):
+        _profile_error(origin, "boundary_sizes", f"has {len(data['boundary_sizes'])} entries for {num_blocks} "
+                                                 "blocks (give one per block input and one for the head's input)")
     for index, held in enumerate(data["held_hidden"]):
         if any(j > index for j in held):
             _profile_error(origin, f"held_hidden/{index}", f"{held} names a block input after block {index}")

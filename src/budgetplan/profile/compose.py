@@ -115,8 +115,11 @@ def place_parts(profile: ModelProfile, block_states: tuple[str, ...]) -> list[Pl
     return parts + [place_post(profile, grad_flows)]
 
 
-def kept_bytes_per_part(parts: list[PlacedPart], boundary_bytes: int) -> list[int]:
-    """Saved-for-backward bytes each part adds, with boundary and shared tensors counted once."""
+def kept_bytes_per_part(parts: list[PlacedPart], boundary_bytes) -> list[int]:
+    """Saved-for-backward bytes each part adds, with boundary and shared tensors counted once.
+
+    `boundary_bytes`: an int for every boundary, or a function of j giving the bytes entering part j + 1."""
+    size = boundary_bytes if callable(boundary_bytes) else (lambda j: boundary_bytes)
     kept = []
     shared_seen: dict[str, int] = {}
     for k, part in enumerate(parts):
@@ -124,7 +127,7 @@ def kept_bytes_per_part(parts: list[PlacedPart], boundary_bytes: int) -> list[in
         if k > 0:
             producer = parts[k - 1].cost
             if producer.saves_output or part.cost.saves_input:
-                own += boundary_bytes
+                own += size(k - 1)
         for name, nbytes in part.cost.shared_saved_bytes.items():
             if nbytes > shared_seen.get(name, 0):
                 own += nbytes - shared_seen.get(name, 0)
@@ -155,7 +158,13 @@ def held_bytes(profile: ModelProfile, parts: list[PlacedPart], k: int) -> int:
     hidden = [b for b in profile.held_hidden[block] if b != block and not boundary_kept(parts, b)]
     kept_shared = shared_kept_before(parts, k)
     shared = sum(max(0, n - kept_shared.get(name, 0)) for name, n in profile.held_shared_bytes[block].items())
-    return len(hidden) * profile.boundary_bytes + shared + profile.held_other_bytes[block]
+    previous = parts[k - 1].cost.output_extra_bytes if held_previous(profile, block) else 0
+    return sum(profile.boundary_size(b) for b in hidden) + shared + profile.held_other_bytes[block] + previous
+
+
+def held_previous(profile: ModelProfile, block: int) -> bool:
+    """Whether the model holds the previous block's extra outputs when block `block` (or the head) starts."""
+    return block < len(profile.held_previous_outputs) and profile.held_previous_outputs[block]
 
 
 def has_backward(part: PlacedPart) -> bool:
@@ -164,21 +173,21 @@ def has_backward(part: PlacedPart) -> bool:
 
 def peak_events(profile: ModelProfile, parts: list[PlacedPart]) -> dict[str, int]:
     """Live bytes at each event of one training step; the predicted peak is the largest."""
-    kept = kept_bytes_per_part(parts, profile.boundary_bytes)
+    kept = kept_bytes_per_part(parts, profile.boundary_size)
     grads = [p.cost.trainable_bytes for p in parts]
     adapters = sum(p.cost.param_bytes - p.base_param_bytes for p in parts)
     resident = profile.resident_bytes + adapters + sum(p.cost.optimizer_state_bytes for p in parts)
-    hidden = profile.boundary_bytes
+    hidden = profile.boundary_size  # of the tensor entering part j + 1
     events: dict[str, int] = {}
     for k, part in enumerate(parts):
-        live_input = hidden if k > 0 else 0
+        live_input = hidden(k - 1) if k > 0 else 0
         events[f"forward {part.label}"] = (
             resident + sum(kept[:k]) + live_input + held_bytes(profile, parts, k) + part.cost.forward_extra_bytes
         )
     for k, part in enumerate(parts):
         if not has_backward(part):
             continue
-        grad_in = hidden if part.label != "post" else 0
+        grad_in = hidden(k) if part.label != "post" else 0
         events[f"backward {part.label}"] = (
             resident + sum(kept[: k + 1]) + sum(grads[k + 1:]) + grad_in + part.cost.backward_extra_bytes
         )
@@ -210,6 +219,7 @@ class Prefix:
     parts: int = 0  # parts placed (pre is part 0, block i is part i + 1)
     grad_flows: bool = False  # some placed part is trainable: the next block has an input gradient
     saves_output: bool = False  # the last placed part keeps its output for backward
+    output_extra_bytes: int = 0  # the last placed part's extra outputs it does not keep (PartCost field)
     # Per hidden state entering block b (b < blocks placed): kept for backward by its producer or consumer.
     kept_boundaries: tuple[bool, ...] = ()
     shared: dict = field(default_factory=dict)  # shared input name -> the largest size a placed part keeps
@@ -230,8 +240,10 @@ def held_at(profile: ModelProfile, prefix: Prefix) -> object:
     block = prefix.parts - 1
     if not 0 <= block < len(profile.held_hidden):
         return 0
-    dropped = sum(1 for b in profile.held_hidden[block] if b != block and not prefix.kept_boundaries[b])
-    total = dropped * profile.boundary_bytes + profile.held_other_bytes[block]
+    dropped = [b for b in profile.held_hidden[block] if b != block and not prefix.kept_boundaries[b]]
+    total = sum(profile.boundary_size(b) for b in dropped) + profile.held_other_bytes[block]
+    if held_previous(profile, block):
+        total = total + prefix.output_extra_bytes
     for name, nbytes in profile.held_shared_bytes[block].items():
         total = total + maximum(0, nbytes - prefix.shared.get(name, 0))
     return total
@@ -239,21 +251,24 @@ def held_at(profile: ModelProfile, prefix: Prefix) -> object:
 
 def advance(profile: ModelProfile, prefix: Prefix, part: PlacedPart) -> Prefix:
     """The prefix with `part` placed next: its kept bytes, its forward and backward events, its sums."""
-    k, c, hidden = prefix.parts, part.cost, profile.boundary_bytes
+    k, c = prefix.parts, part.cost
+    hidden_in = profile.boundary_size(k - 1) if k > 0 else 0  # the hidden state entering this part
+    hidden_out = profile.boundary_size(k)  # its output's (its gradient arrives in backward)
     boundary = k > 0 and (prefix.saves_output or c.saves_input)
-    own = c.activation_bytes + (hidden if boundary else 0)
+    own = c.activation_bytes + (hidden_in if boundary else 0)
     shared = dict(prefix.shared)
     for name, nbytes in c.shared_saved_bytes.items():
         before = shared.get(name, 0)
         shared[name] = maximum(before, nbytes)
         own = own + (shared[name] - before)
     kept = prefix.kept_bytes + own
-    forward = prefix.kept_bytes + (hidden if k > 0 else 0) + held_at(profile, prefix) + c.forward_extra_bytes
+    forward = prefix.kept_bytes + hidden_in + held_at(profile, prefix) + c.forward_extra_bytes
     backward = prefix.backward_live + c.trainable_bytes
     if has_backward(part):
-        backward = maximum(backward, kept + (hidden if part.label != "post" else 0) + c.backward_extra_bytes)
+        backward = maximum(backward, kept + (hidden_out if part.label != "post" else 0) + c.backward_extra_bytes)
     return Prefix(
         parts=k + 1, grad_flows=prefix.grad_flows or is_trainable(part.state), saves_output=c.saves_output,
+        output_extra_bytes=c.output_extra_bytes,
         kept_boundaries=prefix.kept_boundaries + ((boundary,) if k > 0 else ()), shared=shared, kept_bytes=kept,
         resident_extra_bytes=prefix.resident_extra_bytes + (c.param_bytes - part.base_param_bytes)
         + c.optimizer_state_bytes,

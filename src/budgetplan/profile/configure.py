@@ -11,8 +11,6 @@ unless train_embeddings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +18,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from budgetplan.errors import ConfigError
+from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile.batch import make_batch
 from budgetplan.profile.types import TRAINED, parse_state
+from budgetplan.profile.uses import PRE, parameter_use
 
 LORA_ALPHA_PER_RANK = 2.0  # alpha = 2 x rank, the common choice; recorded in profiles and plans
 ADAPTER = "default"
@@ -45,7 +44,7 @@ def lora_targets(loaded: LoadedModel) -> tuple[str, ...]:
     adapter there would never run nor get a gradient (and would be counted and uploaded for nothing).
     """
     block, prefix = loaded.blocks[0], f"{loaded.layout.path}.0."
-    ran = _first_run_order(loaded)
+    ran = parameter_use(loaded).modules_run
     names = tuple(name for name, module in block.named_modules() if _is_linear(module) and prefix + name in ran)
     if not names:
         raise ConfigError(f"block class {loaded.layout.block_class} has no linear layers that run as modules "
@@ -58,51 +57,42 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def part_names(loaded: LoadedModel) -> PartNames:
-    """Split parameters into pre / blocks / post by when their module first runs in a forward pass."""
+    """Split parameters into pre / blocks / post by where the forward pass first reads them (profile/uses.py).
+
+    A side-route parameter (its value reaches later blocks by an input other than the hidden state) is in no
+    part: it is never trained, and what it produces is measured as an input the blocks share. Nor is a
+    parameter outside the blocks that the forward never reads.
+    """
     model, prefix = loaded.model, loaded.layout.path + "."
+    use = parameter_use(loaded)
+    side = set(use.side_routes)
+    check_side_routes(loaded, side)
     blocks = tuple(
-        tuple(f"{prefix}{i}.{n}" for n, _ in block.named_parameters()) for i, block in enumerate(loaded.blocks)
+        tuple(n for n in (f"{prefix}{i}.{m}" for m, _ in block.named_parameters()) if n not in side)
+        for i, block in enumerate(loaded.blocks)
     )
-    in_blocks = {n for names in blocks for n in names}
-    order = _first_run_order(loaded)
-    first_block = order.get(loaded.layout.path + ".0", 0)
+    in_blocks = {n for i, block in enumerate(loaded.blocks) for n in (f"{prefix}{i}.{m}" for m, _ in
+                                                                       block.named_parameters())}
     pre, post = [], []
     for name, _ in model.named_parameters():
-        if name in in_blocks or "lora_" in name:
-            continue
-        owner = name.rsplit(".", 1)[0]
-        (pre if order.get(owner, first_block + 1) < first_block else post).append(name)
+        if name in in_blocks or name in side or "lora_" in name or name not in use.phase:
+            continue  # a parameter no op reads (e.g. a mask token for masked pretraining) is never trained
+        (pre if use.phase[name] == PRE else post).append(name)
     return PartNames(tuple(pre), blocks, tuple(post))
 
 
-def _first_run_order(loaded: LoadedModel) -> dict[str, int]:
-    order: dict[str, int] = {}
-
-    def record(name: str):
-        def hook(module, args):  # returns None: a pre-hook's return value would replace the inputs
-            order.setdefault(name, len(order))
-        return hook
-
-    handles = [module.register_forward_pre_hook(record(name)) for name, module in loaded.model.named_modules()]
-    try:
-        with torch.no_grad(), one_thread():
-            loaded.model(make_batch(loaded, batch_size=1, seq_len=4))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run tiny ops on one intra-op thread: two OpenMP threads spin and wait on each other for every small
-    matmul, which on a busy machine made this 4-token forward take 0.6-1.8 s instead of 0.03-0.05 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def check_side_routes(loaded: LoadedModel, side: set[str]) -> None:
+    """Refuse a model whose blocks pass each other more than a few parameters' worth by a side route (e.g. a
+    block fed the previous block's output besides its hidden state): freezing those would freeze the blocks."""
+    prefix = loaded.layout.path + "."
+    for i, block in enumerate(loaded.blocks):
+        names = [f"{prefix}{i}.{m}" for m, _ in block.named_parameters()]
+        routed = [n for n in names if n in side]
+        if routed and 2 * len(routed) > len(names):
+            raise ProfileError(
+                f"block {i} of '{loaded.layout.path}' feeds later blocks through an input other than the hidden "
+                f"state ({routed[0]} and {len(routed) - 1} more reach them); budgetplan composes blocks joined by "
+                "the hidden state only: point --blocks at a stack whose blocks take one hidden state")
 
 
 def inject_lora(loaded: LoadedModel, ranks: dict[int, int], alpha_per_rank: float = LORA_ALPHA_PER_RANK) -> None:

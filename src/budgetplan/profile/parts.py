@@ -10,62 +10,19 @@ Forward/backward FLOPs are read from the counter between phases; extras are peak
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import _disable_current_modes
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from budgetplan.errors import ProfileError
 from budgetplan.models.load import LoadedModel
+from budgetplan.profile.capture import BlockCall, BlockWatch, HeldAtEntry, first_tensor, stubbed_blocks
 from budgetplan.profile.flops import OpCounter
 from budgetplan.profile.measure import check_gradients, measure_optimizer
 from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes, storage_key
 from budgetplan.profile.types import INPUT_GRAD, MEASURED, PartCost
-
-
-@dataclass(frozen=True)
-class BlockCall:
-    """A block's captured call: the hidden state is args[0] or kwargs['hidden_states']."""
-
-    args: tuple
-    kwargs: dict
-
-    @property
-    def hidden(self) -> torch.Tensor:
-        return self.args[0] if self.args and isinstance(self.args[0], torch.Tensor) else self.kwargs["hidden_states"]
-
-    def shared(self) -> dict[str, torch.Tensor]:
-        """Tensor inputs other than the hidden state, by name (shared by every block)."""
-        named = {f"arg{i}": a for i, a in enumerate(self.args[1:], start=1)}
-        named.update({k: v for k, v in self.kwargs.items() if k != "hidden_states"})
-        flat = {}
-        for name, value in named.items():
-            for j, leaf in enumerate(tree_flatten(value)[0]):
-                if isinstance(leaf, torch.Tensor):
-                    flat[f"{name}.{j}" if not isinstance(value, torch.Tensor) else name] = leaf
-        return flat
-
-    def with_hidden_clone(self) -> BlockCall:
-        """The same call with a detached copy of the hidden state (other inputs kept as they are)."""
-        args, kwargs = self.with_hidden(self.hidden.detach().clone())
-        return BlockCall(args, kwargs)
-
-    def with_hidden(self, hidden: torch.Tensor) -> tuple[tuple, dict]:
-        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
-        args, kwargs = tree_map(detach, self.args), tree_map(detach, self.kwargs)
-        if self.args and isinstance(self.args[0], torch.Tensor):
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
-
-
-def first_tensor(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else next(t for t in tree_flatten(output)[0]
-                                                                   if isinstance(t, torch.Tensor))
 
 
 @dataclass
@@ -123,8 +80,13 @@ def _backward(phase: _Phase, outputs: torch.Tensor, grads: torch.Tensor | None) 
     return phase.counter.flops - before, phase.tracker.peak_bytes - start
 
 
-def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: str) -> PartCost:
-    """One block alone, in whatever state its parameters are set to, under `boundary`."""
+def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: str,
+                  extra_leaves: tuple[int, ...] = ()) -> PartCost:
+    """One block alone, in whatever state its parameters are set to, under `boundary`.
+
+    `extra_leaves`: positions in the block's output of the tensors besides the hidden state that the model
+    holds after the block returns; those the block does not keep for backward are its output_extra_bytes.
+    """
     block.train()
     hidden = call.hidden.detach().clone().requires_grad_(boundary == INPUT_GRAD)
     args, kwargs = call.with_hidden(hidden)
@@ -134,7 +96,9 @@ def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: s
         with phase.counter:
             start = phase.tracker.reset_peak()
             with phase.saved:
-                out = first_tensor(block(*args, **kwargs))
+                output = block(*args, **kwargs)
+            out, extras = first_tensor(output), _unsaved(output, extra_leaves, phase.saved)
+            del output
             flops_fwd, fwd_extra = phase.counter.flops, phase.tracker.peak_bytes - start
             flops_bwd = bwd_extra = 0
             if out.requires_grad:
@@ -146,7 +110,14 @@ def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: s
     cost = _cost(list(block.parameters()), (flops_fwd, flops_bwd), saved, (fwd_extra, bwd_extra), opt,
                  dict(phase.counter.uncounted))
     block.zero_grad(set_to_none=True)
-    return cost
+    return replace(cost, output_extra_bytes=extras)
+
+
+def _unsaved(output, leaves: tuple[int, ...], saved: SavedTensors) -> int:
+    """Bytes of the output tensors at `leaves` that autograd does not keep for backward."""
+    flat = tree_flatten(output)[0]
+    tensors = [flat[i] for i in leaves if i < len(flat) and isinstance(flat[i], torch.Tensor)]
+    return storage_bytes(t for t in tensors if storage_key(t) not in saved.saved)
 
 
 def _set_trainable(model: nn.Module, names: set[str]) -> list[nn.Parameter]:
@@ -162,67 +133,50 @@ class PreRun:
     calls: list[BlockCall]  # each block's inputs (hidden state cloned)
     held: tuple[HeldAtEntry, ...]
     outputs: list  # each block's output (cloned): later runs replace the blocks by these (stubbed_blocks)
+    extra_leaves: tuple[tuple[int, ...], ...] = ()  # per block, its outputs the model holds besides the hidden
 
 
 def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tuple[str, ...],
                 train: bool, outputs: list | None = None) -> tuple[PartCost, PreRun]:
     """Everything before the first block.
 
-    Also records each block's captured call (hidden state cloned, so that our copy keeps nothing alive) and
-    output, and per block the earlier hidden states the model's own code still holds when the block starts
-    (BERT keeps the embedding output for the whole encoder): those are live in the forward whatever the
-    configuration. With `outputs` (from an earlier run) the blocks are skipped: pre ends where they start.
+    Also records each block's captured call (copied, so that our copy keeps nothing alive) and output, and per
+    block (and at the head's start) what the model's own code still holds (BERT keeps the embedding output for
+    the whole encoder, GPT-Neo the previous block's attention probabilities): those are live in the forward
+    whatever the configuration. With `outputs` (from an earlier run) the blocks are skipped: pre ends where
+    they start.
     """
     model = loaded.model.train()
     _set_trainable(model, set(pre_names) if train else set())
     params = [p for n, p in model.named_parameters() if n in set(pre_names)]
     phase = _new_phase(model, list(batch.values()))
-    run = PreRun([], (), [])
-    alive_refs: list[weakref.ref] = []
-    held: list[HeldAtEntry] = []
     mark: dict = {}
-    counts = [0] * loaded.layout.num_blocks
 
-    def capture(index):
-        def hook(module, args, kwargs):
-            counts[index] += 1
-            call = BlockCall(args, kwargs)
-            held.append(_held_at_entry(call, alive_refs, phase.tracker.live_bytes - mark.get("start", 0)))
-            if not run.calls:
-                # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
-                mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes,
-                            h0=call.hidden if train else None, h0_key=storage_key(call.hidden),
-                            uncounted=dict(phase.counter.uncounted))
-                phase.saved.label = "later"
-            alive_refs.append(weakref.ref(call.hidden.untyped_storage()))
-            with _disable_current_modes():  # our copy is not the model's memory
-                run.calls.append(call.with_hidden_clone())
-        return hook
+    def first(call: BlockCall) -> None:
+        if not train and call.hidden.requires_grad:
+            raise ProfileError("the first block's input requires a gradient while everything before the blocks is "
+                               "frozen (the model makes its input require grad, so backward runs through the "
+                               "frozen embeddings); budgetplan cannot compose that: stop it in the model (e.g. "
+                               "freeze_feature_encoder()) and profile again")
+        # Hold the embeddings' output only when its backward is measured: a reference would mark it held.
+        mark.update(flops=phase.counter.flops, peak=phase.tracker.peak_bytes, h0=call.hidden if train else None,
+                    h0_key=storage_key(call.hidden), uncounted=dict(phase.counter.uncounted))
+        phase.saved.label = "later"
 
-    def record(module, args, kwargs, output):
-        with _disable_current_modes():
-            run.outputs.append(tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, output))
-
-    handles = [b.register_forward_pre_hook(capture(i), with_kwargs=True) for i, b in enumerate(loaded.blocks)]
-    if outputs is None:
-        handles += [b.register_forward_hook(record, with_kwargs=True) for b in loaded.blocks]
-    try:
-        with phase.tracker, phase.counter, stubbed_blocks(loaded.blocks, outputs):
-            start = mark["start"] = phase.tracker.reset_peak()
-            phase.saved.label = "pre"
-            with phase.saved:
-                model(batch)
-            flops_bwd, bwd_extra, h0_key = _pre_backward(phase, mark, train)
-            check_gradients(((n, p) for n, p in model.named_parameters() if n in set(pre_names)), "the embeddings")
-            saved = _saved_split(phase.saved, "pre", set(), {h0_key}, run.calls[0].shared())
-            opt = measure_optimizer(params, optimizer, phase.tracker)
-    finally:
-        for handle in handles:
-            handle.remove()
-    _check_single_invocation(loaded, counts)
+    watch = BlockWatch(loaded.blocks, phase.tracker, outputs is None, first)
+    with watch, phase.tracker, phase.counter, stubbed_blocks(loaded.blocks, outputs):
+        start = watch.start = phase.tracker.reset_peak()
+        phase.saved.label = "pre"
+        with phase.saved:
+            model(batch)
+        flops_bwd, bwd_extra, h0_key = _pre_backward(phase, mark, train)
+        check_gradients(((n, p) for n, p in model.named_parameters() if n in set(pre_names)), "the embeddings")
+        saved = _saved_split(phase.saved, "pre", set(), {h0_key}, watch.calls[0].shared())
+        opt = measure_optimizer(params, optimizer, phase.tracker)
+    _check_single_invocation(loaded, watch.counts)
     cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
     model.zero_grad(set_to_none=True)
-    return cost, PreRun(run.calls, tuple(held), run.outputs)
+    return cost, PreRun(watch.calls, tuple(watch.held), watch.outputs, tuple(watch.extra_leaves))
 
 
 def _check_single_invocation(loaded: LoadedModel, counts: list[int]) -> None:
@@ -235,45 +189,6 @@ def _check_single_invocation(loaded: LoadedModel, counts: list[int]) -> None:
                 f"block {index} of '{loaded.layout.path}' runs {count} times in one forward (weights shared "
                 "across layers, as in ALBERT, or a loop over one block); budgetplan gives each block one state "
                 "and would count it once: use a model whose layers each have their own weights")
-
-
-@contextmanager
-def stubbed_blocks(blocks, outputs: list | None) -> Iterator[None]:
-    """Each block returns its recorded output instead of computing: the rest of the model runs unchanged.
-
-    Hooks still fire (they are called around forward), so parts before and after the blocks are measured
-    exactly as in a full forward, without paying for the blocks.
-    """
-    if outputs is None:
-        yield
-        return
-    saved = [block.__dict__.get("forward") for block in blocks]
-    for block, output in zip(blocks, outputs):
-        block.forward = lambda *args, _output=output, **kwargs: _output
-    try:
-        yield
-    finally:
-        for block, forward in zip(blocks, saved):
-            del block.forward
-            if forward is not None:
-                block.forward = forward
-
-
-@dataclass(frozen=True)
-class HeldAtEntry:
-    """What the model's own code keeps live when a block starts, besides the block's input (frozen model)."""
-
-    hidden: tuple[int, ...]  # earlier block inputs still alive (0 = the embeddings' output)
-    shared: dict[str, int]  # shared inputs (masks, rotary tables) by name -> bytes
-    other_bytes: int  # anything else the caller holds (e.g. GPT-2's token and position embeddings)
-
-
-def _held_at_entry(call: BlockCall, alive_refs: list, live_above_start: int) -> HeldAtEntry:
-    hidden = tuple(j for j, ref in enumerate(alive_refs) if ref() is not None)
-    hidden_bytes = call.hidden.untyped_storage().nbytes()
-    shared = {name: t.untyped_storage().nbytes() for name, t in call.shared().items()}
-    accounted = hidden_bytes * (1 + len(hidden)) + storage_bytes(call.shared().values())
-    return HeldAtEntry(hidden, shared, max(0, live_above_start - accounted))
 
 
 def _pre_backward(phase: _Phase, mark: dict, train: bool) -> tuple[int, int, int]:

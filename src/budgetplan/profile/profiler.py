@@ -22,18 +22,19 @@ import transformers
 from budgetplan.models.bundled import bundled_names
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
-from budgetplan.profile.batch import check_context, make_batch
+from budgetplan.profile.batch import check_context, make_batch, sequence_length
 from budgetplan.profile.configure import (
     LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names, set_recompute,
 )
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
-from budgetplan.profile.parts import measure_block, measure_post, measure_pre
+from budgetplan.profile.capture import first_tensor
+from budgetplan.profile.parts import PreRun, measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
     FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
+    ModelInfo, ModelProfile, PartCost, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
     recompute_state,
 )
 from budgetplan.version import __version__
@@ -100,10 +101,10 @@ def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
     return groups
 
 
-def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
+def _block_profiles(loaded, request, run: PreRun, tick: Progress) -> tuple[tuple[BlockProfile, ...], int]:
     """Every block's costs, measuring one block per group of identical ones; returns (profiles, runs made)."""
     n = loaded.layout.num_blocks
-    groups = block_groups(loaded.blocks, calls, request.share_identical_blocks)
+    groups = block_groups(loaded.blocks, run.calls, request.share_identical_blocks)
     states: list[dict] = [dict() for _ in range(n)]
     names: list[dict] = [dict() for _ in range(n)]
     runs = 0
@@ -112,30 +113,38 @@ def _block_profiles(loaded, request, calls, tick: Progress) -> tuple[tuple[Block
         for state in members:
             for block in variant.blocks:
                 set_recompute(block, is_recompute(state))
-            runs += _measure_state(loaded, variant, state, groups, calls, request, tick, states, names)
+            runs += _measure_state(loaded, variant, state, groups, run, request, tick, states, names)
     order = request.block_states
     profiles = tuple(BlockProfile(i, f"{loaded.layout.path}.{i}", {s: states[i][s] for s in order},
                                   {s: names[i][s] for s in order if s in names[i]}) for i in range(n))
     return profiles, runs
 
 
-def _measure_state(loaded, variant, state, groups, calls, request, tick, states, names) -> int:
+def _measure_state(loaded, variant, state, groups, run: PreRun, request, tick, states, names) -> int:
     """Measure `state` on the first block of each group (filling `states` and `names`); returns runs made."""
     runs = 0
     for i, block in enumerate(variant.blocks):
         if groups[i] != i:
-            states[i][state] = states[groups[i]][state]
+            states[i][state] = _renamed(states[groups[i]][state], run.calls[groups[i]].renaming(run.calls[i]))
         else:
             states[i][state] = {}
             for boundary in boundaries_of(state):
                 tick(f"block {i} {state} ({boundary.replace('_', ' ')})")
-                states[i][state][boundary] = measure_block(block, calls[i], boundary, request.optimizer)
+                states[i][state][boundary] = measure_block(block, run.calls[i], boundary, request.optimizer,
+                                                           run.extra_leaves[i])
                 runs += 1
         if is_trainable(state):
             prefix = f"{loaded.layout.path}.{i}."
             names[i][state] = tuple(n for n, p in variant.model.named_parameters()
                                     if p.requires_grad and n.startswith(prefix))
     return runs
+
+
+def _renamed(costs: dict[str, PartCost], names: dict[str, str]) -> dict[str, PartCost]:
+    """A group's measured costs for another member: its shared inputs named as that member's (same shapes, but
+    maybe other tensors, e.g. the other of two alternating masks)."""
+    return {boundary: replace(cost, shared_saved_bytes={names.get(k, k): v for k, v in cost.shared_saved_bytes.items()})
+            for boundary, cost in costs.items()}
 
 
 def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress = lambda _: None) -> ModelProfile:
@@ -156,7 +165,7 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
         post[boundary] = measure_post(work, batch, request.optimizer, parts.post, boundary, outputs=run.outputs)
-    blocks, block_runs = _block_profiles(loaded, request, run.calls, tick)
+    blocks, block_runs = _block_profiles(loaded, request, run, tick)
     parts_seconds = time.perf_counter() - started
     calls, held = run.calls, run.held
     profile = ModelProfile(
@@ -168,11 +177,19 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
+        held_previous_outputs=tuple(h.previous_outputs for h in held), boundary_sizes=_boundary_sizes(run),
         measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
                      "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},
     )
     return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def _boundary_sizes(run: PreRun) -> tuple[int, ...]:
+    """Bytes of each block's input and of the last block's output, when they are not all the same size."""
+    sizes = [c.hidden.untyped_storage().nbytes() for c in run.calls]
+    sizes.append(first_tensor(run.outputs[-1]).untyped_storage().nbytes())
+    return tuple(sizes) if len(set(sizes)) > 1 else ()
 
 
 def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:
@@ -247,9 +264,9 @@ def _model_info(loaded: LoadedModel) -> ModelInfo:
 
 
 def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
-    text = loaded.input_kind == "text"
+    text = loaded.input_kind != "image"
     return ProfileContext(
-        batch_size=request.batch_size, seq_len=request.seq_len if text else None,
+        batch_size=request.batch_size, seq_len=sequence_length(loaded, request.seq_len),
         image_size=None if text else loaded.image_size, dtype=str(next(loaded.model.parameters()).dtype),
         optimizer=request.optimizer, num_labels=loaded.model.num_labels, task=loaded.model.task,
         head_source=loaded.model.head_source,

@@ -182,6 +182,9 @@ class PartCost:
     optimizer_state_bytes: int
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     source: str = MEASURED
+    # Outputs besides the hidden state that the part does not keep for backward (e.g. attention probabilities
+    # a block returns): live while the model's code holds them (ModelProfile.held_previous_outputs).
+    output_extra_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,13 @@ class ModelProfile:
     # the forward code holds then (e.g. GPT-2's token and position embeddings).
     held_shared_bytes: tuple[dict[str, int], ...] = ()
     held_other_bytes: tuple[int, ...] = ()
+    # Per block (and one more entry: the post part's start, when measured): whether the model's code still
+    # holds the previous block's extra outputs then (GPT-Neo and Falcon keep its attention probabilities until
+    # the next block returns); they cost that block's output_extra_bytes in its state.
+    held_previous_outputs: tuple[bool, ...] = ()
+    # Bytes of each hidden state passed between parts when they differ (Swin's stages shrink it): entry j is
+    # the tensor entering block j, the last one the tensor entering the head. Empty: boundary_bytes for all.
+    boundary_sizes: tuple[int, ...] = ()
     configs: tuple[ConfigCost, ...] = ()
     measurement: dict[str, float] = field(default_factory=dict)  # e.g. direct runs used, wall seconds
     importance: Importance | None = None  # measured block importance, when `budgetplan importance` ran
@@ -292,6 +302,10 @@ class ModelProfile:
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)
+
+    def boundary_size(self, j: int) -> int:
+        """Bytes of the hidden state entering block j (j = num_blocks: the head's input)."""
+        return self.boundary_sizes[j] if j < len(self.boundary_sizes) else self.boundary_bytes
 
     @property
     def block_state_names(self) -> tuple[str, ...]:

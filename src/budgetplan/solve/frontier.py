@@ -3,7 +3,7 @@
 A dynamic programme over the parts in forward order, whose step is compose.advance run on numpy arrays of
 partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). What a
 later part can observe of a prefix is its obligations (whether gradient flows into the next block, whether
-the last part keeps its output, which hidden states that later blocks hold are kept, and for --contiguous
+the last part keeps its output and the bytes of its extra outputs it does not keep, which hidden states that later blocks hold are kept, and for --contiguous
 whether a block trains already) and a few running amounts: the kept bytes, each shared input's kept size,
 and for the final costs the sums (adapter and optimizer bytes, gradient bytes, FLOPs, the objective) and
 the largest forward / backward / optimizer-step event so far. A partial configuration is dropped when another
@@ -209,7 +209,7 @@ def _held_later(profile: ModelProfile, placed: int) -> frozenset:
 def _key(group: _Group, relevant: frozenset) -> tuple:
     p = group.prefix
     kept = tuple(k if b in relevant else False for b, k in enumerate(p.kept_boundaries))
-    return p.grad_flows, bool(p.saves_output), kept, group.started
+    return p.grad_flows, bool(p.saves_output), kept, group.started, p.output_extra_bytes
 
 
 def _extend(profile, group: _Group, index: int, state: int, objective: Objective, relevant) -> _Group:
