@@ -114,7 +114,8 @@ def test_the_local_deployment_is_tls_with_registered_supernodes(deployed_app, fe
     for process in federation.nodes.values():
         assert "--insecure" not in process.args and "--auth-supernode-private-key" in process.args
     registry = read_registry(app / "nodes")  # each node's key in its node file: the ServerApp's registry
-    assert sorted((r.partition, r.device_class) for r in registry.values()) == [(0, "weak"), (1, "head")]
+    assert sorted(r.partition for r in registry.values()) == [0, 1]
+    assert {r.device_class for r in registry.values()} == {"weak", "head"}
 
 
 def test_a_supernode_with_an_unregistered_key_is_refused(deployed_app, federation, tmp_path):
@@ -216,5 +217,5 @@ def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_aga
     lines = [line for line in output.splitlines() if "budgetplan:" in line]
     assert any(f"(client {victim}," in line and "is out: unavailable" in line for line in lines), lines
     # the restarted node authenticates with its registered key again: the SuperLink gives it its old node id back
-    assert any("replaces node" in line or f"(client {victim}, class head) is back" in line for line in lines), lines
+    assert any("replaces node" in line or (f"(client {victim}," in line and "is back" in line) for line in lines), lines
     assert not any("was not asked" in line for line in lines), lines

@@ -15,7 +15,6 @@ pytest.importorskip("flwr")
 
 from budgetplan.integrations.flower import registry as reg  # noqa: E402
 from budgetplan.integrations.flower.deploy import certs  # noqa: E402
-from budgetplan.integrations.flower.deploy.local import set_public_key  # noqa: E402
 
 
 def _handshake(cert_file, key_file, ca_file, server_name):
@@ -92,8 +91,8 @@ def _node_file(tmp_path, index, device_class, key=True):
     path.write_text(f'partition-id = {index}\ndevice-class = "{device_class}"\n')
     public = certs.make_node_key(tmp_path / "keys" / f"node-{index}")
     if key:
-        set_public_key(path, public)
-        set_public_key(path, public)  # replaced, not added twice
+        reg.set_public_key(path, public)
+        reg.set_public_key(path, public)  # replaced, not added twice
     return reg.pem_of(public)
 
 

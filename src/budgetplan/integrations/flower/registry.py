@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from budgetplan.errors import ConfigError
+from budgetplan.integrations.flower.export import toml_string
 
 PUBLIC_KEY = "public-key"  # the node-config key that holds a node's OpenSSH public key
 PARTITION_ID, DEVICE_CLASS = "partition-id", "device-class"
@@ -100,3 +101,11 @@ def registration_problem(public_key: bytes | None, partition: int, device_class:
                 f"{registered.source} for partition-id {registered.partition} and class "
                 f"{registered.device_class!r}; start it with its own node file")
     return None
+
+
+def set_public_key(node_file: Path, public_key: str) -> None:
+    """Register a key in a node file: write (or replace) its `public-key` line, keeping the other lines."""
+    pem_of(public_key)  # an OpenSSH EC key, or ValueError before anything is written
+    lines = [line for line in node_file.read_text(encoding="utf-8").splitlines()
+             if not line.startswith(f"{PUBLIC_KEY} =")]
+    node_file.write_text("\n".join([*lines, f"{PUBLIC_KEY} = {toml_string(public_key)}"]) + "\n", encoding="utf-8")

@@ -37,9 +37,9 @@ from pathlib import Path
 from budgetplan.errors import ConfigError, first_line
 from budgetplan.integrations.flower.deploy import certs as secrets
 from budgetplan.integrations.flower.export import (
-    FEDERATION, OFFLINE_ENV, PACKAGE, PLAN_NAME, app_is_insecure, federation_text, toml_string, toml_value,
+    FEDERATION, OFFLINE_ENV, PACKAGE, PLAN_NAME, app_is_insecure, federation_text, toml_value,
 )
-from budgetplan.integrations.flower.registry import PUBLIC_KEY
+from budgetplan.integrations.flower.registry import set_public_key
 from budgetplan.plan import read_plan
 
 HOST = "127.0.0.1"
@@ -393,10 +393,3 @@ def flwr_run_argv(app: Path, run_config: dict[str, object] | None = None) -> lis
     if run_config:
         argv += ["--run-config", " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())]
     return argv
-
-
-def set_public_key(node_file: Path, public_key: str) -> None:
-    """Write (or replace) the `public-key` line of a node file, keeping its other lines."""
-    lines = [line for line in node_file.read_text(encoding="utf-8").splitlines()
-             if not line.startswith(f"{PUBLIC_KEY} =")]
-    node_file.write_text("\n".join([*lines, f"{PUBLIC_KEY} = {toml_string(public_key)}"]) + "\n", encoding="utf-8")
