@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CERTS, KEYS = ".flwr/certs", ".flwr/keys"
+from budgetplan.integrations.flower.export import CA_CERT, KEYS_DIR, SERVER_CERT, SERVER_KEY
+
 LOOPBACK = ("127.0.0.1", "localhost")
 VALID_DAYS = 365
 CURVE = ec.SECP384R1  # Flower's node authentication takes NIST curves; P-384 is what its docs use
@@ -118,8 +119,8 @@ def cert_hosts(path: Path) -> set[str]:
 
 def ensure_certificates(app: Path, hosts: tuple[str, ...] = ()) -> Certificates:
     """The app's CA and SuperLink certificate (made when missing, the certificate again when a host is new)."""
-    root = app / CERTS
-    certs = Certificates(root / "ca.crt", root / "ca.key", root / "superlink.crt", root / "superlink.key")
+    ca_cert = app / CA_CERT
+    certs = Certificates(ca_cert, ca_cert.with_suffix(".key"), app / SERVER_CERT, app / SERVER_KEY)
     if not (certs.ca_cert.is_file() and certs.ca_key.is_file()):
         make_ca(certs.ca_cert, certs.ca_key)
         certs.server_cert.unlink(missing_ok=True)
@@ -146,4 +147,4 @@ def make_node_key(private_path: Path) -> str:
 
 
 def node_key_path(app: Path, index: int) -> Path:
-    return app / KEYS / f"node-{index}"
+    return app / KEYS_DIR / f"node-{index}"
