@@ -88,3 +88,10 @@ class AnsweringGrid:
 
     def pull_messages(self, message_ids):
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def get_nodes(self):
+        """Flower's Grid.get_nodes: NodeInfo per node id (a subclass's `keys`, node id -> PEM key, if any)."""
+        from flwr.proto.node_pb2 import NodeInfo
+
+        keys = getattr(self, "keys", {})
+        return [NodeInfo(node_id=n, public_key=keys.get(n, b"")) for n in self.get_node_ids()]

@@ -2,6 +2,10 @@
 classes on 127.0.0.1 (free ports), `flwr run` of the app, final weights compared with the embedded engine;
 then one SuperNode killed mid-round and restarted. Every process is stopped at the end, also on failure.
 
+The deployment runs as `budgetplan flower-local` starts it by default: TLS on every connection to the SuperLink
+(a CA made for the app) and SuperNode authentication (each node's key registered with `flwr supernode
+register`); a SuperNode with a key nobody registered is refused. The simulation test keeps the --insecure mode.
+
 Marked `deploy` (skip locally with -m "not deploy"); CI runs them. The two deployment scenarios share one
 SuperLink and its two SuperNodes (module scope; each scenario has its own run dir), started as
 `budgetplan flower-local` starts them: warm SuperExecs fork each ServerApp/ClientApp process, so a message
@@ -26,7 +30,7 @@ RUN_TIMEOUT_S = 900  # generous: a loaded 2-core machine runs these several time
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(budgetplan.__file__).parents[1])}
 
 
-def _export(root):
+def _export(root, insecure=False):
     """(plan, config, app dir, run dir): an exported 2-node app, 2 rounds, both classes each round."""
     pytest.importorskip("flwr")
     from budgetplan.integrations.flower.export import export_flower_app
@@ -34,7 +38,7 @@ def _export(root):
     plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE), class_plan("head", 0.5, HEAD_ONLY))
     config = tiny_config(rounds=2, clients=2, clients_per_round=2, max_train=32, max_test=8, seed=5)
     app, run_dir = root / "app", root / "run"
-    export_flower_app(plan, config, app, run_dir=run_dir, reply_timeout_s=600, node_wait_s=120)
+    export_flower_app(plan, config, app, run_dir=run_dir, reply_timeout_s=600, node_wait_s=120, insecure=insecure)
     return plan, config, app, run_dir
 
 
@@ -73,11 +77,17 @@ def _run(federation, **run_config):
 
 def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_engine(tmp_path):
     """(First in the file, so the deployment below is not running beside it.) The offline simulation path: `flower-superlink --simulation --disable-runtime-dependency-installation`
-    started first, then `flwr run`; virtual nodes take their class from the seeded assignment."""
-    from budgetplan.integrations.flower.deploy.local import start_local
+    started first, then `flwr run`; virtual nodes take their class from the seeded assignment. The one test of
+    an app exported with --insecure (plain text on loopback, as its config says)."""
+    import tomllib
 
-    plan, config, app, run_dir = _export(tmp_path)
+    from budgetplan.integrations.flower.deploy.local import start_local
+    from budgetplan.integrations.flower.export import FEDERATION
+
+    plan, config, app, run_dir = _export(tmp_path, insecure=True)
     federation = start_local(app, simulation=True, env=ENV)
+    entry = tomllib.loads((app / ".flwr" / "config.toml").read_text())["superlink"][FEDERATION]
+    assert federation.insecure and entry["insecure"] is True and "--insecure" in federation.superlink.args
     try:
         output = _run(federation)
         assert federation.run_status(output) == "finished:completed", output[-3000:]
@@ -87,6 +97,48 @@ def test_exported_app_on_a_prestarted_simulation_superlink_matches_the_embedded_
     embedded = rounds.run(plan, config, tmp_path / "embedded").global_state
     worst = max(float((deployed[k].double() - embedded[k].double()).abs().max()) for k in embedded)
     assert worst == 0.0, f"largest difference {worst:.3g}"
+
+
+def test_the_local_deployment_is_tls_with_registered_supernodes(deployed_app, federation):
+    import tomllib
+
+    from budgetplan.integrations.flower.export import FEDERATION
+    from budgetplan.integrations.flower.registry import read_registry
+
+    app = deployed_app[2]
+    assert not federation.insecure
+    entry = tomllib.loads((app / ".flwr" / "config.toml").read_text())["superlink"][FEDERATION]
+    assert "insecure" not in entry and entry["root-certificates"] == str(federation.certificates.ca_cert)
+    superlink = federation.superlink.args
+    assert "--insecure" not in superlink and "--enable-supernode-auth" in superlink and "--ssl-certfile" in superlink
+    for process in federation.nodes.values():
+        assert "--insecure" not in process.args and "--auth-supernode-private-key" in process.args
+    registry = read_registry(app / "nodes")  # each node's key in its node file: the ServerApp's registry
+    assert sorted(r.partition for r in registry.values()) == [0, 1]
+    assert {r.device_class for r in registry.values()} == {"weak", "head"}
+
+
+def test_a_supernode_with_an_unregistered_key_is_refused(deployed_app, federation, tmp_path):
+    """A SuperNode with the app's CA but a key nobody registered: the SuperLink refuses it and it exits."""
+    import subprocess
+
+    from budgetplan.integrations.flower.deploy import certs
+    from budgetplan.integrations.flower.deploy.local import flower_bin, free_port
+
+    key = tmp_path / "intruder"
+    certs.make_node_key(key)
+    argv = [flower_bin("flower-supernode"), *federation.node_security(0, key=key),
+            "--superlink", f"127.0.0.1:{federation.port}", "--port", str(free_port()), "--node-config",
+            str(deployed_app[2] / "nodes" / "node-0.toml"), "--max-retries", "3"]
+    intruder = federation._spawn("intruder", argv)
+    try:
+        code = intruder.wait(timeout=300)
+    finally:
+        if intruder.poll() is None:
+            intruder.kill()
+    log = federation.log("intruder")
+    assert code != 0, log[-2000:]
+    assert "Failed to initialize the connection to the SuperLink" in log, log[-2000:]
 
 
 def test_local_deployment_resumed_ends_with_the_embedded_engines_weights(deployed_app, federation, tmp_path):
@@ -164,5 +216,6 @@ def test_a_supernode_killed_mid_round_is_reported_and_its_restart_takes_part_aga
     assert sorted(t["client"] for t in last["trained"]) == [0, victim]  # the restarted node is back
     lines = [line for line in output.splitlines() if "budgetplan:" in line]
     assert any(f"(client {victim}," in line and "is out: unavailable" in line for line in lines), lines
-    assert any("replaces node" in line for line in lines), lines
+    # the restarted node authenticates with its registered key again: the SuperLink gives it its old node id back
+    assert any("replaces node" in line or (f"(client {victim}," in line and "is back" in line) for line in lines), lines
     assert not any("was not asked" in line for line in lines), lines

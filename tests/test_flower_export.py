@@ -193,7 +193,8 @@ def test_node_files_follow_the_executors_class_assignment(tmp_path):
     assert [n["partition-id"] for n in found] == list(range(6))
     federation = tomllib.loads((out / ".flwr" / "config.toml").read_text())["superlink"]
     assert federation["default"] == export.FEDERATION
-    assert federation[export.FEDERATION] == {"address": "127.0.0.1:8000", "insecure": True}
+    assert federation[export.FEDERATION] == {"address": "127.0.0.1:8000",  # TLS by default (test_flower_secure)
+                                             "root-certificates": str(out.resolve() / export.CA_CERT)}
 
 
 def test_hostile_plan_file_through_the_cli_is_refused_or_written_as_data(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -24,6 +24,8 @@ def export_command(
     fmt: str = typer.Option(..., "--format", help="what to export to: flower"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where the server writes rounds and checkpoints"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing app in OUT_DIR"),
+    insecure: bool = typer.Option(False, "--insecure", help="no TLS and no SuperNode authentication: for loopback "
+                                  "experiments only (default: TLS and registered SuperNode keys)"),
     as_json: bool = typer.Option(False, "--json", help="print the written files as JSON"),
     settings: Optional[dict] = None,  # the run settings' options (run_options.with_run_options), already checked
 ) -> None:
@@ -37,12 +39,14 @@ def export_command(
         raise ConfigError(f"--format {fmt}: unknown format; use one of: {', '.join(FORMATS)}")
     run_plan = read_plan(plan)
     config = opts.run_config(run_plan, settings, measure=False)
-    app = export_flower_app(run_plan, config, out_dir, run_dir, overwrite=force)
+    app = export_flower_app(run_plan, config, out_dir, run_dir, overwrite=force, insecure=insecure)
     if as_json:
         common.echo_json(json.dumps({"app": str(app.root), "files": [str(f) for f in app.files],
-                                     "num_supernodes": app.num_supernodes}))
+                                     "num_supernodes": app.num_supernodes, "insecure": app.insecure}))
         return
-    common.console.print(f"wrote a Flower app to {app.root}; run it on this host with:", markup=False,
+    mode = ("INSECURE (no TLS, no node authentication): for loopback experiments only" if app.insecure else
+            "TLS and authenticated SuperNodes (start-local.sh makes the CA, certificates and node keys)")
+    common.console.print(f"wrote a Flower app to {app.root}, {mode}; run it on this host with:", markup=False,
                          highlight=False, soft_wrap=True)
     root = shlex.quote(str(app.root))
     for line in (f"{root}/start-local.sh", f"FLWR_HOME={root}/.flwr flwr run {root} {app.federation} --stream",
@@ -57,6 +61,10 @@ def flower_local_command(
     stop: bool = typer.Option(False, "--stop", help="stop the processes a previous start left running"),
     warm: bool = typer.Option(True, "--warm/--no-warm", help="fork app processes from one warm interpreter (default) "
                               "instead of Flower starting a fresh Python per message"),
+    insecure: bool = typer.Option(False, "--insecure", help="no TLS and no SuperNode authentication, for loopback "
+                                  "experiments only (also the default of an app exported with --insecure)"),
+    host: List[str] = typer.Option([], "--host", help="a further name or address of this host for the SuperLink's "
+                                   "certificate (SuperNodes on other hosts dial it); repeatable"),
 ) -> None:
     """Start (or --stop) a local SuperLink and the app's SuperNodes on 127.0.0.1, in the background.
 
@@ -69,11 +77,14 @@ def flower_local_command(
         count = deploy.stop_recorded(app_dir)
         common.console.print(f"stopped {count} Flower process group(s) of {app_dir}", markup=False, highlight=False)
         return
-    federation = deploy.start_local(app_dir, port=port, simulation=simulation, warm=warm)
+    federation = deploy.start_local(app_dir, port=port, simulation=simulation, warm=warm,
+                                    insecure=True if insecure else None, hosts=tuple(host))
     kind = "simulation SuperLink" if simulation else f"SuperLink and {len(federation.nodes)} SuperNodes"
+    mode = ("INSECURE: no TLS, no node authentication (loopback experiments only)" if federation.insecure else
+            f"TLS (CA {federation.certificates.ca_cert}) and registered SuperNode keys")
     root = shlex.quote(str(federation.app))
-    common.console.print(f"started a {kind} on 127.0.0.1:{federation.port} (logs in {federation.state_dir}); "
-                         "run the app with:", markup=False, highlight=False, soft_wrap=True)
+    common.console.print(f"started a {kind} on 127.0.0.1:{federation.port}, {mode} (logs in "
+                         f"{federation.state_dir}); run the app with:", markup=False, highlight=False, soft_wrap=True)
     common.console.print(f"  FLWR_HOME={root}/.flwr flwr run {root} {FEDERATION} --stream",
                          markup=False, highlight=False, soft_wrap=True)
 

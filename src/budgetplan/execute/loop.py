@@ -45,6 +45,8 @@ class LoopSettings(Protocol):
     def fail_prob(self) -> float: ...
     @property
     def train(self) -> client_mod.TrainSettings: ...
+    @property
+    def max_update_norm(self) -> float | None: ...
 
 
 class PreparedRun(Protocol):
@@ -170,37 +172,91 @@ def key_mismatch(sent: set[str], planned: set[str]) -> str | None:
 
 
 def check_shapes(upload: Mapping, global_state: Mapping) -> None:
+    """Every tensor of an upload (in global-model names) has the global model's name, shape and dtype."""
     for key, tensor in upload.items():
+        if not isinstance(tensor, Tensor):
+            raise AggregationError(f"'{key}' is a {type(tensor).__name__}, not a tensor; the node ran other code")
         if key not in global_state:
             raise AggregationError(f"'{key}' is not a tensor of the global model; the node ran another model")
         if tuple(tensor.shape) != tuple(global_state[key].shape):
             raise AggregationError(f"'{key}' has shape {tuple(tensor.shape)}, the global model has "
                                    f"{tuple(global_state[key].shape)}; the node ran another model")
+        if tensor.dtype != global_state[key].dtype:
+            raise AggregationError(f"'{key}' has dtype {tensor.dtype}, the global model has "
+                                   f"{global_state[key].dtype}; the node ran another model or precision")
 
 
-def usable_upload(reply: Reply, plan_class: PlanClass, global_state: dict, transposed: frozenset[str]):
-    """(upload in global-model tensors, None) or (None, why the reply cannot be aggregated)."""
+def update_norm(upload: Mapping[str, Tensor], global_state: Mapping[str, Tensor]) -> float:
+    """L2 norm of the update, over every uploaded tensor: sqrt(sum((sent - global)^2)), in float64."""
+    total = sum(float((t.double() - global_state[k].double()).pow(2).sum()) for k, t in upload.items())
+    return total ** 0.5
+
+
+@dataclass(frozen=True)
+class ReplyBounds:
+    """What the server accepts beyond the plan's names, shapes and dtypes: at most `max_examples` examples per
+    client (its partition's size; None: unknown) and an update no longer than `max_update_norm` (None: any)."""
+
+    max_examples: Mapping[int, int] | None = None
+    max_update_norm: float | None = None
+
+
+def out_of_bounds(reply: Reply, upload: Mapping[str, Tensor], global_state: Mapping, bounds: ReplyBounds) -> str | None:
+    """Why a finite, well-formed upload is still refused (too many claimed examples, too long an update), or None."""
+    limit = None if bounds.max_examples is None else bounds.max_examples.get(reply.client)
+    if not isinstance(reply.num_examples, int) or reply.num_examples < 0:
+        return f"num_examples {reply.num_examples!r} is not a count; the node ran other code"
+    if limit is not None and reply.num_examples > limit:
+        return (f"claims {reply.num_examples} examples, its partition holds {limit}; a node may not outweigh "
+                "its data, reply rejected")
+    if bounds.max_update_norm is not None and upload:
+        norm = update_norm(upload, global_state)
+        if not norm <= bounds.max_update_norm:
+            return (f"update norm {norm:.4g} (measured) > bound {bounds.max_update_norm:g} (--max-update-norm); "
+                    "not aggregated (raise the bound or lower --lr if honest clients hit it)")
+    return None
+
+
+def usable_upload(reply: Reply, plan_class: PlanClass, global_state: dict, transposed: frozenset[str],
+                  bounds: ReplyBounds = ReplyBounds()):
+    """(upload in global-model tensors, None) or (None, why the reply cannot be aggregated): only the tensors the
+    class trains, with the plan's names, shapes and dtypes, finite, within the bounds."""
     if reply.problem is not None:
         return None, reply.problem
-    if plan_class.trainable_names:
-        mismatch = key_mismatch(set(reply.upload), set(plan_class.trainable_names))
-        if mismatch:
-            return None, mismatch
+    if reply.upload is None:
+        return None, "reply holds no upload; the node ran other code"
+    mismatch = key_mismatch(set(reply.upload), set(plan_class.trainable_names))
+    if mismatch:
+        return None, mismatch
     try:
+        check_types(reply.upload)
         upload = expand_lora_upload(reply.upload, global_state, plan_class.lora_alpha_per_rank, transposed)
         check_shapes(upload, global_state)
     except AggregationError as exc:
         return None, str(exc)
     reason = non_finite_reason(upload, reply.metrics)  # never average a NaN or an infinity into the model
+    if reason is None:
+        reason = non_finite_reason(reply.upload, {})  # nor one in a LoRA factor whose product hides it
+    if reason is None:
+        reason = out_of_bounds(reply, upload, global_state, bounds)
     return (None, reason) if reason else (upload, None)
 
 
-def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str]
-              ) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
-    """Hook 4: (new global state, trained infos, dropped infos); each tensor is averaged over its senders."""
+def check_types(upload: Mapping) -> None:
+    """The upload's values are floating-point tensors (LoRA factors are checked here, before they are merged)."""
+    for key, tensor in upload.items():
+        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+            kind = tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise AggregationError(f"'{key}' is {kind}, not a floating-point tensor; the node ran other code")
+
+
+def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str],
+              bounds: ReplyBounds = ReplyBounds()) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
+    """Hook 4: (new global state, trained infos, dropped infos); each tensor is averaged over its senders, and a
+    reply that fails a check (usable_upload) is dropped with its reason, never averaged."""
     updates, trained, dropped = [], [], []
     for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
-        upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed)
+        upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed, bounds)
         if problem is not None:
             dropped.append(DroppedClient(reply.client, reply.class_name, problem))
             continue
@@ -208,6 +264,12 @@ def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: 
         trained.append(TrainedClient.from_dict({"client": reply.client, "class": reply.class_name,
                                                 "num_examples": reply.num_examples, **reply.metrics}))
     return layerwise_weighted_mean(global_state, updates), trained, dropped
+
+
+def reply_bounds(setup: PreparedRun) -> ReplyBounds:
+    """The run's bounds on replies: each client's partition size, and --max-update-norm."""
+    sizes = {client: len(indices) for client, indices in enumerate(setup.parts.clients)}
+    return ReplyBounds(sizes, setup.config.max_update_norm)
 
 
 def round_flops(setup: PreparedRun, trained: list[TrainedClient], measurements: Mapping[str, Measurement],
@@ -263,7 +325,7 @@ def run_round(setup: PreparedRun, state: RunState, round_index: int, trainer: Tr
     replies = trainer.train(setup, state.global_state, round_index, jobs,
                             lambda client: on_event("client_done", {"round": round_index, "client": client}))
     new_state, trained, rejected = aggregate(setup.plan, state.global_state, replies,
-                                             lora_transposed(setup.template))
+                                             lora_transposed(setup.template), reply_bounds(setup))
     outcome = RoundOutcome(sampled, new_state, trained, dropped + rejected, started)
     entry = record(setup, state, round_index, outcome, trainer.name)
     on_event("round_end", entry)

@@ -126,6 +126,9 @@ class RunConfig:
     fail_prob: float = setting(0.0, help="chance a sampled client dies mid-round (simulation)", rule="fraction",
                                flower=OUT)
     measure: bool = setting(True, help="measure each class's first local step")
+    max_update_norm: float | None = setting(None, help="drop a client whose update (its tensors minus the global "
+                                            "model's, L2 over all of them) is longer than this (default: no bound)",
+                                            rule="rate")
 
     def __post_init__(self):
         check_fields(self)

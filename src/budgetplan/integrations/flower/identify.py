@@ -4,7 +4,9 @@ Flower's Grid exposes node ids only; a node's class lives in its own Context.nod
 asked who it is (device class, partition id, model fingerprint). The roster then keeps, per node id:
 
 - accepted: alive, sampled by its partition id (the client index);
-- refused: no class, a class the plan lacks, another model, no answer: one log line, never sampled;
+- refused: no class, a class the plan lacks, another model, no answer, or (when the app's node files register
+  keys, registry.py) a key no node file holds or a partition and class its key is not registered for: one log
+  line, never sampled;
 - dead: it was accepted, then the SuperLink reported it unavailable for a round's message, or it left the
   federation. It is not sampled until it is back: a node id that reappears after it
   was gone is asked again, and a new node with the same partition id replaces it;
@@ -28,6 +30,7 @@ from flwr.supercore import log
 
 from budgetplan.errors import first_line
 from budgetplan.integrations.flower import records as rec
+from budgetplan.integrations.flower.registry import Registration, registration_problem
 
 PREFIX = "budgetplan:"
 NO_REASON = "no reason given"  # what an Error reply without a reason is reported as
@@ -93,10 +96,14 @@ class NodeRoster:
     dead_why: dict[int, str] = field(default_factory=dict)
     left: set[int] = field(default_factory=set)  # dead nodes seen absent from the grid since they died
     waiting: dict[int, NodeIdentity] = field(default_factory=dict)  # duplicates of an alive node's partition
+    registry: Mapping[bytes, Registration] = field(default_factory=dict)  # PEM key -> what it may claim
+    keys: dict[int, bytes] = field(default_factory=dict)  # node id -> the key the SuperLink authenticated it with
+    activated: dict[int, str] = field(default_factory=dict)  # node id -> its last activation the SuperLink reported
 
     @classmethod
-    def for_plan(cls, plan) -> "NodeRoster":
-        return cls(tuple(c.name for c in plan.classes), str(plan.model.load_spec), str(plan.model.fingerprint))
+    def for_plan(cls, plan, registry: Mapping[bytes, Registration] | None = None) -> "NodeRoster":
+        return cls(tuple(c.name for c in plan.classes), str(plan.model.load_spec), str(plan.model.fingerprint),
+                   registry=dict(registry or {}))
 
     def answered(self) -> int:
         """How many nodes said who they are (accepted, refused or waiting)."""
@@ -109,8 +116,15 @@ class NodeRoster:
     def by_client(self) -> dict[int, NodeIdentity]:
         return {n.client: n for n in self.nodes.values()}
 
-    def sync(self, present: Iterable[int]) -> list[int]:
-        """Record who left the grid; the node ids to ask who they are (new ones, and dead ones back again)."""
+    def sync(self, present: Iterable[int], activated: Mapping[int, str] | None = None) -> list[int]:
+        """Record who left the grid; the node ids to ask who they are (new ones, and dead ones back again: seen
+        absent since they died, or activated again since: an authenticated node restarted with its key keeps
+        its node id, and may be back before the SuperLink noticed it was gone)."""
+        activated = dict(activated or {})
+        for node_id, stamp in activated.items():
+            if stamp and node_id in self.dead and stamp != self.activated.get(node_id, stamp):
+                self.left.add(node_id)  # activated again since it died: it went and came back
+        self.activated.update({n: stamp for n, stamp in activated.items() if stamp})
         present = set(present)
         for node_id in [n for n in self.nodes if n not in present]:
             self.mark_dead(node_id, "left the federation")
@@ -155,7 +169,9 @@ class NodeRoster:
         self._accept(identity)
 
     def _accept(self, identity: NodeIdentity) -> None:
-        self.dead.pop(identity.node_id, None)
+        if self.dead.pop(identity.node_id, None) is not None:
+            warn(f"node {identity.node_id} (client {identity.client}, class {identity.device_class}) is back "
+                 f"(out: {self.dead_why.pop(identity.node_id, 'dead')})")
         self.left.discard(identity.node_id)
         replaced = [n for n, old in self.dead.items() if old.client == identity.client]
         for node_id in replaced:
@@ -187,6 +203,9 @@ def judge(node_id: int, reply: Message, roster: NodeRoster) -> tuple[NodeIdentit
                       f"{roster.model} ({roster.fingerprint}); load the plan's model on the node or solve a plan "
                       "for the node's model")
     partition = int(answer.get(rec.PARTITION_ID, rec.NO_PARTITION))
+    problem = registration_problem(roster.keys.get(node_id), partition, device_class, roster.registry)
+    if problem is not None:
+        return None, problem
     return NodeIdentity(node_id, device_class, partition if partition != rec.NO_PARTITION else node_id), None
 
 
@@ -194,6 +213,8 @@ def ask(grid: Grid, roster: NodeRoster, node_ids: list[int], timeout_s: float) -
     """Send the identity query to node_ids and admit each answer (a silent node is asked again later)."""
     if not node_ids:
         return
+    if roster.registry:  # the key each node authenticated with, from the SuperLink (not from the node)
+        roster.keys.update({int(info.node_id): bytes(info.public_key) for info in grid.get_nodes()})
     question = RecordDict({rec.CONFIG: ConfigRecord({rec.MODEL_FINGERPRINT: roster.fingerprint})})
     messages = [Message(content=question, dst_node_id=n, message_type=rec.IDENTIFY_MESSAGE) for n in node_ids]
     replies = send_and_receive(grid, messages, timeout_s)
@@ -212,7 +233,10 @@ def identify_nodes(roster: NodeRoster, grid: Grid, expected: int, wait_s: float,
     deadline = time.monotonic() + wait_s
     asked: set[int] = set()
     while True:
-        unseen = [n for n in roster.sync(grid.get_node_ids()) if n not in asked]
+        infos = list(grid.get_nodes())  # ids and, on a SuperLink, each node's last activation
+        unseen = [n for n in roster.sync([int(i.node_id) for i in infos],
+                                         {int(i.node_id): str(i.last_activated_at) for i in infos})
+                  if n not in asked]
         asked.update(unseen)
         ask(grid, roster, unseen, timeout_s)
         missing = expected - roster.answered() if first else len(roster.missing())

@@ -22,13 +22,17 @@ export FLWR_HOME="$PWD/.flwr" {env}
 {federation_entry}
 ```
 
+## Security
+
+{security}
+
 ## Local deployment: a SuperLink and {clients} SuperNodes on this host
 
 `./start-local.sh` starts them in the background (logs and pids under `.flwr/local/`; `./start-local.sh --stop`
 stops them). By hand, the same:
 
 ```
-flower-superlink --insecure --port {port} --disable-runtime-dependency-installation &
+{superlink} &
 {supernodes}
 flwr run . {federation} --stream
 ```
@@ -41,7 +45,7 @@ the embedded engine's weights for the same seed.
 ## Deployment on devices
 
 Copy a node file to each device, point `--superlink` at the SuperLink's host and start the SuperNode with
-`--node-config node-<i>.toml`. A node without a device class, with a class the plan lacks, or running
+`--node-config node-<i>.toml`. {remote} A node without a device class, with a class the plan lacks, or running
 another model is refused in one line of the server log; a node that dies is reported with its reason and
 not sampled until it is back; a node restarted with the same partition-id replaces its dead predecessor.
 {inline_section}
@@ -54,7 +58,7 @@ exits 0, so scripts check `flwr ls {federation} --run-id RUN_ID --format json` f
 
 ## Simulation, offline
 
-Start `flower-superlink --simulation --insecure --port {port} --disable-runtime-dependency-installation &`
+Start `flower-superlink --simulation {simulation_flags} --port {port} --disable-runtime-dependency-installation &`
 (or `./start-local.sh --simulation`), add to the federation entry
 
 ```

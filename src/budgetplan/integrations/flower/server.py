@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from logging import ERROR, INFO
+from collections.abc import Mapping
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
 from flwr.app import Context
@@ -25,6 +26,7 @@ from budgetplan.execute.records import RoundRecord
 from budgetplan.execute.rounds import Setup
 from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.identify import PREFIX
+from budgetplan.integrations.flower.registry import Registration, read_registry
 from budgetplan.integrations.flower.settings import (NODE_WAIT_DEFAULT_S, NODE_WAIT_S, REPLY_TIMEOUT_DEFAULT_S,
                                                      REPLY_TIMEOUT_S, RESUME, RUN_DIR, run_config_from_values)
 from budgetplan.integrations.flower.trainer import FlowerTrainer
@@ -34,10 +36,13 @@ ENGINE = FlowerTrainer.name
 
 
 def serve(grid: Grid, setup: Setup, state: RunState, run_dir: Path | None, on_event: Event,
-          reply_timeout_s: float = 3600.0, node_wait_s: float = 0.0) -> RunState:
-    """Run the remaining rounds of a prepared run on a Flower grid; returns the final state."""
+          reply_timeout_s: float = 3600.0, node_wait_s: float = 0.0,
+          registry: Mapping[bytes, Registration] | None = None) -> RunState:
+    """Run the remaining rounds of a prepared run on a Flower grid; returns the final state. registry: the
+    keys nodes must authenticate with and what each may claim (registry.py; empty: identities self-reported)."""
     trainer = FlowerTrainer(grid, setup.plan, min_nodes=setup.config.clients, reply_timeout_s=reply_timeout_s,
-                            node_wait_s=node_wait_s, base_state=client_mod.global_state_of(setup.template))
+                            node_wait_s=node_wait_s, base_state=client_mod.global_state_of(setup.template),
+                            registry=registry)
     save = None if run_dir is None else (lambda s: rounds.save_checkpoint(run_dir, s))
     return run_rounds(setup, state, trainer, on_event, save)
 
@@ -65,13 +70,17 @@ class _NoTraceback(logging.Filter):
         return True
 
 
-def run_deployed(grid: Grid, values: dict, plan_file: str | Path) -> RunState:
+def run_deployed(grid: Grid, values: dict, plan_file: str | Path, nodes_dir: str | Path | None = None) -> RunState:
     """An exported app's run: plan file, run config (run-dir, resume, timeouts), then the remaining rounds.
 
     The run dir is owned for the whole run as by the embedded engine (rundir.locked): a second run on the same
     run dir, deployed or embedded, is refused with one line naming the owner.
     """
     plan = read_plan(plan_file)
+    registry = read_registry(nodes_dir)
+    if not registry:
+        log(WARNING, "%s no node file registers a key: node identities are the nodes' own word (an --insecure "
+            "app, for loopback experiments only)", PREFIX)
     config = run_config_from_values(values)
     run_dir = Path(str(values[RUN_DIR])) if values.get(RUN_DIR) else None
     resume = bool(values.get(RESUME, False))
@@ -92,11 +101,12 @@ def run_deployed(grid: Grid, values: dict, plan_file: str | Path) -> RunState:
             return state
         return serve(grid, setup, state, run_dir, log_event,
                      reply_timeout_s=float(values.get(REPLY_TIMEOUT_S, REPLY_TIMEOUT_DEFAULT_S)),
-                     node_wait_s=float(values.get(NODE_WAIT_S, NODE_WAIT_DEFAULT_S)))
+                     node_wait_s=float(values.get(NODE_WAIT_S, NODE_WAIT_DEFAULT_S)), registry=registry)
 
 
-def make_server_app(plan_file: str | Path) -> ServerApp:
-    """The ServerApp of an exported app: the plan file next to it, run settings from Flower's run config.
+def make_server_app(plan_file: str | Path, nodes_dir: str | Path | None = None) -> ServerApp:
+    """The ServerApp of an exported app: the plan file next to it, run settings from Flower's run config, and
+    the app's node files (nodes_dir) as the registry of node keys.
 
     A budgetplan error (bad settings, a run dir that already holds a run, ...) is one ERROR line in the
     server log and a failed run (the flwr-serverapp process exits non-zero), not a traceback.
@@ -106,15 +116,15 @@ def make_server_app(plan_file: str | Path) -> ServerApp:
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        main(grid, dict(context.run_config), plan_file)
+        main(grid, dict(context.run_config), plan_file, nodes_dir)
 
     return app
 
 
-def main(grid: Grid, values: dict, plan_file: str | Path) -> RunState:
+def main(grid: Grid, values: dict, plan_file: str | Path, nodes_dir: str | Path | None = None) -> RunState:
     """run_deployed, with a budgetplan error logged in one line and re-raised as a DeployedRunError."""
     try:
-        return run_deployed(grid, values, plan_file)
+        return run_deployed(grid, values, plan_file, nodes_dir)
     except BudgetplanError as exc:
         message = " ".join(str(exc).split("\n"))
         log(ERROR, "%s error: %s", PREFIX, message)

@@ -10,6 +10,7 @@ nodes by the message they answer: the SuperLink answers for a dead node itself, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from logging import INFO
 
 from flwr.app import Message, MessageType, RecordDict
@@ -18,6 +19,7 @@ from flwr.supercore import log
 
 from budgetplan.execute.loop import Job, PreparedRun, Reply, key_mismatch
 from budgetplan.integrations.flower import records as rec
+from budgetplan.integrations.flower.registry import Registration
 from budgetplan.integrations.flower.identify import (PREFIX, NodeIdentity, NodeRoster, identify_nodes,
                                                     replied_node, reply_problem, send_and_receive, warn)
 from budgetplan.plan import Plan
@@ -29,7 +31,8 @@ class FlowerTrainer:
     name = "flower"
 
     def __init__(self, grid: Grid, plan: Plan, *, min_nodes: int, reply_timeout_s: float = 3600.0,
-                 node_wait_s: float = 0.0, base_state: dict | None = None) -> None:
+                 node_wait_s: float = 0.0, base_state: dict | None = None,
+                 registry: Mapping[bytes, Registration] | None = None) -> None:
         """base_state: the run's initial global state, which every node builds itself; when given, a training
         message carries only the tensors that differ from it (and its digest), else the whole global state."""
         self.grid = grid
@@ -39,7 +42,7 @@ class FlowerTrainer:
         self.min_nodes = min_nodes  # nodes to wait for before round 1 (all of them in simulation)
         self.reply_timeout_s = reply_timeout_s
         self.node_wait_s = node_wait_s  # before later rounds: how long to wait for dead nodes to come back
-        self.roster = NodeRoster.for_plan(plan)
+        self.roster = NodeRoster.for_plan(plan, registry)  # registry: keys -> what they may claim
         self._identified = False
 
     @property

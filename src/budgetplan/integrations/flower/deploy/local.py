@@ -12,6 +12,13 @@ importing) a fresh Python per message. The SuperExecs are forked on request from
 zygote (`warm --serve APP/.flwr/local/superexec APP`): one import for the whole federation, and a restarted
 SuperNode's SuperExec costs a fork. Each SuperExec runs in its own session, so stopping a SuperNode also
 stops its SuperExec and the ClientApp it runs. warm=False is Flower's stock process model.
+
+Secure by default: unless the app was exported with --insecure (or insecure=True is asked for), the federation
+runs with TLS and SuperNode authentication. The app's CA, the SuperLink's certificate (SAN 127.0.0.1, localhost
+and `hosts`) and one key pair per node are made under APP/.flwr/ (deploy/certs.py); each node's public key is
+written into its nodes/node-<i>.toml (the registry the ServerApp checks) and registered at the SuperLink with
+`flwr supernode register` before the node starts. Each SuperNode's own Runtime API (to its SuperExec) stays on
+127.0.0.1 without TLS: it never leaves the device.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, first_line
+from budgetplan.integrations.flower.deploy import certs as secrets
 from budgetplan.integrations.flower.export import (
-    FEDERATION, OFFLINE_ENV, PACKAGE, PLAN_NAME, federation_text, toml_value,
+    FEDERATION, OFFLINE_ENV, PACKAGE, PLAN_NAME, app_is_insecure, federation_text, toml_value,
 )
+from budgetplan.integrations.flower.registry import set_public_key
 from budgetplan.plan import read_plan
 
 HOST = "127.0.0.1"
@@ -96,6 +105,10 @@ class LocalFederation:
     node_ports: dict[int, int] = field(default_factory=dict)
     zygote: subprocess.Popen | None = None  # the warm interpreter the SuperExecs are forked from (warm.serve)
     superexecs: set[str] = field(default_factory=set)  # "superlink", "node-<i>": those requested from the zygote
+    insecure: bool = False  # no TLS, no node authentication (an --insecure app): loopback experiments only
+    hosts: tuple[str, ...] = ()  # further names of this host the SuperLink's certificate holds
+    certificates: secrets.Certificates | None = None  # set by start_superlink unless insecure
+    registered: set[int] = field(default_factory=set)  # nodes whose key this SuperLink has registered
 
     @property
     def state_dir(self) -> Path:
@@ -114,13 +127,36 @@ class LocalFederation:
     def start_superlink(self, timeout_s: float = 60.0) -> None:
         (self.app / ".flwr").mkdir(exist_ok=True)
         count = len(node_files(self.app)) if self.simulation else None
-        (self.app / ".flwr" / "config.toml").write_text(federation_text(self.port, count))
-        argv = [flower_bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.port),
+        security = ["--insecure"]
+        if not self.insecure:
+            self.certificates = c = secrets.ensure_certificates(self.app, self.hosts)
+            security = ["--ssl-ca-certfile", str(c.ca_cert), "--ssl-certfile", str(c.server_cert),
+                        "--ssl-keyfile", str(c.server_key), *([] if self.simulation else ["--enable-supernode-auth"])]
+        ca = None if self.certificates is None else self.certificates.ca_cert
+        (self.app / ".flwr" / "config.toml").write_text(federation_text(self.port, count, root_certificates=ca))
+        argv = [flower_bin("flower-superlink"), *security, "--host", HOST, "--port", str(self.port),
                 "--disable-runtime-dependency-installation", *(["--simulation"] if self.simulation else []),
                 *self._isolation()]
         self.superlink = self._spawn("superlink", argv)
-        self._start_superexec("superlink", self.port, self.superlink)
+        self._start_superexec("superlink", self.port, self.superlink, ca)
         wait_for_port(self.port, timeout_s, self.superlink)
+
+    def register_node(self, index: int, timeout_s: float = 120.0) -> None:
+        """Make node `index`'s key pair (kept if there), write its public key into its node file and register it
+        at the SuperLink (`flwr supernode register`); once per SuperLink start."""
+        if self.insecure or index in self.registered:
+            return
+        config = self.app / "nodes" / f"node-{index}.toml"
+        public = secrets.make_node_key(secrets.node_key_path(self.app, index))
+        set_public_key(config, public)
+        argv = [flower_bin("flwr"), "supernode", "register", str(secrets.node_key_path(self.app, index)) + ".pub",
+                FEDERATION, "--name", f"node-{index}"]
+        result = subprocess.run(argv, cwd=self.app, env=flower_env(self.app, self.env), capture_output=True,
+                                text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise ConfigError(f"flwr supernode register of node {index} failed: "
+                              f"{first_line(result.stdout + result.stderr, 300)}")
+        self.registered.add(index)
 
     def start_node(self, index: int, port: int | None = None) -> subprocess.Popen:
         """Start SuperNode `index` with nodes/node-<index>.toml (again, after a stop: same node config)."""
@@ -128,12 +164,20 @@ class LocalFederation:
         if not config.is_file():
             raise ConfigError(f"{config} does not exist; node indexes are 0..{len(node_files(self.app)) - 1}")
         self.node_ports[index] = port or self.node_ports.get(index) or free_port()
-        argv = [flower_bin("flower-supernode"), "--insecure", "--superlink", f"{HOST}:{self.port}",
+        self.register_node(index)
+        argv = [flower_bin("flower-supernode"), *self.node_security(index), "--superlink", f"{HOST}:{self.port}",
                 "--host", HOST, "--port", str(self.node_ports[index]), "--node-config", str(config),
                 *self._isolation()]
         self.nodes[index] = self._spawn(f"node-{index}", argv)
         self._start_superexec(f"node-{index}", self.node_ports[index], self.nodes[index])
         return self.nodes[index]
+
+    def node_security(self, index: int, key: Path | None = None) -> list[str]:
+        """flower-supernode's TLS and authentication options for node `index` (key: another private key)."""
+        if self.insecure:
+            return ["--insecure"]
+        key = key or secrets.node_key_path(self.app, index)
+        return ["--root-certificates", str(self.certificates.ca_cert), "--auth-supernode-private-key", str(key)]
 
     @property
     def forks(self) -> bool:
@@ -147,7 +191,7 @@ class LocalFederation:
     def control_dir(self) -> Path:
         return self.state_dir / "superexec"
 
-    def _start_superexec(self, name: str, port: int, parent: subprocess.Popen) -> None:
+    def _start_superexec(self, name: str, port: int, parent: subprocess.Popen, ca: Path | None = None) -> None:
         """Ask the zygote (started on first use) for a warm SuperExec serving `name`'s Runtime API on port."""
         if self.forks:
             # lazy: warm imports flwr at once, and only a warm start needs it (--stop, --no-warm do not)
@@ -161,7 +205,8 @@ class LocalFederation:
                 self.zygote = self._spawn("superexec", [sys.executable, "-m", warm.__name__, "--serve",
                                                         str(self.control_dir), str(self.app)], preload)
             (self.control_dir / f"{name}.pid").unlink(missing_ok=True)
-            request = {"argv": ["--insecure", "--runtime-api-address", f"{HOST}:{port}", "--parent-pid",
+            security = ["--insecure"] if ca is None else ["--root-certificates", str(ca)]  # a node's: loopback
+            request = {"argv": [*security, "--runtime-api-address", f"{HOST}:{port}", "--parent-pid",
                                 str(parent.pid)], "log": str(self.state_dir / f"{name}-superexec.log")}
             tmp = self.control_dir / f"{name}.json.tmp"
             tmp.write_text(json.dumps(request))
@@ -195,6 +240,7 @@ class LocalFederation:
             self.nodes.clear()
             self.superexecs.clear()
             self.superlink, self.zygote = None, None
+            self.registered.clear()
             (self.state_dir / "pids.json").unlink(missing_ok=True)
 
     def run_app(self, run_config: dict[str, object] | None = None,
@@ -298,13 +344,18 @@ def _killpg(process: subprocess.Popen | int, sig: int) -> None:
 
 
 def start_local(app: str | Path, port: int | None = None, simulation: bool = False,
-                timeout_s: float = 60.0, env: dict[str, str] | None = None, warm: bool = True) -> LocalFederation:
+                timeout_s: float = 60.0, env: dict[str, str] | None = None, warm: bool = True,
+                insecure: bool | None = None, hosts: tuple[str, ...] = ()) -> LocalFederation:
     """Start the SuperLink and (unless simulation) every SuperNode of an exported app; stops all on failure.
-    warm: app processes forked from a warm SuperExec (see the module's doc), else Flower's stock ones."""
+    warm: app processes forked from a warm SuperExec (see the module's doc), else Flower's stock ones.
+    insecure: no TLS and no node authentication (None: as the app was exported); hosts: further names the
+    SuperLink's certificate holds (for SuperNodes on other hosts)."""
     app = Path(app).resolve()
     if not (app / "pyproject.toml").is_file():
         raise ConfigError(f"{app} is not an exported app (no pyproject.toml); export one with 'budgetplan export'")
-    federation = LocalFederation(app, port or free_port(), simulation, dict(env or {}), warm)
+    insecure = app_is_insecure(app) if insecure is None else insecure
+    federation = LocalFederation(app, port or free_port(), simulation, dict(env or {}), warm, insecure=insecure,
+                                 hosts=tuple(hosts))
     try:
         federation.start_superlink(timeout_s)
         if not simulation:
