@@ -131,6 +131,7 @@ def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_di
     """Write the app into out_dir (empty or absent unless overwrite); nothing is written if a check fails
     (Flower not installed here, an unknown dataset, a used out_dir)."""
     require_flower()
+    keys.refuse_on_flower(config)
     dataset_info(config.data)  # an unknown dataset is refused before anything is written
     values = {**keys.run_config_values(config), keys.RUN_DIR: str(Path(run_dir).resolve()) if run_dir else "",
               keys.RESUME: False, keys.REPLY_TIMEOUT_S: float(reply_timeout_s), keys.NODE_WAIT_S: float(node_wait_s)}

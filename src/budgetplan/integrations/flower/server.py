@@ -26,7 +26,8 @@ from budgetplan.execute.rounds import Setup
 from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.identify import PREFIX
 from budgetplan.integrations.flower.settings import (NODE_WAIT_DEFAULT_S, NODE_WAIT_S, REPLY_TIMEOUT_DEFAULT_S,
-                                                     REPLY_TIMEOUT_S, RESUME, RUN_DIR, run_config_from_values)
+                                                     REPLY_TIMEOUT_S, RESUME, RUN_DIR, refuse_on_flower,
+                                                     run_config_from_values)
 from budgetplan.integrations.flower.trainer import FlowerTrainer
 from budgetplan.plan import read_plan
 
@@ -72,7 +73,8 @@ def run_deployed(grid: Grid, values: dict, plan_file: str | Path) -> RunState:
     run dir, deployed or embedded, is refused with one line naming the owner.
     """
     plan = read_plan(plan_file)
-    config = run_config_from_values(values)
+    config = run_config_from_values(values, plan)  # a key the run config lacks: the plan's recipe, else default
+    refuse_on_flower(config)
     run_dir = Path(str(values[RUN_DIR])) if values.get(RUN_DIR) else None
     resume = bool(values.get(RESUME, False))
     if resume and run_dir is None:
