@@ -214,6 +214,11 @@ def test_keep_is_refused_on_flower_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="embedded engine only"):
         run_experiment("flower", tiny_plan(), tiny_config(client_optimizer_state="keep"), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+    pytest.importorskip("flwr")
+    from budgetplan.integrations.flower.export import export_flower_app
+    with pytest.raises(ConfigError, match="embedded engine only"):
+        export_flower_app(tiny_plan(), tiny_config(client_optimizer_state="keep"), tmp_path / "app")
+    assert not (tmp_path / "app").exists()
 
 
 def test_solve_writes_the_recipe_options_into_the_plan(tmp_path):
