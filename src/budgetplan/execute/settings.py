@@ -124,8 +124,8 @@ class RunConfig:
     server_optimizer: str = setting(DEFAULT_SERVER_OPTIMIZER, help="how the layer-wise average becomes the model: "
                                     "fedavg, fedavgm (server momentum), fedadam", rule=SERVER_OPTIMIZERS,
                                     from_plan="recipe.server_optimizer")
-    server_lr: float | None = setting(None, help="server learning rate (default 1 for fedavg/fedavgm, 1e-3 for "
-                                      "fedadam)", rule="rate", from_plan="recipe.server_lr")
+    server_lr: float | None = setting(None, help="server learning rate; unset: 1 for fedavg/fedavgm, 1e-3 for "
+                                      "fedadam", rule="rate", from_plan="recipe.server_lr")
     server_momentum: float = setting(0.9, help="FedAvgM's momentum, FedAdam's beta1", rule="fraction",
                                      from_plan="recipe.server_momentum")
     server_beta2: float = setting(0.99, help="FedAdam's beta2", rule="fraction", from_plan="recipe.server_beta2")
