@@ -266,3 +266,14 @@ def test_flower_engine_runs_the_plans_recipe_like_the_embedded_engine(tmp_path):
     for run in runs.values():
         trained = [t for r in json.loads(run["history"]) for t in r["trained"]]
         assert trained and all(t["weight"] == t["samples"] == 8 for t in trained)  # 2 steps x the plan's batch 4
+
+
+def test_a_run_directory_from_before_recipes_keeps_its_plan_digest():
+    """--resume compares the plan's digest with run.json's: a plan without a recipe, read by this version (schema
+    2.2), hashes as the writer of tests/data/old-run did (2.1), so older runs still resume."""
+    import json
+    from pathlib import Path
+
+    from budgetplan.plan import read_plan
+    old = Path(__file__).parent / "data" / "old-run"
+    assert read_plan(old / "plan.json").digest() == json.loads((old / "run.json").read_text())["plan"]

@@ -30,6 +30,7 @@ PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
 # 2.2: an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates.
 PLAN_SCHEMA_VERSION = "2.2"
+DIGEST_SCHEMA = "2.1"  # Plan.digest hashes every plan as version 2.1 did, so older run directories still resume
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -180,7 +181,8 @@ class Plan:
     def digest(self) -> str:
         """A stable hash of everything that changes training (used to refuse --resume with another plan)."""
         data = self.to_dict()
-        data.pop("created_utc"), data.pop("generator"), data.pop("schema_version")  # same plan, newer writer
+        data.pop("created_utc"), data.pop("generator")
+        data["schema_version"] = DIGEST_SCHEMA  # a newer writer of the same plan: the same digest (resume works)
         if not data["recipe"]:
             data.pop("recipe")  # a plan without a recipe hashes as before recipes existed
         return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
