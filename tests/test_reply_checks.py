@@ -68,7 +68,8 @@ def test_a_bad_reply_is_dropped_with_its_reason_and_the_model_is_what_the_good_o
     good = [_good(0, count=10), _good(1, count=30)]
     bad = _bad_variants()
     bounds = ReplyBounds({c: 10 if c == 9 else 1000 for c in range(10)})
-    new, trained, dropped = aggregate(_plan(), _global(), good + [r for _, r, _ in bad], frozenset(), bounds)
+    new, trained, dropped = aggregate(_plan(), _global(), good + [r for _, r, _ in bad], frozenset(),
+                                      bounds=bounds)
     assert [t.client for t in trained] == [0, 1]
     reasons = {d.client: d.reason for d in dropped}
     assert sorted(reasons) == [r.client for _, r, _ in bad]
@@ -83,7 +84,7 @@ def test_a_bad_reply_is_dropped_with_its_reason_and_the_model_is_what_the_good_o
 @pytest.mark.parametrize("index", range(8))
 def test_a_round_of_only_bad_replies_leaves_the_global_model_bit_identical(index):
     name, reply, _ = _bad_variants()[index]
-    new, trained, dropped = aggregate(_plan(), _global(), [reply], frozenset(), ReplyBounds({9: 10}))
+    new, trained, dropped = aggregate(_plan(), _global(), [reply], frozenset(), bounds=ReplyBounds({9: 10}))
     assert not trained and len(dropped) == 1, name
     assert all(torch.equal(new[k], v) for k, v in _global().items()), name
 
@@ -95,12 +96,13 @@ def test_max_update_norm_drops_the_long_update_and_keeps_the_short_one():
                  for r in (short, long)]
     assert norms == pytest.approx(reference)
     bound = (norms[0] + norms[1]) / 2
-    new, trained, dropped = aggregate(_plan(), _global(), [short, long], frozenset(), ReplyBounds(None, bound))
+    new, trained, dropped = aggregate(_plan(), _global(), [short, long], frozenset(),
+                                      bounds=ReplyBounds(None, bound))
     assert [t.client for t in trained] == [0]
     assert [d.client for d in dropped] == [1] and "update norm" in dropped[0].reason
     assert "--max-update-norm" in dropped[0].reason
     assert all(torch.equal(new[k], short.upload[k]) for k in KEYS)
-    _, trained, _ = aggregate(_plan(), _global(), [short, long], frozenset(), ReplyBounds())  # no bound: both
+    _, trained, _ = aggregate(_plan(), _global(), [short, long], frozenset(), bounds=ReplyBounds())  # no bound: both
     assert [t.client for t in trained] == [0, 1]
 
 

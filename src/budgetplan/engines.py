@@ -35,6 +35,9 @@ def run_experiment(engine: str, plan: Plan, config: RunConfig, run_dir: str | Pa
         return rounds.run(plan, config, run_dir, resume=resume, on_event=on_event)
     if engine != "flower":
         raise ConfigError(f"--engine {engine}: unknown engine; use one of: {', '.join(ENGINES)}")
+    from budgetplan.integrations.flower.settings import refuse_on_flower  # imports no flwr
+
+    refuse_on_flower(config)  # settings Flower cannot honour, said before the extra is even looked for
     if not flower_extra_installed():
         raise ExtraMissingError(EXTRA_HINT)
     from budgetplan.integrations.flower.simulation import run_on_flower  # lazy: flwr/ray are an optional extra

@@ -17,10 +17,11 @@ import typer
 from typer.models import ArgumentInfo
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.settings import RunConfig, Setting, SettingError, all_settings, build
+from budgetplan.plan.recipe import Recipe
+from budgetplan.execute.settings import RunConfig, Setting, SettingError, all_settings, for_plan, plan_value
 
 PLAN = typer.Argument(..., help="plan JSON from 'budgetplan solve'")
-FROM_PLAN = " (default: the plan's)"
+FROM_PLAN = " (default: the plan's{})"
 
 
 def with_run_options(command: Callable, leave_out: tuple[str, ...] = ()) -> Callable:
@@ -54,7 +55,10 @@ def with_run_options(command: Callable, leave_out: tuple[str, ...] = ()) -> Call
 def _parameter(item: Setting) -> inspect.Parameter:
     default = ... if item.cli_default is MISSING else item.cli_default
     decls = [f"{item.flag}/--no-{item.flag[2:]}"] if item.value_type is bool else [item.flag]
-    help_text = item.meta["help"] + (FROM_PLAN if item.meta["from_plan"] else "")
+    help_text = item.meta["help"]
+    if item.meta["from_plan"]:  # not given (None): the plan's value, else the CLI default
+        help_text += FROM_PLAN.format("" if default is None else f", else {default}")
+        default = None
     annotation = Optional[item.value_type] if default is None else item.value_type
     return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, *decls, help=help_text))
@@ -72,12 +76,45 @@ def flags():
 
 def run_config(run_plan, settings: Mapping[str, object], **fixed) -> RunConfig:
     """The RunConfig the options describe (and `fixed`, values a command sets itself); an option not given takes
-    the plan's value where its help says so (batch size, optimizer), else the setting's default."""
+    the plan's value where its help says so (batch size, optimizer, the plan's recipe), else its CLI default."""
     values = {**settings, **fixed}
     for item in all_settings():
-        if values.get(item.name) is None and item.meta["from_plan"]:
-            values[item.name] = getattr(run_plan.context, item.meta["from_plan"])
-        elif item.name in values and values[item.name] is None and not item.optional:
-            del values[item.name]  # not given: the setting's default
+        path = item.meta["from_plan"]
+        if values.get(item.name) is None and path and plan_value(run_plan, path) is None:
+            values[item.name] = None if item.cli_default is MISSING else item.cli_default
     with flags():
-        return build(values)
+        return for_plan(run_plan, values)
+
+
+def recipe_settings() -> tuple[Setting, ...]:
+    """The run settings a plan's recipe may set (from_plan "recipe.NAME")."""
+    return tuple(s for s in all_settings() if s.flag and (s.meta["from_plan"] or "").startswith("recipe."))
+
+
+def with_recipe_options(command: Callable) -> Callable:
+    """`command` with one option per recipe setting (same flag and rule as `run`'s), after its own parameters.
+
+    The command takes `recipe`: a plan Recipe of the options given (an option not given leaves the field unset, so
+    the run's default applies); a bad value is refused naming its flag before anything is read.
+    """
+    chosen = recipe_settings()
+    hints = typing.get_type_hints(command)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "recipe"]
+    params = own + [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[s.value_type],
+                                      default=typer.Option(None, s.flag, help=f"recipe: {s.meta['help']} (written "
+                                                           "into the plan; default: not set, the run decides)"))
+                    for s in chosen]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {s.name: kwargs.pop(s.name) for s in chosen}
+        with flags():
+            for item in chosen:
+                item.check(values[item.name])
+        given = {s.meta["from_plan"].split(".", 1)[1]: values[s.name] for s in chosen if values[s.name] is not None}
+        return command(**kwargs, recipe=Recipe(**given))
+
+    wrapper.__signature__ = inspect.Signature(params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from budgetplan.cli.common import JSON_HELP, console, friendly_errors, json_output, write_json
+from budgetplan.cli.run_options import with_recipe_options
 from budgetplan.errors import ConfigError
 from budgetplan.profile.io import BUNDLED_PROFILE_NAME, profile_path
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH as BUNDLED_PROFILE
@@ -96,7 +97,6 @@ def _sat_out(plan) -> list[str]:
     return [c.name for c in plan.classes if not c.active and not _left_out_by_limits(c)]
 
 
-@friendly_errors
 def solve(
     device: List[str] = typer.Option([], "--device", "-d", help="bundled device class (repeat for several)"),
     device_file: List[Path] = typer.Option([], "--device-file", help="your own device class TOML (repeatable)"),
@@ -124,6 +124,7 @@ def solve(
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP.format(what="plan")),
+    recipe=None,  # the plan's training recipe from the --server-optimizer, --aggregation-weights, ... options
 ) -> None:
     """Choose, per device class, the configuration of best objective that fits memory, compute and upload.
 
@@ -131,14 +132,21 @@ def solve(
     classes, and the exit code is 3 (0: every class has a plan, or sits out only to meet --fleet-ingress /
     --min-coverage; 2: bad input, or no class fits at all).
 
+    The recipe options (--server-optimizer, --aggregation-weights, --lr, ...) write the plan's training recipe,
+    which run, export and Flower apps take as their default.
+
     Example: budgetplan solve --device jetson-nano --device raspberry-pi-zero-2w --json plan.json
     """
+    import dataclasses
+
     from budgetplan.plan import PLAN_SCHEMA_VERSION, write_plan
     from budgetplan.report.planning import plan_table
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
                           recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+        if recipe is not None:
+            plan = dataclasses.replace(plan, recipe=recipe)
         console.print(plan_table(plan))
         for line in _summary(plan):
             console.print(line, highlight=False)
@@ -286,7 +294,7 @@ def plan_validate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("solve")(solve)
+    app.command("solve")(friendly_errors(with_recipe_options(solve)))
     app.add_typer(devices_app, name="devices")
     app.add_typer(plan_app, name="plan")
 

@@ -33,7 +33,8 @@ class ClientDropped(BudgetplanError):
 class ClientResult:
     upload: dict[str, Tensor]
     num_examples: int
-    metrics: dict[str, float]  # loss_first, loss_last, seconds, upload_bytes
+    metrics: dict[str, float]  # loss_first, loss_last, seconds, upload_bytes, samples
+    optimizer_state: dict[str, dict[str, Tensor]] | None = None  # per trained tensor name: the optimizer's state
 
 
 def global_state_of(loaded: LoadedModel) -> dict[str, Tensor]:
@@ -88,9 +89,36 @@ def lr_groups(loaded: LoadedModel, settings: TrainSettings) -> list[dict]:
     return [{"params": params, "lr": settings.lr * scale[kind]} for kind, params in groups.items() if params]
 
 
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, dict[str, Tensor]]:
+    """The optimizer's per-parameter state (AdamW's step, exp_avg, exp_avg_sq; SGD's momentum buffer) keyed by the
+    parameter's name, detached copies (what a client keeps between its rounds)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in held.items()}
+            for p, held in optimizer.state.items() if id(p) in names}
+
+
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                            saved: Mapping[str, Mapping[str, Tensor]]) -> None:
+    """Give each parameter the state it had when the client last trained it (same name and shape); a parameter
+    it did not train then starts fresh. Tensors are copied, so the saved state is never changed."""
+    params = dict(model.named_parameters())
+    for name, held in saved.items():
+        param = params.get(name)
+        if param is None or not param.requires_grad:
+            continue
+        moments = [v for k, v in held.items() if isinstance(v, Tensor) and k != "step"]
+        if any(tuple(v.shape) != tuple(param.shape) for v in moments):
+            continue
+        optimizer.state[param] = {k: v.clone() if isinstance(v, Tensor) else v for k, v in held.items()}
+
+
 def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan: PlanClass, data: Examples,
-                 settings: TrainSettings, seed: int) -> ClientResult:
-    """Train the class's configuration for `settings.local_steps` steps on `data`; return the upload."""
+                 settings: TrainSettings, seed: int,
+                 optimizer_state: Mapping[str, Mapping[str, Tensor]] | None = None) -> ClientResult:
+    """Train the class's configuration for `settings.local_steps` steps on `data`; return the upload.
+
+    optimizer_state: the client's optimizer state from its last round (client optimizer state `keep`); the
+    result then carries the state after this round's steps."""
     if len(data) == 0:
         raise ClientDropped(f"client of class {plan.name} has no training examples")
     start = time.perf_counter()
@@ -98,12 +126,15 @@ def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan
     model = loaded.model
     model.train()
     optimizer = make_optimizer(lr_groups(loaded, settings), settings.optimizer, settings.lr)
-    losses = []
+    if optimizer_state:
+        restore_optimizer_state(optimizer, model, optimizer_state)
+    losses, samples = [], 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)  # dropout
         for step, index in enumerate(batches(len(data), settings.batch_size, settings.local_steps, seed)):
             _check_budget(settings, step, start)
             loss = model(data.batch(index))
+            samples += len(index)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -112,8 +143,9 @@ def train_client(template: LoadedModel, global_state: Mapping[str, Tensor], plan
     upload = {name: params[name].detach().clone() for name in trained}
     upload_bytes = sum(t.numel() * t.element_size() for t in upload.values())
     metrics = {"loss_first": losses[0], "loss_last": losses[-1], "seconds": time.perf_counter() - start,
-               "upload_bytes": float(upload_bytes)}
-    return ClientResult(upload, len(data), metrics)
+               "upload_bytes": float(upload_bytes), "samples": samples}
+    kept = optimizer_state_by_name(optimizer, model) if optimizer_state is not None else None
+    return ClientResult(upload, len(data), metrics, kept)
 
 
 def _check_budget(settings: TrainSettings, step: int, start: float) -> None:

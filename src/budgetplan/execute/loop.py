@@ -19,13 +19,15 @@ from torch import Tensor
 
 from budgetplan.errors import first_line
 from budgetplan.execute import client as client_mod
-from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
+from budgetplan.execute.aggregate import (AggregationError, ServerOptimizer, expand_lora_upload,
+                                         layerwise_weighted_mean, server_step, trained_keys)
 from budgetplan.execute.data import Dataset, Partition
 from budgetplan.execute.finite import non_finite_reason
 from budgetplan.execute.records import DroppedClient, Measurement, RoundRecord, TrainedClient
 from budgetplan.execute.setup import lora_transposed
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass
+from budgetplan.plan.recipe import DEFAULT_AGGREGATION_WEIGHTS
 
 Event = Callable[[str, Any], None]  # (kind, payload): "round_end" carries the RoundRecord, the others small dicts
 SAMPLE_STREAM = 7  # clients are drawn from default_rng([seed, round, SAMPLE_STREAM])
@@ -47,6 +49,25 @@ class LoopSettings(Protocol):
     def train(self) -> client_mod.TrainSettings: ...
     @property
     def max_update_norm(self) -> float | None: ...
+    @property
+    def aggregation_weights(self) -> str: ...
+    @property
+    def client_optimizer_state(self) -> str: ...
+    @property
+    def server_optimizer(self) -> str: ...
+    @property
+    def server_lr(self) -> float | None: ...
+    @property
+    def server_momentum(self) -> float: ...
+    @property
+    def server_beta2(self) -> float: ...
+    @property
+    def server_tau(self) -> float: ...
+
+
+def server_optimizer_of(config: LoopSettings) -> ServerOptimizer:
+    return ServerOptimizer(config.server_optimizer, config.server_lr, config.server_momentum, config.server_beta2,
+                           config.server_tau)
 
 
 class PreparedRun(Protocol):
@@ -72,16 +93,20 @@ class RunState:
     global_state: dict
     history: tuple[RoundRecord, ...] = ()
     measurements: dict[str, Measurement] = field(default_factory=dict)
+    server_state: dict = field(default_factory=dict)  # the server optimizer's m (and v) per tensor
+    client_states: dict = field(default_factory=dict)  # client -> its optimizer state by tensor name (keep)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One sampled client's work this round: its class slice, its settings and its seed."""
+    """One sampled client's work this round: its class slice, its settings, its seed and (client optimizer
+    state `keep`) its optimizer state from its last round."""
 
     client: int
     plan_class: PlanClass
     settings: client_mod.TrainSettings
     seed: int
+    optimizer_state: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class Reply:
     num_examples: int = 0
     metrics: dict = field(default_factory=dict)
     problem: str | None = None
+    optimizer_state: dict | None = None  # the client's optimizer state after this round (embedded engine)
 
 
 class Trainer(Protocol):
@@ -153,7 +179,8 @@ def configure(setup: PreparedRun, state: RunState, round_index: int, sampled: li
             dropped.append(DroppedClient(client, plan_class.name, reason))
             continue
         settings = replace(setup.config.train, fail_at_step=simulated_failure(setup, round_index, client))
-        jobs.append(Job(client, plan_class, settings, client_seed(setup.config.seed, round_index, client)))
+        kept = state.client_states.get(client) if setup.config.client_optimizer_state == "keep" else None
+        jobs.append(Job(client, plan_class, settings, client_seed(setup.config.seed, round_index, client), kept))
     return jobs, dropped
 
 
@@ -250,20 +277,60 @@ def check_types(upload: Mapping) -> None:
             raise AggregationError(f"'{key}' is {kind}, not a floating-point tensor; the node ran other code")
 
 
-def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str],
-              bounds: ReplyBounds = ReplyBounds()) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
-    """Hook 4: (new global state, trained infos, dropped infos); each tensor is averaged over its senders, and a
-    reply that fails a check (usable_upload) is dropped with its reason, never averaged."""
+def reply_weight(reply: Reply, how: str) -> int:
+    """A reply's weight in the layer-wise mean: examples (the client's stored data size), samples (what it trained
+    this round, steps x batch, as the client reports it) or uniform (1)."""
+    if how == "uniform":
+        return 1
+    if how == "samples":
+        samples = reply.metrics.get("samples")
+        if not isinstance(samples, (int, float)) or isinstance(samples, bool) or samples < 0:
+            raise AggregationError("the reply does not say how many samples the client trained ('samples' metric); "
+                                   "the node runs an older budgetplan: update it or use aggregation weights examples")
+        return int(samples)
+    return reply.num_examples
+
+
+def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str], *,
+              weights: str = DEFAULT_AGGREGATION_WEIGHTS, bounds: ReplyBounds = ReplyBounds()
+              ) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
+    """Hook 4: (layer-wise average, trained infos, dropped infos); each tensor is averaged over its senders, each
+    sender weighted as `weights` says (its weight is in its TrainedClient); a reply that fails a check (usable_upload)
+    is dropped with its reason, never averaged. The server optimizer comes after."""
+    updates, trained, dropped = usable_updates(plan, global_state, replies, transposed, weights, bounds)
+    return layerwise_weighted_mean(global_state, updates), trained, dropped
+
+
+def usable_updates(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str], weights: str,
+                   bounds: ReplyBounds = ReplyBounds()):
+    """([(upload in global tensors, weight)], trained infos, dropped infos), in client order."""
     updates, trained, dropped = [], [], []
     for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
         upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed, bounds)
+        if problem is None:
+            try:
+                weight = reply_weight(reply, weights)
+            except AggregationError as exc:
+                problem = str(exc)
         if problem is not None:
             dropped.append(DroppedClient(reply.client, reply.class_name, problem))
             continue
-        updates.append((upload, reply.num_examples))
+        updates.append((upload, weight))
         trained.append(TrainedClient.from_dict({"client": reply.client, "class": reply.class_name,
-                                                "num_examples": reply.num_examples, **reply.metrics}))
-    return layerwise_weighted_mean(global_state, updates), trained, dropped
+                                                "num_examples": reply.num_examples, **reply.metrics,
+                                                "weight": weight}))
+    return updates, trained, dropped
+
+
+def aggregate_and_step(setup: PreparedRun, state: RunState, replies: list[Reply]):
+    """Hook 4 with the server optimizer: (new global state, its optimizer state, trained infos, dropped infos)."""
+    config = setup.config
+    updates, trained, dropped = usable_updates(setup.plan, state.global_state, replies, lora_transposed(setup.template),
+                                               config.aggregation_weights, reply_bounds(setup))
+    average = layerwise_weighted_mean(state.global_state, updates)
+    new_state, server_state = server_step(server_optimizer_of(config), state.global_state, average,
+                                          trained_keys(updates), state.server_state)
+    return new_state, server_state, trained, dropped
 
 
 def reply_bounds(setup: PreparedRun) -> ReplyBounds:
@@ -324,12 +391,19 @@ def run_round(setup: PreparedRun, state: RunState, round_index: int, trainer: Tr
         on_event("client_done", {"round": round_index, "client": info.client})
     replies = trainer.train(setup, state.global_state, round_index, jobs,
                             lambda client: on_event("client_done", {"round": round_index, "client": client}))
-    new_state, trained, rejected = aggregate(setup.plan, state.global_state, replies,
-                                             lora_transposed(setup.template), reply_bounds(setup))
+    new_state, server_state, trained, rejected = aggregate_and_step(setup, state, replies)
     outcome = RoundOutcome(sampled, new_state, trained, dropped + rejected, started)
     entry = record(setup, state, round_index, outcome, trainer.name)
     on_event("round_end", entry)
-    return RunState(round_index, new_state, (*state.history, entry), state.measurements)
+    return RunState(round_index, new_state, (*state.history, entry), state.measurements, server_state,
+                    kept_client_states(state.client_states, replies, trained))
+
+
+def kept_client_states(before: dict, replies: list[Reply], trained: list[TrainedClient]) -> dict:
+    """Client optimizer states after a round: those of clients whose update was averaged replace their old ones."""
+    used = {t.client for t in trained}
+    return {**before, **{r.client: r.optimizer_state for r in replies
+                         if r.client in used and r.optimizer_state is not None}}
 
 
 def run_rounds(setup: PreparedRun, state: RunState, trainer: Trainer, on_event: Event,
@@ -362,8 +436,11 @@ def train_job(setup: PreparedRun, global_state: dict, job: Job) -> Reply:
     """Train one job on its client's data; a failing client gives a Reply with its one-line reason."""
     data = setup.dataset.train.subset(setup.parts.clients[job.client])
     try:
-        result = client_mod.train_client(setup.template, global_state, job.plan_class, data, job.settings, job.seed)
+        keep = setup.config.client_optimizer_state == "keep"
+        result = client_mod.train_client(setup.template, global_state, job.plan_class, data, job.settings, job.seed,
+                                         (job.optimizer_state or {}) if keep else None)
     except (client_mod.ClientDropped, RuntimeError, ValueError, MemoryError) as exc:
         reason = first_line(exc)
         return Reply(job.client, job.plan_class.name, problem=reason)
-    return Reply(job.client, job.plan_class.name, result.upload, result.num_examples, result.metrics)
+    return Reply(job.client, job.plan_class.name, result.upload, result.num_examples, result.metrics,
+                 optimizer_state=result.optimizer_state)

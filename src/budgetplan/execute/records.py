@@ -78,20 +78,25 @@ class TrainedClient:
     loss_last: float | None = None
     seconds: float | None = None  # its local training wall time
     extra: Mapping[str, float] = field(default_factory=dict)  # any further metric a node reported
+    samples: int | None = None  # samples it trained this round (steps x batch), as it reports them
+    weight: float | None = None  # its weight in the round's layer-wise mean (aggregation weights); None: older run
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"client": self.client, "class": self.class_name, "num_examples": self.num_examples}
-        for key in ("loss_first", "loss_last", "seconds", "upload_bytes"):  # a metric the node did not send stays out
+        for key in ("loss_first", "loss_last", "seconds", "upload_bytes", "samples", "weight"):  # unsent: left out
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {**out, **self.extra}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainedClient:
-        known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes")
+        known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes", "samples",
+                 "weight")
+        samples = data.get("samples")  # a float where a Flower node sent it as a metric
         return cls(client=int(data["client"]), class_name=str(data["class"]), num_examples=int(data["num_examples"]),
                    upload_bytes=data.get("upload_bytes"), loss_first=data.get("loss_first"),
                    loss_last=data.get("loss_last"), seconds=data.get("seconds"),
+                   samples=None if samples is None else int(samples), weight=data.get("weight"),
                    extra={k: v for k, v in data.items() if k not in known})
 
 

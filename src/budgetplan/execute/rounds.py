@@ -1,7 +1,8 @@
 """A federated run: settings, setup (model, data, partition, class of each client), run directory, resume.
 
 The rounds themselves are execute/loop.py's one loop (sample, configure, train, aggregate, record). A run directory holds run.json (the settings), plan.json,
-checkpoint.pt (global state, history, measurements; written atomically after every round), rounds.jsonl
+checkpoint.pt (global state, history, measurements, the server optimizer's state and kept client optimizer
+states; written atomically after every round), rounds.jsonl
 (one line per round) and measurements.json. Every random draw comes from (seed, round, client), so a resumed
 run ends bit-identical to an uninterrupted one.
 """
@@ -85,7 +86,8 @@ def _resume(run_dir: Path, settings: dict) -> RunState:
         raise ConfigError(f"--resume: {run_dir} has no {CHECKPOINT}; start the run without --resume")
     _check_settings(run_dir, settings)
     data = rundir.read_checkpoint(run_dir / CHECKPOINT)
-    state = RunState(data.round, data.global_state, data.history, dict(data.measurements))
+    state = RunState(data.round, data.global_state, data.history, dict(data.measurements), data.server_state,
+                     data.client_states)
     write_rounds(run_dir / ROUNDS_FILE, state.history)
     return state
 
@@ -116,7 +118,9 @@ def save_checkpoint(run_dir: Path, state: RunState) -> None:
     """Atomic: a kill leaves either the previous checkpoint or this one, never half of one."""
     rundir.write_checkpoint(run_dir, CHECKPOINT, {"round": state.round, "global_state": state.global_state,
                                                   "history": rounds_to_json(state.history),
-                                                  "measurements": measurements_to_json(state.measurements)},
+                                                  "measurements": measurements_to_json(state.measurements),
+                                                  "server_state": state.server_state,
+                                                  "client_states": state.client_states},
                               state.round)
     append_round(run_dir / ROUNDS_FILE, state.history[-1])
 

@@ -20,7 +20,7 @@ import pickle
 import socket
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -135,6 +135,8 @@ class Checkpoint:
     global_state: dict
     history: tuple[RoundRecord, ...]
     measurements: dict[str, Measurement]
+    server_state: dict = field(default_factory=dict)  # the server optimizer's m, v (absent before recipes: {})
+    client_states: dict = field(default_factory=dict)  # client -> optimizer state by tensor name (keep)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -161,9 +163,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise RunDirError(f"checkpoint {path} has an unreadable history or measurements; {fix}") from None
     if not isinstance(data["round"], int) or not isinstance(history, list):
         raise RunDirError(f"checkpoint {path} has a malformed round or history; {fix}")
+    optimizers = data.get("server_state", {}), data.get("client_states", {})
+    if not all(isinstance(o, dict) for o in optimizers):
+        raise RunDirError(f"checkpoint {path} has a malformed server or client optimizer state; {fix}")
     try:
         return Checkpoint(data["round"], data["global_state"], rounds_from_json(history),
-                          measurements_from_dict(measurements))
+                          measurements_from_dict(measurements), *optimizers)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RunDirError(f"checkpoint {path} has a malformed history or measurements; {fix}") from None
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 
 from budgetplan.errors import ConfigError
+from budgetplan.plan.recipe import (AGGREGATION_WEIGHTS, CLIENT_OPTIMIZER_STATES, DEFAULT_AGGREGATION_WEIGHTS,
+                                    DEFAULT_CLIENT_OPTIMIZER_STATE, DEFAULT_SERVER_OPTIMIZER, SERVER_OPTIMIZERS)
 from budgetplan.profile.types import OPTIMIZERS
 from budgetplan.validate import RULE_TEXT, passes
 
@@ -76,16 +78,19 @@ def check_fields(obj) -> None:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    local_steps: int = setting(5, help="local training steps per client and round", rule="count")
+    local_steps: int = setting(5, help="local training steps per client and round", rule="count",
+                               from_plan="recipe.local_steps")
     batch_size: int = setting(8, help="local batch size", rule="count", cli_default=None, from_plan="batch_size")
     optimizer: str = setting("adamw", help="sgd, sgd-momentum, adam, adamw", rule=OPTIMIZERS, cli_default=None,
                              from_plan="optimizer")
-    lr: float = setting(1e-3, help="local learning rate (of the trained blocks)", rule="rate", cli_default=5e-4)
+    lr: float = setting(1e-3, help="local learning rate (of the trained blocks)", rule="rate", cli_default=5e-4,
+                        from_plan="recipe.lr")
     # Learning rate multipliers (lr_groups): LoRA adapters start from zero every round and a new head from random
     # weights, so both move too little at a rate that suits pretrained blocks.
-    lora_lr_scale: float = setting(1.0, help="LoRA adapters train at --lr times this", rule="rate")
+    lora_lr_scale: float = setting(1.0, help="LoRA adapters train at --lr times this", rule="rate",
+                                   from_plan="recipe.lora_lr_scale")
     head_lr_scale: float = setting(1.0, help="the head (and trained embeddings) train at --lr times this",
-                                   rule="rate")
+                                   rule="rate", from_plan="recipe.head_lr_scale")
     # wall-clock budget of one client's local training (not in Flower apps: a deployed node's time is its own)
     max_seconds: float | None = setting(None, help="drop a client training longer", rule="rate",
                                         flag="--client-timeout-s", flower=OUT)
@@ -129,6 +134,23 @@ class RunConfig:
     max_update_norm: float | None = setting(None, help="drop a client whose update (its tensors minus the global "
                                             "model's, L2 over all of them) is longer than this (default: no bound)",
                                             rule="rate")
+    # The server side of the training recipe (plan/recipe.py; execute/aggregate.py has the formulas)
+    server_optimizer: str = setting(DEFAULT_SERVER_OPTIMIZER, help="how the layer-wise average becomes the model: "
+                                    "fedavg, fedavgm (server momentum), fedadam", rule=SERVER_OPTIMIZERS,
+                                    from_plan="recipe.server_optimizer")
+    server_lr: float | None = setting(None, help="server learning rate; unset: 1 for fedavg/fedavgm, 1e-3 for "
+                                      "fedadam", rule="rate", from_plan="recipe.server_lr")
+    server_momentum: float = setting(0.9, help="FedAvgM's momentum, FedAdam's beta1", rule="fraction",
+                                     from_plan="recipe.server_momentum")
+    server_beta2: float = setting(0.99, help="FedAdam's beta2", rule="fraction", from_plan="recipe.server_beta2")
+    server_tau: float = setting(1e-6, help="FedAdam's tau (adaptivity)", rule="rate", from_plan="recipe.server_tau")
+    aggregation_weights: str = setting(DEFAULT_AGGREGATION_WEIGHTS, help="each client's weight in the layer-wise "
+                                       "mean: examples (stored data size), samples (trained this round), uniform",
+                                       rule=AGGREGATION_WEIGHTS, from_plan="recipe.aggregation_weights")
+    client_optimizer_state: str = setting(DEFAULT_CLIENT_OPTIMIZER_STATE, help="fresh (a new optimizer every round) "
+                                          "or keep (a client's optimizer state carries over to its next round; "
+                                          "embedded engine only)", rule=CLIENT_OPTIMIZER_STATES,
+                                          from_plan="recipe.client_optimizer_state")
 
     def __post_init__(self):
         check_fields(self)
@@ -164,6 +186,15 @@ def with_defaults(identity: Mapping, cls=None) -> dict:
         elif f.name not in identity and f.default is not MISSING:
             out[f.name] = f.default
     return out
+
+
+def plan_value(plan, path: str):
+    """The value a setting's `from_plan` names in a plan: "recipe.lr" -> plan.recipe.lr, "batch_size" ->
+    plan.context.batch_size; None where the plan does not set it (a recipe field left out)."""
+    value = plan if "." in path else plan.context
+    for part in path.split("."):
+        value = getattr(value, part, None)
+    return value
 
 
 # ---- the settings as one flat list (the CLI and Flower read this) ---------------------------------------------
@@ -237,3 +268,18 @@ def flat_values(config) -> dict[str, object]:
         value = getattr(config, f.name)
         out.update(flat_values(value) if f.metadata.get("nested") else {f.name: value})
     return out
+
+
+def for_plan(plan, values: Mapping[str, object], cls=None):
+    """A RunConfig for running `plan`: a setting given in `values` (not None) wins; one not given takes the plan's
+    value where its `from_plan` names one the plan sets (the plan's recipe, its batch size and optimizer), else its
+    default. The Python API's way to take the plan's recipe as the default, as `run`, `export` and Flower apps do."""
+    out = {}
+    for item in all_settings(cls):
+        value = values.get(item.name)
+        path = item.meta["from_plan"]
+        if value is None and path and plan is not None:
+            value = plan_value(plan, path)
+        if value is not None or (item.optional and item.name in values):
+            out[item.name] = value
+    return build(out, cls)

@@ -20,6 +20,7 @@ from pathlib import Path
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.files import KINDS, kind_of_data, read_json
 from budgetplan.plan.check import check_plan
+from budgetplan.plan.recipe import DEFAULT_AGGREGATION_WEIGHTS, WEIGHT_NAMES, Recipe
 from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
 from budgetplan.validate import check_schema, schema
@@ -27,8 +28,10 @@ from budgetplan.version import __version__
 
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
-# 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory.
+# 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory;
+# an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates.
 PLAN_SCHEMA_VERSION = "2.2"
+DIGEST_SCHEMA = "2.1"  # Plan.digest hashes every plan as version 2.1 did, so older run directories still resume
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -162,6 +165,7 @@ class Plan:
     label: str = "plan"  # "plan", or the scheme of a `budgetplan compare` alternative
     solver: SolverSettings | None = None
     fleet: dict | None = None  # a fleet solve's summary: name, file, status, solve_s, score, candidates
+    recipe: Recipe = field(default_factory=Recipe)  # how to train it; unset fields: the run's defaults
     created_utc: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
     generator: dict = field(default_factory=lambda: {"name": "budgetplan", "version": __version__})
@@ -179,6 +183,9 @@ class Plan:
         """A stable hash of everything that changes training (used to refuse --resume with another plan)."""
         data = self.to_dict()
         data.pop("created_utc"), data.pop("generator")
+        data["schema_version"] = DIGEST_SCHEMA  # a newer writer of the same plan: the same digest (resume works)
+        if not data["recipe"]:
+            data.pop("recipe")  # a plan without a recipe hashes as before recipes existed
         return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
     def check_model(self, fingerprint: str, model_name: str) -> None:
@@ -189,12 +196,14 @@ class Plan:
                             f"but {model_name} has {fingerprint[:19]}...; solve a plan for this model")
 
     def to_dict(self) -> dict:
-        """The plan JSON (schema 2.1): the only layout, read back by from_dict."""
+        """The plan JSON (schema 2.2): the only layout, read back by from_dict."""
         return {"kind": PLAN_KIND, "schema_version": PLAN_SCHEMA_VERSION, "generator": dict(self.generator),
                 "created_utc": self.created_utc, "label": self.label,
                 "model": {**{k: v for k, v in _fields(self.model).items() if v is not None},
                           "spec": self.model.load_spec},
-                "context": _fields(self.context), "aggregation": dict(AGGREGATION),
+                "context": _fields(self.context), "recipe": self.recipe.to_dict(),
+                "aggregation": {**AGGREGATION, "weight": WEIGHT_NAMES[self.recipe.aggregation_weights
+                                                                     or DEFAULT_AGGREGATION_WEIGHTS]},
                 "solver": None if self.solver is None else {"name": "budgetplan-frontier", **_fields(self.solver)},
                 "fleet": self.fleet, "classes": {c.name: class_to_dict(self, c) for c in self.classes}}
 
@@ -212,7 +221,8 @@ class Plan:
             classes=tuple(class_from_dict(str(n), c, context, model["num_blocks"]) for n, c in data["classes"].items()),
             label=str(data.get("label", "plan")),
             solver=None if solver is None else SolverSettings(**_known(SolverSettings, solver)),
-            fleet=data.get("fleet"), created_utc=str(data.get("created_utc", "")),
+            fleet=data.get("fleet"), recipe=recipe_from_dict(data.get("recipe"), origin),
+            created_utc=str(data.get("created_utc", "")),
             generator=dict(data.get("generator", {})))
 
 
@@ -227,6 +237,14 @@ def _known(cls, data: dict) -> dict:
     """The keys of `data` that are fields of `cls` (newer minor versions may add others)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def recipe_from_dict(data, origin: str) -> Recipe:
+    """The plan's recipe (absent in plans before 2.2: every field the run's default); one line naming the file."""
+    try:
+        return Recipe.from_dict(data)
+    except PlanError as exc:
+        raise PlanError(f"{origin}: {exc}") from None
 
 
 def class_to_dict(plan: Plan, c: PlanClass) -> dict:

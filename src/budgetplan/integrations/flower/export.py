@@ -144,6 +144,7 @@ def export_flower_app(plan: Plan, config: RunConfig, out_dir: str | Path, run_di
     SuperNodes (`budgetplan flower-local` makes the CA, certificates and node keys) unless insecure: then no
     TLS and no node authentication, for loopback experiments only, as its README and config say."""
     require_flower()
+    keys.refuse_on_flower(config)
     config = with_absolute_paths(config)  # the app runs elsewhere: a data file or model path must not depend on cwd
     plan_info(config, plan)  # a bad dataset is refused before anything is written
     values = {**keys.run_config_values(config), keys.RUN_DIR: str(Path(run_dir).resolve()) if run_dir else "",

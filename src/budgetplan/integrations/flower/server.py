@@ -28,7 +28,8 @@ from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.identify import PREFIX
 from budgetplan.integrations.flower.registry import Registration, read_registry
 from budgetplan.integrations.flower.settings import (NODE_WAIT_DEFAULT_S, NODE_WAIT_S, REPLY_TIMEOUT_DEFAULT_S,
-                                                     REPLY_TIMEOUT_S, RESUME, RUN_DIR, run_config_from_values)
+                                                     REPLY_TIMEOUT_S, RESUME, RUN_DIR, refuse_on_flower,
+                                                     run_config_from_values)
 from budgetplan.integrations.flower.trainer import FlowerTrainer
 from budgetplan.plan import read_plan
 
@@ -81,7 +82,8 @@ def run_deployed(grid: Grid, values: dict, plan_file: str | Path, nodes_dir: str
     if not registry:
         log(WARNING, "%s no node file registers a key: node identities are the nodes' own word (an --insecure "
             "app, for loopback experiments only)", PREFIX)
-    config = run_config_from_values(values)
+    config = run_config_from_values(values, plan)  # a key the run config lacks: the plan's recipe, else default
+    refuse_on_flower(config)
     run_dir = Path(str(values[RUN_DIR])) if values.get(RUN_DIR) else None
     resume = bool(values.get(RESUME, False))
     if resume and run_dir is None:

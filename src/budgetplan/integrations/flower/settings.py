@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING
 
 from budgetplan.errors import ConfigError
-from budgetplan.execute.settings import RunConfig, Setting, all_settings, build, flat_values
+from budgetplan.execute.settings import RunConfig, Setting, all_settings, build, flat_values, for_plan
 
 PLAN_FILE = "plan-file"
 RUN_DIR = "run-dir"
@@ -30,9 +30,11 @@ def run_config_values(config: RunConfig) -> dict[str, object]:
     return {s.flower_key: _to_toml(s, values[s.name]) for s in all_settings() if s.flower_key}
 
 
-def run_config_from_values(values: Mapping[str, object]) -> RunConfig:
-    """The RunConfig described by a Flower run config: an absent key is the setting's default (a required one, the
-    dataset or a setting without a default, is named with its fix); a mistyped value is named too."""
+def run_config_from_values(values: Mapping[str, object], plan=None) -> RunConfig:
+    """The RunConfig described by a Flower run config: an absent key (or 0 / "" in an optional one) is the plan's
+    value where the setting takes one from the plan (its recipe, batch size, optimizer), else the setting's default
+    (a required one, the dataset or a setting without a default, is named with its fix); a mistyped value is named
+    too."""
     flat = {}
     for item in all_settings():
         if not item.flower_key or item.flower_key not in values:
@@ -41,7 +43,19 @@ def run_config_from_values(values: Mapping[str, object]) -> RunConfig:
                                   "the app's pyproject.toml (budgetplan export writes every key)")
             continue
         flat[item.name] = _from_toml(item, values[item.flower_key])
-    return build(flat)
+    return build(flat) if plan is None else for_plan(plan, flat)
+
+
+def refuse_on_flower(config: RunConfig) -> None:
+    """Settings the Flower engine cannot honour, refused in one line before anything runs or is written.
+
+    client_optimizer_state "keep": a Flower node runs every message in a fresh ClientApp process and a returning or
+    replacing node may take another partition, so a client's optimizer state would have to live in a node-local
+    file outside the server's checkpoint, and a resumed run would no longer end bit-identical. It stays embedded."""
+    if config.client_optimizer_state == "keep":
+        raise ConfigError("client optimizer state 'keep' runs on the embedded engine only (a Flower node trains each "
+                          "round in a fresh process, outside the server's checkpoint); use --engine embedded or "
+                          "--client-optimizer-state fresh")
 
 
 def _to_toml(item: Setting, value):

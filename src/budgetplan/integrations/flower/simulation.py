@@ -22,6 +22,7 @@ from budgetplan.execute.loop import Event, RunState
 from budgetplan.execute.rounds import RunConfig, RunResult
 from budgetplan.integrations.flower.client import make_client_app
 from budgetplan.integrations.flower.server import ENGINE, serve
+from budgetplan.integrations.flower.settings import refuse_on_flower
 from budgetplan.plan import Plan
 
 
@@ -51,6 +52,7 @@ def run_on_flower(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bo
 
     quiet keeps Flower's own INFO lines out of the console; budgetplan's one-line warnings still show.
     """
+    refuse_on_flower(config)
     on_event = on_event or (lambda kind, payload: None)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU only; silences a Ray notice
     run_dir = Path(run_dir)
