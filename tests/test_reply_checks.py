@@ -111,3 +111,15 @@ def test_max_update_norm_is_a_run_setting_with_its_rule():
     assert RunConfig(data="drugreview", max_update_norm=2.5).max_update_norm == 2.5
     with pytest.raises(SettingError, match="max_update_norm"):
         RunConfig(data="drugreview", max_update_norm=0.0)
+
+
+def test_a_node_claiming_more_samples_than_it_could_train_is_dropped_under_samples_weights():
+    honest, greedy = _good(0), _good(1)
+    honest.metrics["samples"], greedy.metrics["samples"] = 8, 10**6  # 2 local steps x batch 4 = 8 at most
+    new, trained, dropped = aggregate(_plan(), _global(), [honest, greedy], frozenset(), weights="samples",
+                                      bounds=ReplyBounds(max_samples=8))
+    assert [t.client for t in trained] == [0] and [t.weight for t in trained] == [8]
+    assert [d.client for d in dropped] == [1] and "more than local steps x batch size = 8" in dropped[0].reason
+    assert all(torch.equal(new[k], honest.upload[k]) for k in KEYS)
+    _, trained, _ = aggregate(_plan(), _global(), [honest, greedy], frozenset(), weights="samples")  # no bound
+    assert [t.client for t in trained] == [0, 1]

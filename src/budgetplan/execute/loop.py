@@ -222,10 +222,13 @@ def update_norm(upload: Mapping[str, Tensor], global_state: Mapping[str, Tensor]
 @dataclass(frozen=True)
 class ReplyBounds:
     """What the server accepts beyond the plan's names, shapes and dtypes: at most `max_examples` examples per
-    client (its partition's size; None: unknown) and an update no longer than `max_update_norm` (None: any)."""
+    client (its partition's size; None: unknown), an update no longer than `max_update_norm` (None: any), and at
+    most `max_samples` trained samples claimed (local steps x batch size; None: any), so that no node outweighs
+    the others under aggregation weights `samples` by claiming more than it could have trained."""
 
     max_examples: Mapping[int, int] | None = None
     max_update_norm: float | None = None
+    max_samples: int | None = None
 
 
 def out_of_bounds(reply: Reply, upload: Mapping[str, Tensor], global_state: Mapping, bounds: ReplyBounds) -> str | None:
@@ -291,6 +294,14 @@ def reply_weight(reply: Reply, how: str) -> int:
     return reply.num_examples
 
 
+def samples_out_of_bounds(reply: Reply, bounds: ReplyBounds) -> str | None:
+    samples = reply.metrics.get("samples")
+    if bounds.max_samples is not None and isinstance(samples, (int, float)) and samples > bounds.max_samples:
+        return (f"claims {samples} trained samples, more than local steps x batch size = {bounds.max_samples}; "
+                "the node ran other code")
+    return None
+
+
 def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str], *,
               weights: str = DEFAULT_AGGREGATION_WEIGHTS, bounds: ReplyBounds = ReplyBounds()
               ) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
@@ -307,6 +318,7 @@ def usable_updates(plan: Plan, global_state: dict, replies: list[Reply], transpo
     updates, trained, dropped = [], [], []
     for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
         upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed, bounds)
+        problem = problem or samples_out_of_bounds(reply, bounds)
         if problem is None:
             try:
                 weight = reply_weight(reply, weights)
@@ -336,7 +348,8 @@ def aggregate_and_step(setup: PreparedRun, state: RunState, replies: list[Reply]
 def reply_bounds(setup: PreparedRun) -> ReplyBounds:
     """The run's bounds on replies: each client's partition size, and --max-update-norm."""
     sizes = {client: len(indices) for client, indices in enumerate(setup.parts.clients)}
-    return ReplyBounds(sizes, setup.config.max_update_norm)
+    train = setup.config.train
+    return ReplyBounds(sizes, setup.config.max_update_norm, train.local_steps * train.batch_size)
 
 
 def round_flops(setup: PreparedRun, trained: list[TrainedClient], measurements: Mapping[str, Measurement],
