@@ -24,7 +24,7 @@ from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
 from budgetplan.profile.batch import check_context, make_batch
 from budgetplan.profile.configure import (
-    LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names, set_recompute,
+    LORA_ALPHA_PER_RANK, apply_block_states, linear_targets, part_names, set_recompute,
 )
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
@@ -32,9 +32,9 @@ from budgetplan.profile.groups import block_groups
 from budgetplan.profile.parts import measure_block, measure_post, measure_pre
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
-    FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
-    recompute_state,
+    FROZEN, FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
+    ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, can_quantize, is_recompute, is_trainable,
+    lora_state, parse_state, quantized_state, recompute_state,
 )
 
 Progress = Callable[[str], None]
@@ -49,6 +49,7 @@ class ProfileRequest:
     train_embeddings: bool = False
     measure_configs: bool = True  # also run each standard configuration once to measure its real peak
     recompute: bool = True  # also measure every trainable state with activation recomputation (+recompute)
+    quantized: bool = True  # also measure every frozen and LoRA state with int8 frozen weights (+int8)
     share_identical_blocks: bool = True  # False: measure every block, even identical ones (for checking)
 
     def __post_init__(self) -> None:
@@ -62,7 +63,9 @@ class ProfileRequest:
     def block_states(self) -> tuple[str, ...]:
         trainable = (TRAINED, *(lora_state(r) for r in self.lora_ranks))
         recomputed = tuple(recompute_state(s) for s in trainable) if self.recompute else ()
-        return (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
+        plain = (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
+        quantised = tuple(quantized_state(s) for s in plain if can_quantize(s)) if self.quantized else ()
+        return (*plain, *quantised)
 
 
 def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
@@ -81,13 +84,20 @@ def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
 def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
     """A copy of the model with every block in `state` (frozen states share the frozen copy)."""
     variant = copy.deepcopy(loaded)
-    block_state = "frozen" if not is_trainable(state) else state
-    apply_block_states(variant, (block_state,) * loaded.layout.num_blocks)
+    apply_block_states(variant, (_copy_key(state),) * loaded.layout.num_blocks)
     return variant
 
 
+def _copy_key(state: str) -> str:
+    """The configuration of the copy `state` is measured on: 'frozen' or 'frozen+int8' for frozen states, the
+    state without +recompute for trainable ones."""
+    parsed = parse_state(state)
+    return base_state(state) if parsed.trainable else replace(parsed, base=FROZEN).name
+
+
 def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
-    """States grouped by the model copy they are measured on: a +recompute state shares its base state's copy.
+    """States grouped by the model copy they are measured on: a +recompute state shares its base state's copy,
+    frozen states share one copy (and +int8 frozen states another).
 
     apply_block_states gives X and X+recompute the same weights, adapters and trainable parameters; the only
     difference is the checkpointed forward, which set_recompute switches on the same copy (no second deep
@@ -95,7 +105,7 @@ def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
     """
     groups: dict[str, list[str]] = {}
     for state in states:
-        groups.setdefault(base_state(state) if is_trainable(state) else FROZEN_OUTSIDE, []).append(state)
+        groups.setdefault(_copy_key(state), []).append(state)
     return groups
 
 
@@ -141,6 +151,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     """Measure `loaded` under `request` and compose the standard configurations."""
     check_context(loaded, request.batch_size, request.seq_len)
     check_blocks_own_their_weights(loaded)
+    if request.quantized and not linear_targets(loaded):
+        request = replace(request, quantized=False)  # no linear to hold in int8: the model lacks +int8 states
     started = time.perf_counter()
     batch = make_batch(loaded, request.batch_size, request.seq_len)
     parts = part_names(loaded)
@@ -252,5 +264,5 @@ def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
         optimizer=request.optimizer, num_labels=loaded.model.num_labels, task=loaded.model.task,
         head_source=loaded.model.head_source,
         train_embeddings=request.train_embeddings, lora_ranks=tuple(request.lora_ranks),
-        lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=lora_targets(loaded), device="cpu",
+        lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=linear_targets(loaded), device="cpu",
     )

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # 1.1 (i10): context.head_source, measurement.block_runs / distinct_blocks. 1.1 (i15, a parallel branch): block
-# states may carry "+recompute". 1.2: both. 1.0 and both kinds of 1.1 profile read unchanged.
-SCHEMA_VERSION = "1.2"
+# states may carry "+recompute". 1.2: both. 1.3 (i25): frozen and LoRA states may carry "+int8". Every earlier
+# profile reads unchanged.
+SCHEMA_VERSION = "1.3"
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
@@ -37,8 +38,11 @@ DERIVED = "derived"
 
 
 RECOMPUTE_SUFFIX = "+recompute"
-STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1), the trainable ones optionally "
-               "with +recompute (e.g. trained+recompute, lora-8+recompute)")
+INT8 = "int8"
+QUANT_SUFFIX = "+" + INT8  # the only storage format so far; a 4-bit one would be one more name here
+STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1); the frozen and LoRA ones "
+               "optionally with +int8, the trainable ones optionally with +recompute (e.g. trained+recompute, "
+               "frozen_outside+int8, lora-8+int8+recompute)")
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,11 @@ class BlockState:
     base: str  # frozen_outside, frozen_in_path, trained or lora-R
     recompute: bool = False
     lora_rank: int | None = None
+    quant: str | None = None  # "int8": the block's frozen linear weights are held quantised
 
     @property
     def name(self) -> str:
-        return self.base + (RECOMPUTE_SUFFIX if self.recompute else "")
+        return self.base + (f"+{self.quant}" if self.quant else "") + (RECOMPUTE_SUFFIX if self.recompute else "")
 
     @property
     def trainable(self) -> bool:
@@ -69,7 +74,8 @@ def parse_state(state: str) -> BlockState:
 def _parse_name(state: str) -> BlockState:
     """parse_state of a string, cached: the planner and compose() ask for the same few names millions of times
     (a ValueError is raised again each time, lru_cache does not keep it)."""
-    base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    unquantised = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    base = unquantised[: -len(QUANT_SUFFIX)] if unquantised.endswith(QUANT_SUFFIX) else unquantised
     rank = None
     if base.startswith(LORA_PREFIX):
         digits = base[len(LORA_PREFIX):]
@@ -78,7 +84,10 @@ def _parse_name(state: str) -> BlockState:
             raise ValueError(f"block state '{state}': '{base}' is not lora-R with a rank R >= 1; use {STATE_FORMS}")
     elif base not in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, FROZEN):
         raise ValueError(f"unknown block state '{state}'; use {STATE_FORMS}")
-    parsed = BlockState(base, base != state, rank)
+    parsed = BlockState(base, unquantised != state, rank, INT8 if base != unquantised else None)
+    if parsed.quant and base == TRAINED:
+        raise ValueError(f"block state '{state}': a trained block's weights are trained in full precision; only "
+                         f"frozen and LoRA states take {QUANT_SUFFIX} (e.g. frozen{QUANT_SUFFIX}, lora-8{QUANT_SUFFIX})")
     if parsed.recompute and not parsed.trainable:
         raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute; "
                          f"use trained+recompute or lora-R+recompute, or drop +recompute")
@@ -90,17 +99,33 @@ def lora_state(rank: int) -> str:
 
 
 def recompute_state(state: str) -> str:
-    """The recomputing variant of a trainable state (trained -> trained+recompute)."""
-    return parse_state(parse_state(state).base + RECOMPUTE_SUFFIX).name
+    """The recomputing variant of a trainable state (trained -> trained+recompute, lora-8+int8 ->
+    lora-8+int8+recompute)."""
+    return parse_state(replace(parse_state(state), recompute=True).name).name
+
+
+def quantized_state(state: str) -> str:
+    """The int8 variant of a frozen or LoRA state (frozen_outside -> frozen_outside+int8, lora-8+recompute ->
+    lora-8+int8+recompute); ValueError for trained."""
+    return parse_state(replace(parse_state(state), quant=INT8).name).name
 
 
 def base_state(state: str) -> str:
-    """The state without recomputation (lora-8+recompute -> lora-8)."""
-    return parse_state(state).base
+    """The state without recomputation (lora-8+recompute -> lora-8, lora-8+int8+recompute -> lora-8+int8)."""
+    return replace(parse_state(state), recompute=False).name
 
 
 def is_recompute(state: str) -> bool:
     return parse_state(state).recompute
+
+
+def is_quantized(state: str) -> bool:
+    return parse_state(state).quant is not None
+
+
+def can_quantize(state: str) -> bool:
+    """Whether a state has an int8 variant (frozen and LoRA states do; trained ones train every weight)."""
+    return parse_state(state).base != TRAINED
 
 
 def lora_rank(state: str) -> int | None:
@@ -112,19 +137,23 @@ def lora_rank(state: str) -> int | None:
 
 
 STATE_NAMES_HINT = (f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1, the "
-                    f"trainable ones optionally with {RECOMPUTE_SUFFIX}")
+                    f"frozen and LoRA ones optionally with {QUANT_SUFFIX}, the trainable ones optionally with "
+                    f"{RECOMPUTE_SUFFIX}")
 
 
 def state_problem(state) -> str | None:
     """Why `state` is not a block state budgetplan knows, or None. The one place validation asks: it reads the
-    name with parse_state, so trained+recompute and lora-R+recompute are accepted ('frozen' is input-only and
-    is not a stored state)."""
+    name with parse_state, so trained+recompute, lora-R+recompute and frozen_outside+int8 are accepted ('frozen'
+    and 'frozen+int8' are input-only and are not stored states)."""
     if not isinstance(state, str):
         return f"{state!r} is not a state name"
     try:
         parsed = parse_state(state)
     except ValueError as exc:
         base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+        if base.endswith(QUANT_SUFFIX) and base[: -len(QUANT_SUFFIX)] == TRAINED:
+            return f"'{state}': a trained block cannot hold its weights in {INT8}"
+        base = base[: -len(QUANT_SUFFIX)] if base.endswith(QUANT_SUFFIX) else base
         if base.startswith(LORA_PREFIX):
             return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
         if base in (FROZEN_OUTSIDE, FROZEN_IN_PATH, FROZEN):
@@ -295,12 +324,21 @@ class ModelProfile:
         return tuple(self.blocks[0].states) if self.blocks else ()
 
 
+def without_states(profile: ModelProfile, drop) -> ModelProfile:
+    """The profile with every block state for which `drop(state)` is true removed, and the configurations
+    that use one."""
+    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not drop(s)},
+                           trainable_names={s: n for s, n in b.trainable_names.items() if not drop(s)})
+                   for b in profile.blocks)
+    configs = tuple(c for c in profile.configs if not any(drop(s) for s in c.block_states))
+    return replace(profile, blocks=blocks, configs=configs)
+
+
 def without_recompute(profile: ModelProfile) -> ModelProfile:
     """The profile with every +recompute state removed (what `--no-recompute` plans with)."""
-    from dataclasses import replace
+    return without_states(profile, is_recompute)
 
-    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not is_recompute(s)},
-                           trainable_names={s: n for s, n in b.trainable_names.items() if not is_recompute(s)})
-                   for b in profile.blocks)
-    configs = tuple(c for c in profile.configs if not any(is_recompute(s) for s in c.block_states))
-    return replace(profile, blocks=blocks, configs=configs)
+
+def without_quantized(profile: ModelProfile) -> ModelProfile:
+    """The profile with every +int8 state removed (what `--no-quantized` plans with)."""
+    return without_states(profile, is_quantized)
