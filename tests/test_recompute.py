@@ -15,7 +15,7 @@ from budgetplan.testing import make_profile
 
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import ConfigError, InfeasibleError
-from budgetplan.plan import Plan, SolverSettings, build_plan, class_from_solution, validate_plan
+from budgetplan.plan import PLAN_SCHEMA_VERSION, Plan, SolverSettings, build_plan, class_from_solution, validate_plan
 from budgetplan.profile.compose import FROZEN, compose, resolve_states
 from budgetplan.profile.types import (
     TRAINED, base_state, is_recompute, is_trainable, lora_rank, parse_state, recompute_state, without_recompute,
@@ -165,7 +165,7 @@ def test_plan_carries_recompute_states_and_validates():
     plan = build_plan(profile, [class_from_solution(profile, forced, target, 1.0)],
                       SolverSettings("layers", False, 10.0, 0, 1)).to_dict()
     entry = plan["classes"]["test-class"]
-    assert plan["schema_version"] == "2.1" and plan["solver"]["recompute"] is True
+    assert plan["schema_version"] == PLAN_SCHEMA_VERSION and plan["solver"]["recompute"] is True
     assert entry["block_states"][1:] == ["trained+recompute", "lora-4+recompute"]
     assert entry["recompute"] == {"blocks": [1, 2], "method": "torch.utils.checkpoint", "use_reentrant": False}
     assert entry["lora"]["ranks"] == {"2": 4}

@@ -89,28 +89,30 @@ def device(spec: DeviceLike, devices_dir: Sequence[str | Path] = ()) -> "DeviceC
 
 
 def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLike]", *, objective: str = "layers",
-          contiguous: bool = False, recompute: bool = True, time_limit_s: float = 10.0, seed: int = 0,
+          contiguous: bool = False, recompute: bool = True, quantized: bool = True, time_limit_s: float = 10.0, seed: int = 0,
           workers: int = 1, importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
           model_spec: str | None = None) -> "Plan":
     """The plan: per device class the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing is in the plan as inactive (`plan.by_name(n).active is False`), with the least
     budget it needs as `reason`; when no class fits, InfeasibleError says what each needs.
-    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute).
+    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute), `quantized=False`
+    off the +int8 states (--no-quantized).
     """
     from budgetplan.plan import SolverSettings
 
     many = isinstance(devices, Sequence) and not isinstance(devices, (str, Path))
     classes = [device(d, devices_dir) for d in (devices if many else [devices])]
-    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute)
+    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute, quantized)
     return plan_for_devices(profile, classes, settings, importance, model_spec)
 
 
 def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":
-    """The profile the solver chooses from: without its +recompute states when settings.recompute is False."""
-    from budgetplan.profile.types import without_recompute
+    """The profile the solver chooses from: without the optional kinds of state the settings turn off (+recompute
+    when settings.recompute is False, +int8 when settings.quantized is False; profile.types.OPTIONAL_STATES)."""
+    from budgetplan.profile.types import OPTIONAL_STATES, offered
 
-    return profile if settings.recompute else without_recompute(profile)
+    return offered(profile, **{kind: getattr(settings, kind, True) for kind in OPTIONAL_STATES})
 
 
 def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], settings, importance=None,

@@ -56,7 +56,8 @@ class ImportanceRequest:
 
 
 def base_state(state: str) -> str:
-    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained'; profile.types.parse_state)."""
+    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained', 'lora-8+int8' ->
+    'lora-8'; profile.types.parse_state)."""
     from budgetplan.profile.types import parse_state
 
     return parse_state(state).base

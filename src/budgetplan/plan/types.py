@@ -1,7 +1,7 @@
 """The plan: one typed `Plan` that `budgetplan solve` writes and every later stage reads.
 
 Spec: docs/plan-format.md; JSON Schema: budgetplan/schemas/plan.schema.json. `Plan.to_dict` / `Plan.from_dict`
-are the only JSON layout (schema 2.0; 1.x files still load). A plan names its model by the profile's
+are the only JSON layout (schema 2.2; 2.0, 2.1 and 1.x files still load). A plan names its model by the profile's
 fingerprint (sha256 over parameter names, shapes and dtypes), so a plan applied to another model is refused.
 Every cost says where it comes from: "derived" (composed from the profile's measured parts) or "measured"
 (the profile ran that exact configuration).
@@ -20,12 +20,14 @@ from pathlib import Path
 from budgetplan import __version__
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.files import read_json
-from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
+from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_quantized, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
 
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
-PLAN_SCHEMA_VERSION = "2.1"
+# 2.2: block states may carry "+int8", each active class names its quantised blocks ("quantized"), and the solver
+# section says whether +int8 states were offered ("quantized").
+PLAN_SCHEMA_VERSION = "2.2"
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -41,6 +43,7 @@ class SolverSettings:
     seed: int
     workers: int
     recompute: bool = True  # whether +recompute states were offered to the solver (False: --no-recompute)
+    quantized: bool = True  # whether +int8 states were offered to the solver (False: --no-quantized)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -186,7 +189,7 @@ class Plan:
                             f"but {model_name} has {fingerprint[:19]}...; solve a plan for this model")
 
     def to_dict(self) -> dict:
-        """The plan JSON (schema 2.1): the only layout, read back by from_dict."""
+        """The plan JSON (schema 2.2): the only layout, read back by from_dict."""
         return {"kind": PLAN_KIND, "schema_version": PLAN_SCHEMA_VERSION, "generator": dict(self.generator),
                 "created_utc": self.created_utc, "label": self.label,
                 "model": {**{k: v for k, v in _fields(self.model).items() if v is not None},
@@ -239,6 +242,7 @@ def class_to_dict(plan: Plan, c: PlanClass) -> dict:
         "trainable_parameter_names": list(c.trainable_names),
         "lora": lora_spec(plan, c),
         "recompute": recompute_spec(c.block_states),
+        "quantized": quantized_spec(plan, c.block_states),
         "predicted": None if c.predicted is None else _fields(c.predicted),
         "measured": measured_entry(c),
         **({} if answer is None else {
@@ -289,6 +293,14 @@ def recompute_spec(block_states: tuple[str, ...]) -> dict | None:
     if not blocks:
         return None
     return {"blocks": blocks, "method": "torch.utils.checkpoint", "use_reentrant": False}
+
+
+def quantized_spec(plan: Plan, block_states: tuple[str, ...]) -> dict | None:
+    """Which blocks a client holds with int8 frozen weights, and which layers of each (None when none)."""
+    blocks = [i for i, s in enumerate(block_states) if is_quantized(s)]
+    if not blocks:
+        return None
+    return {"blocks": blocks, "format": "int8-symmetric-per-output-channel", "layers": list(plan.context.lora_targets)}
 
 
 def measured_entry(plan_class: PlanClass) -> dict | None:

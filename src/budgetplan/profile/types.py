@@ -334,6 +334,19 @@ def without_states(profile: ModelProfile, drop) -> ModelProfile:
     return replace(profile, blocks=blocks, configs=configs)
 
 
+# The optional kinds of state a solve can leave out: SolverSettings field (and CLI --no-FIELD) -> which states.
+OPTIONAL_STATES = {"recompute": is_recompute, "quantized": is_quantized}
+
+
+def offered(profile: ModelProfile, **offer: bool) -> ModelProfile:
+    """The profile without the optional kinds of state turned off (offered(p, quantized=False) drops +int8)."""
+    unknown = sorted(set(offer) - set(OPTIONAL_STATES))
+    if unknown:
+        raise ValueError(f"unknown kind of state {unknown[0]!r}; use {', '.join(OPTIONAL_STATES)}")
+    drop = [OPTIONAL_STATES[k] for k, on in offer.items() if not on]
+    return without_states(profile, lambda s: any(test(s) for test in drop)) if drop else profile
+
+
 def without_recompute(profile: ModelProfile) -> ModelProfile:
     """The profile with every +recompute state removed (what `--no-recompute` plans with)."""
     return without_states(profile, is_recompute)
