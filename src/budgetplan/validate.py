@@ -27,6 +27,7 @@ from budgetplan.profile.types import (
     TRAINED,
     boundaries_of,
     lora_rank,
+    is_input_form,
     state_problem,
 )
 
@@ -209,7 +210,7 @@ def check_class_states(states, train_embeddings: bool, num_blocks: int, where: s
         raise PlanError(f"{where} has {len(states)} states for a model with {num_blocks} blocks; "
                         f"give one state per block; {fix}")
     for index, state in enumerate(states):
-        problem = state_problem(state) if state != "frozen" else None
+        problem = state_problem(state) if not is_input_form(state) else None
         if problem:
             raise PlanError(f"{where}/{index}: {problem}; use {_hint()}; {fix}")
     try:

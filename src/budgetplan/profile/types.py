@@ -164,6 +164,14 @@ def state_problem(state) -> str | None:
     return None
 
 
+def is_input_form(state) -> bool:
+    """Whether `state` is 'frozen' or 'frozen+int8': accepted as input, resolved by position (compose.resolve_states)."""
+    try:
+        return isinstance(state, str) and parse_state(state).base == FROZEN
+    except ValueError:
+        return False
+
+
 def is_trainable(state: str) -> bool:
     return parse_state(state).trainable
 
