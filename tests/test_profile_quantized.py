@@ -17,9 +17,10 @@ from budgetplan.profile.batch import make_batch
 from budgetplan.profile.compose import FROZEN, compose, standard_configs
 from budgetplan.profile.configure import apply_block_states, linear_targets
 from budgetplan.profile.profiler import ProfileRequest, profile_model
-from budgetplan.profile.quantize import QuantizedLinear, quantize_weight
+from budgetplan.profile.quantize import QuantizedLinear, quantizable_embeddings, quantize_weight
 from budgetplan.profile.types import (
-    INPUT_GRAD, NO_INPUT_GRAD, TRAINED, is_quantized, parse_state, quantized_state, state_problem,
+    FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, PRE_INT8, TRAINED, is_quantized, parse_state, quantized_state,
+    state_problem, with_int8_embeddings,
 )
 from profile_checks import assert_composition_exact
 
@@ -52,6 +53,23 @@ def test_quantized_configs_compose_exactly_and_peak_within_tolerance(profiles, f
     loaded, profile, request = profiles[family]
     worst = assert_composition_exact(loaded, profile, request, quantized_configs(profile))
     print(f"{family}: worst peak error with int8 {worst:.2%}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int8_embeddings_compose_exactly_and_save_three_quarters_of_the_tables(profiles, family):
+    loaded, profile, request = profiles[family]
+    int8 = with_int8_embeddings(profile)
+    n = profile.num_blocks
+    configs = [(FROZEN,) * n, ("frozen+int8",) * n, (FROZEN,) * (n - 1) + (TRAINED,), quantized_configs(profile)[-1]]
+    worst = assert_composition_exact(loaded, int8, request, configs)
+    print(f"{family}: worst peak error with int8 embeddings {worst:.2%}")
+    tables = quantizable_embeddings(loaded.model, profile.pre_trainable_names)
+    weights = sum(loaded.model.get_submodule(t).weight.numel() for t in tables)
+    rows = sum(loaded.model.get_submodule(t).weight.shape[0] for t in tables)
+    full, quant = profile.pre[FROZEN_OUTSIDE][NO_INPUT_GRAD], profile.pre[PRE_INT8][NO_INPUT_GRAD]
+    assert full.param_bytes - quant.param_bytes == 3 * weights - 4 * rows  # int8 + one fp32 scale per row
+    assert compose(int8, (FROZEN,) * n).peak_bytes_predicted < compose(profile, (FROZEN,) * n).peak_bytes_predicted
+    assert 0 < quant.flops_forward - full.flops_forward < weights  # only the gathered rows are dequantised
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -111,3 +111,24 @@ def test_plan_carries_int8_states_and_older_plans_still_load():
     bad = {**plan, "classes": {"test-class": {**entry, "block_states": ["frozen_outside", "trained+int8", TRAINED]}}}
     with pytest.raises(Exception, match="trained"):
         Plan.from_dict(bad)
+
+
+def test_frozen_embeddings_go_int8_per_class_only_where_that_trains_more():
+    from budgetplan.api import plan_for_devices
+    from budgetplan.profile.types import with_int8_embeddings
+
+    profile = make_profile(num_blocks=3, seed=2, quantized=True)
+    int8 = with_int8_embeddings(profile)
+    n = profile.num_blocks
+    # the least memory for head only with int8 embeddings: below what head only needs without them
+    least = min(compose(int8, s).peak_bytes_predicted for s in [("frozen+int8",) * n, ("frozen",) * n])
+    assert least < min(compose(profile, s).peak_bytes_predicted for s in [("frozen+int8",) * n, ("frozen",) * n])
+    tight, roomy = device(least, 10**15, 10**9, 8, "tight"), device(10**12, 10**15, 10**9, 8, "roomy")
+    settings = SolverSettings("layers", False, 10.0, 0, 1)
+    plan = plan_for_devices(profile, [tight, roomy], settings)
+    assert plan.by_name("tight").int8_embeddings and not plan.by_name("roomy").int8_embeddings
+    assert plan.by_name("tight").predicted.peak_bytes == compose(int8, plan.by_name("tight").block_states).peak_bytes_predicted
+    entry = plan.to_dict()["classes"]["tight"]
+    assert entry["int8_embeddings"] is True and Plan.from_dict(plan.to_dict()).by_name("tight").int8_embeddings
+    with pytest.raises(InfeasibleError):  # without +int8 nothing fits the tight class (and roomy alone is fine)
+        plan_for_devices(profile, [tight], SolverSettings("layers", False, 10.0, 0, 1, True, False))

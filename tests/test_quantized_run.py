@@ -74,7 +74,8 @@ def test_flower_engine_trains_int8_classes_like_the_embedded_one(tmp_path):
 
     from fl_helpers import class_plan, tiny_plan
 
-    plan = tiny_plan(class_plan("int8-lora", 0.5, ("frozen+int8", "frozen+int8", "lora-4+int8", "lora-4")),
+    plan = tiny_plan(class_plan("int8-lora", 0.5, ("frozen+int8", "frozen+int8", "lora-4+int8", "lora-4"),
+                                int8_embeddings=True),
                      class_plan("int8-last", 0.5, ("frozen+int8", "frozen+int8", "frozen+int8", "trained")))
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan.to_dict()))

@@ -24,6 +24,7 @@ from budgetplan.profile.types import (
     FROZEN_OUTSIDE,
     INPUT_GRAD,
     NO_INPUT_GRAD,
+    PRE_INT8,
     TRAINED,
     boundaries_of,
     lora_rank,
@@ -160,7 +161,8 @@ def _check_block(block: dict, index: int, states: list[str], context: dict, orig
 
 def _check_part_states(states: dict, where: str, required: dict, origin: str) -> None:
     for state in states:
-        problem = state_problem(state) if where != "pre" or state in (FROZEN_OUTSIDE, TRAINED) else "not a pre state"
+        problem = (state_problem(state) if where != "pre" or state in (FROZEN_OUTSIDE, PRE_INT8, TRAINED)
+                   else "not a pre state")
         if problem:
             _profile_error(origin, f"{where}/states/{state}", f"is not a block state ({problem})")
     for state, boundaries in required.items():

@@ -53,13 +53,13 @@ def profile_demo_model(batch_size: int, seq_len: int):
 
 def solve_demo_fleet(profile, out: Path, quantized: bool = True) -> Path:
     """quantized=False: the plan without +int8 states (--no-quantized), as `budgetplan solve` leaves them out."""
-    from budgetplan.api import offered_states
+    from budgetplan.api import solve_fleet_offered
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
     from budgetplan.report.solve_report import plan_table
-    from budgetplan.solve import read_fleet, solve_fleet
+    from budgetplan.solve import read_fleet
 
     settings = SolverSettings("layers", False, 10.0, 0, 1, quantized=quantized)
-    result = solve_fleet([offered_states(profile, settings)], read_fleet(DEMO_FLEET), settings.objective)
+    result = solve_fleet_offered([profile], read_fleet(DEMO_FLEET), settings)
     plan = plan_from_fleet(result, settings, DEMO_MODEL)
     path = out / "plan.json"
     write_plan(plan, path)

@@ -55,19 +55,17 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
                  limits: tuple):
-    from budgetplan.api import offered_states
+    from budgetplan.api import solve_fleet_offered
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.progress import counting_bar
-    from budgetplan.solve import read_fleet, read_fleet_profiles, solve_fleet
+    from budgetplan.solve import read_fleet, read_fleet_profiles
 
     fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
-    profiles = [offered_states(p, settings) for p in profiles]
     with counting_bar(console, "solving fleet classes") as tick:
-        result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
-                             settings.seed, settings.workers, importance, progress=tick,
-                             limits=_limits(fleet, *limits))
+        result = solve_fleet_offered(profiles, fleet, settings, importance=importance, progress=tick,
+                                     limits=_limits(fleet, *limits))
     return plan_from_fleet(result, settings, model_spec)
 
 

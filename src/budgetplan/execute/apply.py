@@ -91,7 +91,8 @@ def apply_class(plan: Plan, loaded: LoadedModel, name: str, seed: int = 0) -> Pl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft draws lora_A from the global generator
         trained = apply_block_states(loaded, plan_class.block_states, plan_class.train_embeddings,
-                                     alpha_per_rank=plan_class.lora_alpha_per_rank)
+                                     alpha_per_rank=plan_class.lora_alpha_per_rank,
+                                     int8_embeddings=plan_class.int8_embeddings)
     if plan_class.trainable_names and set(plan_class.trainable_names) != set(trained):
         raise PlanError(f"class {name}: the plan's trainable names differ from what the model trains; "
                         "the plan was made for another model: solve a plan for this one")

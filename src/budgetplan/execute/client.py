@@ -82,7 +82,7 @@ def configure(template: LoadedModel, global_state: Mapping[str, Tensor], plan: P
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft draws lora_A from the global generator
         trained = apply_block_states(loaded, plan.block_states, plan.train_embeddings,
-                                     alpha_per_rank=plan.lora_alpha_per_rank)
+                                     alpha_per_rank=plan.lora_alpha_per_rank, int8_embeddings=plan.int8_embeddings)
     planned = set(plan.trainable_names)
     if planned and planned != set(trained):
         extra = sorted(planned - set(trained))[:2] or sorted(set(trained) - planned)[:2]

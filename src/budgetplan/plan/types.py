@@ -147,6 +147,7 @@ class PlanClass:
     reason: str | None = None  # why nothing fits, when not active
     train_embeddings: bool = False
     lora_alpha_per_rank: float = 2.0
+    int8_embeddings: bool = False  # 2.2: the class holds the frozen embedding tables in int8
     budget: PlanBudget | None = None  # None: a hand-made plan with no device class
     predicted: PredictedCosts | None = None
     measured_peak_bytes: int | None = None  # source "measured": the profile ran this exact configuration
@@ -239,6 +240,7 @@ def class_to_dict(plan: Plan, c: PlanClass) -> dict:
         **entry,
         "block_states": list(c.block_states),
         "train_embeddings": c.train_embeddings,
+        "int8_embeddings": c.int8_embeddings,
         "trainable_parameter_names": list(c.trainable_names),
         "lora": lora_spec(plan, c),
         "recompute": recompute_spec(c.block_states),
@@ -269,6 +271,7 @@ def class_from_dict(name: str, data: dict, context: PlanContext, num_blocks: int
         **common, block_states=tuple(data["block_states"]),
         trainable_names=tuple(data["trainable_parameter_names"]),
         train_embeddings=bool(data.get("train_embeddings", False)),
+        int8_embeddings=bool(data.get("int8_embeddings", False)),
         lora_alpha_per_rank=float((data.get("lora") or {}).get("alpha_per_rank", context.lora_alpha_per_rank)),
         predicted=None if predicted is None else PredictedCosts(**_known(PredictedCosts, predicted)),
         measured_peak_bytes=None if measured is None else measured.get("peak_bytes"), answer=answer)

@@ -35,6 +35,7 @@ from budgetplan.profile.types import (
     FROZEN_OUTSIDE,
     INPUT_GRAD,
     NO_INPUT_GRAD,
+    PRE_INT8,
     TRAINED,
     ConfigCost,
     ModelProfile,
@@ -90,7 +91,8 @@ def place_block(profile: ModelProfile, index: int, state: str, grad_flows: bool)
 
 
 def place_pre(profile: ModelProfile) -> PlacedPart:
-    pre_state = TRAINED if profile.context.train_embeddings else FROZEN_OUTSIDE
+    frozen = PRE_INT8 if profile.context.int8_embeddings else FROZEN_OUTSIDE
+    pre_state = TRAINED if profile.context.train_embeddings else frozen
     pre_frozen = profile.pre[FROZEN_OUTSIDE][NO_INPUT_GRAD]
     return PlacedPart("pre", pre_state, NO_INPUT_GRAD, profile.pre[pre_state][NO_INPUT_GRAD], pre_frozen.param_bytes)
 

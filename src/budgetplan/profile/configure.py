@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from budgetplan.errors import ConfigError
 from budgetplan.models.load import LoadedModel
-from budgetplan.profile.quantize import quantize_block
+from budgetplan.profile.quantize import quantizable_embeddings, quantize_block, quantize_embeddings
 from budgetplan.profile.types import TRAINED, parse_state
 
 LORA_ALPHA_PER_RANK = 2.0  # alpha = 2 x rank, the common choice; recorded in profiles and plans
@@ -137,11 +137,12 @@ def inject_lora(loaded: LoadedModel, ranks: dict[int, int], alpha_per_rank: floa
 
 
 def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embeddings: bool = False,
-                       alpha_per_rank: float = LORA_ALPHA_PER_RANK) -> tuple[str, ...]:
+                       alpha_per_rank: float = LORA_ALPHA_PER_RANK, int8_embeddings: bool = False) -> tuple[str, ...]:
     """Configure `loaded.model` in place; returns the names of the trained parameters, in model order.
 
     A "+int8" block gets its linears (lora_targets) replaced by int8 copies of their current weights
-    (profile/quantize.py): load the weights first, then configure. LoRA is injected into a model that has none yet (load a fresh model per configuration).
+    (profile/quantize.py): load the weights first, then configure. int8_embeddings holds the frozen embedding
+    tables in int8 (quantize.quantizable_embeddings: those not tied to another module). LoRA is injected into a model that has none yet (load a fresh model per configuration).
     """
     if len(states) != loaded.layout.num_blocks:
         raise ConfigError(f"{len(states)} block states given for a model with {loaded.layout.num_blocks} blocks")
@@ -163,6 +164,10 @@ def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embed
         set_recompute(loaded.blocks[i], state.recompute)
     for i in quantised:
         quantize_block(loaded.blocks[i], targets)
+    if int8_embeddings:
+        if train_embeddings:
+            raise ConfigError("embeddings cannot be both trained and held in int8; drop one of the two")
+        quantize_embeddings(loaded.model, quantizable_embeddings(loaded.model, parts.pre))
     for name, param in loaded.model.named_parameters():
         param.requires_grad_(name in trained)
     return tuple(n for n, p in loaded.model.named_parameters() if p.requires_grad)

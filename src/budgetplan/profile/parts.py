@@ -222,7 +222,8 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
         for handle in handles:
             handle.remove()
     _check_single_invocation(loaded, counts)
-    cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
+    cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"],
+                 held=tuple(quantized_buffers(model)))  # int8 embedding tables (the blocks are never int8 here)
     model.zero_grad(set_to_none=True)
     return cost, PreRun(run.calls, tuple(held), run.outputs)
 

@@ -30,9 +30,10 @@ from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
 from budgetplan.profile.parts import measure_block, measure_post, measure_pre
+from budgetplan.profile.quantize import quantizable_embeddings, quantize_embeddings
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
-    FROZEN, FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
+    FROZEN, FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, PRE_INT8, SCHEMA_VERSION, TRAINED, BlockProfile,
     ModelInfo, ModelProfile, ProfileContext, base_state, boundaries_of, can_quantize, is_recompute, is_trainable,
     lora_state, parse_state, quantized_state, recompute_state,
 )
@@ -72,7 +73,9 @@ def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
     """Direct runs profile_model makes (blocks grouped by structure; input shapes may split a group further)."""
     per_block = sum(len(boundaries_of(s)) for s in request.block_states)
     distinct = len(set(block_groups(loaded.blocks, None, request.share_identical_blocks)))
-    return 2 + 2 + distinct * per_block
+    pre_int8 = request.quantized and not request.train_embeddings and bool(linear_targets(loaded)) and bool(
+        quantizable_embeddings(loaded.model, part_names(loaded).pre))
+    return 2 + 2 + int(pre_int8) + distinct * per_block
 
 
 def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
@@ -163,6 +166,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     pre_frozen, run = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
     tick("pre (embeddings) trained")
     pre_trained, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True, outputs=run.outputs)
+    pre = {FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}}
+    pre.update(_pre_int8(work, batch, request, parts.pre, run.outputs, tick))
     post = {}
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
@@ -173,17 +178,29 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     profile = ModelProfile(
         schema_version=SCHEMA_VERSION, generator=f"budgetplan {budgetplan.__version__}",
         model=_model_info(loaded), context=_context(loaded, request),
-        pre={FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}},
-        post=post, blocks=blocks,
+        pre=pre, post=post, blocks=blocks,
         resident_bytes=storage_bytes([*loaded.model.parameters(), *loaded.model.buffers(), *batch.values()]),
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
-        measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
+        measurement={"part_runs": 2 + len(pre) + block_runs, "block_runs": block_runs,
                      "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},
     )
     return with_standard_configs(profile, loaded, batch, request, tick)
+
+
+def _pre_int8(work: LoadedModel, batch: dict, request: ProfileRequest, pre_names, outputs, tick: Progress) -> dict:
+    """{PRE_INT8: cost} of the frozen embeddings held in int8, or {} (no +int8 states, trained embeddings, or no
+    embedding table that can be held in int8)."""
+    tables = quantizable_embeddings(work.model, pre_names)
+    if not (request.quantized and tables) or request.train_embeddings:
+        return {}
+    quantised = copy.deepcopy(work)
+    quantize_embeddings(quantised.model, tables)
+    tick("pre (embeddings) frozen, int8")
+    cost, _ = measure_pre(quantised, batch, request.optimizer, pre_names, train=False, outputs=outputs)
+    return {PRE_INT8: {NO_INPUT_GRAD: cost}}
 
 
 def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:

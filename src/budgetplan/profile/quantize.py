@@ -10,6 +10,9 @@ Counting convention (profile/flops.py counts what runs): a dequantisation is one
 (aten.mul, 1 FLOP per element; the int8 -> float conversion is a copy and costs 0), once per forward and once
 more per backward that needs the input gradient. The matmuls are those of the full-precision layer.
 
+Frozen embedding tables (the "pre" part, when the embeddings are not trained) may be held in int8 too, one scale
+per row (QuantizedEmbedding): a lookup dequantises only the gathered rows, one multiply per gathered element.
+
 Only frozen weights are quantised: a LoRA layer's base (peft keeps it as `base_layer`) is replaced, its
 adapters stay full precision and train as before. Which layers: the block's linears that run as modules
 (profile.configure.lora_targets), so a block with no such linear has no +int8 states.
@@ -98,5 +101,46 @@ def _parent(block: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 def quantized_buffers(module: nn.Module) -> list[torch.Tensor]:
-    """The int8 weights and scales held by the quantised layers inside `module` (weights at rest)."""
-    return [t for m in module.modules() if isinstance(m, QuantizedLinear) for t in (m.qweight, m.scale)]
+    """The int8 weights and scales held by the quantised layers and tables inside `module` (weights at rest)."""
+    return [t for m in module.modules() if isinstance(m, (QuantizedLinear, QuantizedEmbedding))
+            for t in (m.qweight, m.scale)]
+
+
+class QuantizedEmbedding(nn.Module):
+    """A frozen embedding table held in int8 with a scale per row; a lookup dequantises only the rows it gathers
+    (one multiply per gathered element), never the whole table."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None) -> None:
+        super().__init__()
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.padding_idx = padding_idx
+        self.num_embeddings, self.embedding_dim = qweight.shape
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].to(self.scale.dtype) * self.scale[ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, weight=int8 per-row"
+
+
+def quantizable_embeddings(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Module names of the plain nn.Embedding layers whose weight is among `names` (frozen parameter names) and
+    is used by no other module (a table tied to an output head stays full precision)."""
+    uses: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    wanted = set(names)
+    return tuple(name for name, m in model.named_modules()
+                 if type(m) is nn.Embedding and f"{name}.weight" in wanted and uses[id(m.weight)] == 1
+                 and m.max_norm is None and not m.sparse)
+
+
+def quantize_embeddings(model: nn.Module, modules: tuple[str, ...]) -> None:
+    """Replace each named nn.Embedding of `model` by its int8 copy, in place."""
+    for name in modules:
+        owner, attr = _parent(model, name)
+        table = getattr(owner, attr)
+        q, scale = quantize_weight(table.weight)
+        setattr(owner, attr, QuantizedEmbedding(q, scale, table.padding_idx))
+

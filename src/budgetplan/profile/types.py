@@ -40,6 +40,7 @@ DERIVED = "derived"
 RECOMPUTE_SUFFIX = "+recompute"
 INT8 = "int8"
 QUANT_SUFFIX = "+" + INT8  # the only storage format so far; a 4-bit one would be one more name here
+PRE_INT8 = FROZEN_OUTSIDE + QUANT_SUFFIX  # frozen embeddings held in int8 (ProfileContext.int8_embeddings)
 STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1); the frozen and LoRA ones "
                "optionally with +int8, the trainable ones optionally with +recompute (e.g. trained+recompute, "
                "frozen_outside+int8, lora-8+int8+recompute)")
@@ -257,6 +258,10 @@ class ProfileContext:
     # "model": the model's own task head (kept with its weights); "budgetplan": a head added to a bare base.
     # Profiles of schema 1.0 predate own heads: always "budgetplan".
     head_source: str = "budgetplan"
+    # Whether every configuration composed from this profile holds the frozen embeddings in int8 (the pre state
+    # frozen_outside+int8, measured when the profile has +int8 states). False in every profile file; the solve
+    # sets it on the copy it plans with when that trains more (api.embedding_offers), and the plan records it.
+    int8_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -300,7 +305,8 @@ class ModelProfile:
     generator: str
     model: ModelInfo
     context: ProfileContext
-    # "pre" part: state ("frozen_outside" or "trained") -> boundary -> cost (pre never has an input gradient)
+    # "pre" part: state ("frozen_outside", "trained", and "frozen_outside+int8" where the profile has +int8 states
+    # and embedding tables to hold in int8) -> boundary -> cost (pre never has an input gradient)
     pre: dict[str, dict[str, PartCost]]
     # "post" part (head and loss, always trained): boundary -> cost
     post: dict[str, PartCost]
@@ -339,7 +345,17 @@ def without_states(profile: ModelProfile, drop) -> ModelProfile:
                            trainable_names={s: n for s, n in b.trainable_names.items() if not drop(s)})
                    for b in profile.blocks)
     configs = tuple(c for c in profile.configs if not any(drop(s) for s in c.block_states))
-    return replace(profile, blocks=blocks, configs=configs)
+    pre = {s: c for s, c in profile.pre.items() if not drop(s)}
+    context = replace(profile.context, int8_embeddings=profile.context.int8_embeddings and PRE_INT8 in pre)
+    return replace(profile, blocks=blocks, configs=configs, pre=pre, context=context)
+
+
+def with_int8_embeddings(profile: ModelProfile) -> ModelProfile | None:
+    """The profile whose configurations hold the frozen embeddings in int8, or None when it has no such pre
+    state (no +int8 states, no embedding table to hold, or embeddings trained)."""
+    if PRE_INT8 not in profile.pre or profile.context.train_embeddings:
+        return None
+    return replace(profile, context=replace(profile.context, int8_embeddings=True))
 
 
 # The optional kinds of state a solve can leave out: SolverSettings field (and CLI --no-FIELD) -> which states.
