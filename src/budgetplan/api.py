@@ -58,12 +58,13 @@ def _shape(sample_batch: Mapping) -> tuple[int, int | None]:
 def profile_model(model, sample_batch: Mapping | None = None, *, batch_size: int = 8, seq_len: int = 128,
             optimizer: str = "adamw", lora_ranks: Sequence[int] = (4, 8, 16), train_embeddings: bool = False,
             measure: bool = True, num_labels: int | None = None, task: str | None = None,
-            tick=None) -> "ModelProfile":
+            recompute: bool = True, quantized: bool = True, tick=None) -> "ModelProfile":
     """Measure every block in every state once (FLOPs, saved activations, peak) and compose configurations.
 
     `sample_batch` (a dict with input_ids or pixel_values) sets the profiled batch size and sequence length
     from its shapes; the costs depend on shapes, not on token values. `measure=False` skips the whole-step
-    runs of the standard configurations (their peak is then derived only).
+    runs of the standard configurations (their peak is then derived only). `recompute=False` /
+    `quantized=False` leave out the +recompute / +int8 states (the CLI's --no-recompute / --no-quantized).
     """
     from budgetplan.profile import profiler
 
@@ -73,7 +74,7 @@ def profile_model(model, sample_batch: Mapping | None = None, *, batch_size: int
         seq_len = shape_seq or seq_len
     request = profiler.ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                                       lora_ranks=tuple(lora_ranks), train_embeddings=train_embeddings,
-                                      measure_configs=measure)
+                                      measure_configs=measure, recompute=recompute, quantized=quantized)
     return profiler.profile_model(loaded, request, **({"tick": tick} if tick else {}))
 
 

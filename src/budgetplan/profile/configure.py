@@ -142,10 +142,13 @@ def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embed
 
     A "+int8" block gets its linears (lora_targets) replaced by int8 copies of their current weights
     (profile/quantize.py): load the weights first, then configure. int8_embeddings holds the frozen embedding
-    tables in int8 (quantize.quantizable_embeddings: those not tied to another module). LoRA is injected into a model that has none yet (load a fresh model per configuration).
+    tables in int8 (quantize.quantizable_embeddings: those not tied to another module). LoRA is injected into a
+    model that has none yet (load a fresh model per configuration).
     """
     if len(states) != loaded.layout.num_blocks:
         raise ConfigError(f"{len(states)} block states given for a model with {loaded.layout.num_blocks} blocks")
+    if int8_embeddings and train_embeddings:
+        raise ConfigError("embeddings cannot be both trained and held in int8; drop one of the two")
     parsed = [_parse(i, s) for i, s in enumerate(states)]
     ranks = {i: p.lora_rank for i, p in enumerate(parsed) if p.lora_rank is not None}
     quantised = [i for i, p in enumerate(parsed) if p.quant]
@@ -165,8 +168,6 @@ def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embed
     for i in quantised:
         quantize_block(loaded.blocks[i], targets)
     if int8_embeddings:
-        if train_embeddings:
-            raise ConfigError("embeddings cannot be both trained and held in int8; drop one of the two")
         quantize_embeddings(loaded.model, quantizable_embeddings(loaded.model, parts.pre))
     for name, param in loaded.model.named_parameters():
         param.requires_grad_(name in trained)
