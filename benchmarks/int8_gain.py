@@ -21,7 +21,10 @@ from pathlib import Path
 from budgetplan.api import solve_fleet_offered
 from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
-from budgetplan.profile.types import is_quantized, is_trainable
+from budgetplan.profile.compose import compose
+from budgetplan.profile.types import (
+    FROZEN_OUTSIDE, PRE_INT8, can_quantize, is_quantized, is_trainable, quantized_state, with_int8_embeddings,
+)
 from budgetplan.solve import read_fleet
 from recompute_gain import run_and_verify
 
@@ -78,6 +81,35 @@ def rows(plain, int8) -> list[str]:
     return lines
 
 
+def same_config_saving(profile, plain) -> list[str]:
+    """Per class: its plain configuration with every frozen and LoRA block, and the embeddings, held in int8
+    (the same training): the derived peak and FLOPs, and what int8 saves and adds."""
+    int8_profile = with_int8_embeddings(profile) or profile
+    lines = [f"{'class':<22} {'plain peak MiB':>14}  {'same in int8':>12}  {'saved MiB':>9}  {'FLOPs added':>12}"]
+    for c in plain.classes:
+        if not c.active:
+            continue
+        states = tuple(quantized_state(s) if can_quantize(s) and not is_quantized(s) else s for s in c.block_states)
+        a, b = compose(profile, c.block_states), compose(int8_profile, states)
+        added = (b.flops_forward + b.flops_backward) - (a.flops_forward + a.flops_backward)
+        lines.append(f"{c.name:<22} {a.peak_bytes_predicted / 2**20:>14.1f}  {b.peak_bytes_predicted / 2**20:>12.1f}  "
+                     f"{(a.peak_bytes_predicted - b.peak_bytes_predicted) / 2**20:>9.1f}  {added:>12,}")
+    return lines
+
+
+def dequant_flops(profile) -> str:
+    """FLOPs one dequantisation pass adds, from the measured parts of block 0 and the embeddings."""
+    block = profile.blocks[0].states
+    forward = block["frozen_outside+int8"]["no_input_grad"].flops_forward - block["frozen_outside"]["no_input_grad"].flops_forward
+    backward = (block["frozen_in_path+int8"]["input_grad"].flops_backward
+                - block["frozen_in_path"]["input_grad"].flops_backward)
+    text = f"per int8 block: +{forward:,} FLOPs forward, +{backward:,} backward when the gradient passes through it"
+    if PRE_INT8 in profile.pre:
+        pre = profile.pre[PRE_INT8]["no_input_grad"].flops_forward - profile.pre[FROZEN_OUTSIDE]["no_input_grad"].flops_forward
+        text += f"; int8 embeddings: +{pre:,} FLOPs forward (the gathered rows only)"
+    return text + " (measured parts, one multiply per dequantised element)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=Path, default=BUNDLED_PROFILE_PATH)
@@ -94,12 +126,15 @@ def main() -> int:
     c = profile.context
     print(f"{profile.model.name}, batch {c.batch_size}, seq {c.seq_len}, {c.optimizer}; objective layers; "
           "+recompute offered in both; peaks and FLOPs derived from the profile's measured parts")
+    print(dequant_flops(profile))
     status = 0
     for fleet_path in args.fleet or FLEETS:
         (plain_result, plain), (int8_result, int8) = solve(profile, fleet_path, False), solve(profile, fleet_path, True)
         print(f"\nfleet {fleet_path.name}: score (share-weighted blocks) {plain_result.chosen.score:.3f} -> "
               f"{int8_result.chosen.score:.3f}")
         print("\n".join(rows(plain, int8)))
+        print("the plain plan's configurations with frozen/LoRA blocks and embeddings in int8 (derived):")
+        print("\n".join(same_config_saving(profile, plain)))
         if args.run:
             plan_path = args.out / f"plan-{fleet_path.stem}.json"
             write_plan(int8, plan_path)
