@@ -24,7 +24,7 @@ from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
 from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
 from budgetplan.profile.compose import FROZEN, compose
 from budgetplan.profile.types import TRAINED, is_recompute, is_trainable, recompute_state, without_recompute
-from budgetplan.solve.fleet import read_fleet, solve_fleet
+from budgetplan.solve import read_fleet, solve_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEETS = (ROOT / "profiles" / "fleets" / "demo.toml", ROOT / "profiles" / "fleets" / "mixed-edge.toml")

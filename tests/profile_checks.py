@@ -19,10 +19,10 @@ from budgetplan.profile.measure import measure_training_step
 PEAK_TOLERANCE = 0.03
 
 
-def direct_run(loaded, states, batch, train_embeddings=False):
+def direct_run(loaded, states, batch, train_embeddings=False, int8_embeddings=False):
     """FLOPs (forward, backward) and saved bytes of one whole configuration, measured on the whole model."""
     fresh = copy.deepcopy(loaded)
-    apply_block_states(fresh, states, train_embeddings=train_embeddings)
+    apply_block_states(fresh, states, train_embeddings=train_embeddings, int8_embeddings=int8_embeddings)
     model = fresh.model.train()
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -47,7 +47,8 @@ def assert_composition_exact(loaded, profile, request, configs=None) -> float:
     worst = 0.0
     for states in configs or standard_configs(profile):
         composed = compose(profile, states)
-        forward, backward, saved, fresh = direct_run(loaded, states, batch, request.train_embeddings)
+        forward, backward, saved, fresh = direct_run(loaded, states, batch, request.train_embeddings,
+                                                     profile.context.int8_embeddings)
         assert (composed.flops_forward, composed.flops_backward) == (forward, backward), states
         assert composed.activation_bytes == saved, states
         measured = measure_training_step(fresh.model, batch, request.optimizer).peak_bytes

@@ -28,7 +28,8 @@ def test_profile_prints_table_and_writes_versioned_json(tmp_path):
     assert data["model"]["num_blocks"] == 4 and data["model"]["fingerprint"].startswith("sha256:")
     assert data["context"]["batch_size"] == 2 and data["context"]["seq_len"] == 8
     assert set(data["blocks"][0]["states"]) == {"frozen_outside", "frozen_in_path", "trained", "lora-4",
-                                                "trained+recompute", "lora-4+recompute"}
+                                                "trained+recompute", "lora-4+recompute", "frozen_outside+int8",
+                                                "frozen_in_path+int8", "lora-4+int8", "lora-4+int8+recompute"}
     config = data["configs"][-1]
     for field in ("block_states", "flops_forward", "flops_backward", "activation_bytes", "peak_bytes_predicted",
                   "peak_bytes_measured", "trainable_params", "upload_bytes"):
@@ -47,10 +48,12 @@ def test_profile_without_measuring_leaves_measured_peak_null(tmp_path):
 
 def test_profile_no_recompute_measures_the_plain_states_only(tmp_path):
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["profile", "tiny-bert", *SMALL, "--no-recompute", "--no-measure", "--json", str(out)])
+    result = runner.invoke(app, ["profile", "tiny-bert", *SMALL, "--no-recompute", "--no-quantized", "--no-measure",
+                                 "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert set(json.loads(out.read_text())["blocks"][0]["states"]) == {"frozen_outside", "frozen_in_path", "trained",
-                                                                      "lora-4"}
+    data = json.loads(out.read_text())
+    assert set(data["blocks"][0]["states"]) == {"frozen_outside", "frozen_in_path", "trained", "lora-4"}
+    assert set(data["pre"]) == {"frozen_outside", "trained"}
 
 
 def test_missing_file(tmp_path):

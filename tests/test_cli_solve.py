@@ -85,9 +85,13 @@ def test_profile_of_another_schema_version(tmp_path):
 def test_infeasible_budget_names_class_budget_and_least_need(tmp_path):
     profile = read_profile(BUNDLED_PROFILE)
     head_only = compose(profile, ("frozen_outside",) * profile.num_blocks).peak_bytes_predicted
-    result = runner.invoke(app, ["solve", "--device-file", str(write_device(tmp_path, memory_bytes=head_only - 1))])
+    device = str(write_device(tmp_path, memory_bytes=head_only - 1))
+    result = runner.invoke(app, ["solve", "--device-file", device, "--no-quantized"])
     assert_one_line_error(result, "mine:", "head only", f"{head_only / 2**20:.2f} MiB ({head_only:,} bytes)",
                           f"({head_only - 1:,} bytes)", "memory_bytes")
+    # with frozen weights in int8 the same budget trains the head over an int8 body
+    fits = runner.invoke(app, ["solve", "--device-file", device])
+    assert fits.exit_code == 0 and "int8" in fits.output, fits.output
 
 
 def test_devices_list_show_and_missing_name():

@@ -102,6 +102,6 @@ def test_recompute_is_plain_in_eval_and_undone_by_a_plain_state():
 def test_no_recompute_request_profiles_the_plain_states_only():
     request = ProfileRequest(batch_size=2, seq_len=8, lora_ranks=(4,), recompute=False, measure_configs=False)
     assert not any(is_recompute(s) for s in request.block_states)
-    assert ProfileRequest(lora_ranks=(4, 8)).block_states == (
+    assert ProfileRequest(lora_ranks=(4, 8), quantized=False).block_states == (
         "frozen_outside", "frozen_in_path", "trained", "lora-4", "lora-8",
         "trained+recompute", "lora-4+recompute", "lora-8+recompute")

@@ -15,7 +15,7 @@ from budgetplan.testing import make_profile
 
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import ConfigError, InfeasibleError
-from budgetplan.plan import Plan, SolverSettings, build_plan, class_from_solution, validate_plan
+from budgetplan.plan import PLAN_SCHEMA_VERSION, Plan, SolverSettings, build_plan, class_from_solution, validate_plan
 from budgetplan.profile.compose import FROZEN, compose, resolve_states
 from budgetplan.profile.types import (
     TRAINED, base_state, is_recompute, is_trainable, lora_rank, parse_state, recompute_state, without_recompute,

@@ -60,12 +60,13 @@ def _shape(sample_batch: Mapping) -> tuple[int, int | None]:
 def profile_model(model, sample_batch: Mapping | None = None, *, batch_size: int = 8, seq_len: int = 128,
             optimizer: str = "adamw", lora_ranks: Sequence[int] = (4, 8, 16), train_embeddings: bool = False,
             measure: bool = True, num_labels: int | None = None, task: str | None = None,
-            tick=None) -> "ModelProfile":
+            recompute: bool = True, quantized: bool = True, tick=None) -> "ModelProfile":
     """Measure every block in every state once (FLOPs, saved activations, peak) and compose configurations.
 
     `sample_batch` (a dict with input_ids or pixel_values) sets the profiled batch size and sequence length
     from its shapes; the costs depend on shapes, not on token values. `measure=False` skips the whole-step
-    runs of the standard configurations (their peak is then derived only).
+    runs of the standard configurations (their peak is then derived only). `recompute=False` /
+    `quantized=False` leave out the +recompute / +int8 states (the CLI's --no-recompute / --no-quantized).
     """
     from budgetplan.profile import profiler
 
@@ -75,7 +76,7 @@ def profile_model(model, sample_batch: Mapping | None = None, *, batch_size: int
         seq_len = shape_seq or seq_len
     request = profiler.ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                                       lora_ranks=tuple(lora_ranks), train_embeddings=train_embeddings,
-                                      measure_configs=measure)
+                                      measure_configs=measure, recompute=recompute, quantized=quantized)
     return profiler.profile_model(loaded, request, **({"tick": tick} if tick else {}))
 
 
@@ -91,28 +92,53 @@ def device(spec: DeviceLike, devices_dir: Sequence[str | Path] = ()) -> "DeviceC
 
 
 def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLike]", *, objective: str = "layers",
-          contiguous: bool = False, recompute: bool = True, time_limit_s: float = 10.0, seed: int = 0,
+          contiguous: bool = False, recompute: bool = True, quantized: bool = True, time_limit_s: float = 10.0, seed: int = 0,
           workers: int = 1, importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
           model_spec: str | None = None) -> "Plan":
     """The plan: per device class the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing is in the plan as inactive (`plan.by_name(n).active is False`), with the least
     budget it needs as `reason`; when no class fits, InfeasibleError says what each needs.
-    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute).
+    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute), `quantized=False`
+    off the +int8 states (--no-quantized).
     """
     from budgetplan.plan import SolverSettings
 
     many = isinstance(devices, Sequence) and not isinstance(devices, (str, Path))
     classes = [device(d, devices_dir) for d in (devices if many else [devices])]
-    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute)
+    settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute, quantized)
     return plan_for_devices(profile, classes, settings, importance, model_spec)
 
 
 def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":
-    """The profile the solver chooses from: without its +recompute states when settings.recompute is False."""
-    from budgetplan.profile.types import without_recompute
+    """The profile the solver chooses from: without the optional kinds of state the settings turn off (+recompute
+    when settings.recompute is False, +int8 when settings.quantized is False; profile.types.OPTIONAL_STATES)."""
+    from budgetplan.profile.types import OPTIONAL_STATES, offered
 
-    return profile if settings.recompute else without_recompute(profile)
+    return offered(profile, **{kind: getattr(settings, kind, True) for kind in OPTIONAL_STATES})
+
+
+def embedding_offers(profile: "ModelProfile", settings) -> "list[ModelProfile]":
+    """The profiles a solve tries, in order of preference: the offered states with full-precision embeddings,
+    then, where +int8 states are offered and the profile measured it, the same with the frozen embedding tables
+    held in int8 (profile.types.with_int8_embeddings). A later one is used only where it trains strictly more:
+    per class in plan_for_devices, for the whole fleet in a fleet solve (best_offer)."""
+    from budgetplan.profile.types import with_int8_embeddings
+
+    first = offered_states(profile, settings)
+    int8 = with_int8_embeddings(first) if getattr(settings, "quantized", True) else None
+    return [first] + ([int8] if int8 is not None else [])
+
+
+def best_offer(variants: Sequence, solve, score):
+    """solve(variant) for each variant in order; the first answer unless a later one scores strictly more."""
+    best = best_score = None
+    for variant in variants:
+        answer = solve(variant)
+        value = score(answer)
+        if best is None or value > best_score:
+            best, best_score = answer, value
+    return best
 
 
 def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], settings, importance=None,
@@ -127,19 +153,62 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     if twice or not devices:
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
-    profile = offered_states(profile, settings)
+    variants = embedding_offers(profile, settings)
+    profile = variants[0]
     # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
+    planners = [(v, ProfilePlanner(v, settings.objective, settings.contiguous, importance)) for v in variants]
     classes, reasons = [], []
     for d in devices:
-        solution, reason = planner.solve_class(d)
         share = 1 / len(devices)
+        variant, (solution, reason) = best_offer(planners, lambda vp: (vp[0], vp[1].solve_class(d)),
+                                                 lambda answer: _class_score(answer[1][0]))
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
-                       class_from_solution(profile, solution, d, share))
+                       class_from_solution(variant, solution, d, share))
         reasons += [reason] if solution is None else []
     if len(reasons) == len(devices):
         raise InfeasibleError("; ".join(reasons))
     return build_plan(profile, classes, settings, model_spec)
+
+
+def fleet_offers(profiles: "Sequence[ModelProfile]", settings) -> "list[list[ModelProfile]]":
+    """embedding_offers for a fleet's candidate models: the candidates as offered, then (where any candidate has
+    them) the candidates with frozen embeddings held in int8."""
+    offers = [embedding_offers(p, settings) for p in profiles]
+    int8 = [o[-1] for o in offers]
+    return [[o[0] for o in offers]] + ([int8] if any(len(o) > 1 for o in offers) else [])
+
+
+def solve_fleet_offered(profiles: "Sequence[ModelProfile]", fleet, settings, **options):
+    """solve_fleet over fleet_offers: the full-precision embeddings' answer unless the int8 embeddings' answer
+    scores strictly more over the fleet (share-weighted objective, then share-weighted trainable parameters)."""
+    from budgetplan.errors import InfeasibleError
+    from budgetplan.solve import solve_fleet
+
+    def attempt(candidates):
+        try:
+            return solve_fleet(candidates, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
+                               settings.seed, settings.workers, **options)
+        except InfeasibleError as exc:
+            return exc
+
+    def score(result) -> tuple:
+        if isinstance(result, InfeasibleError):
+            return (-1.0, 0.0)
+        chosen = result.chosen
+        params = sum(c.share * s.trainable_params for c, s in zip(fleet.classes, chosen.solutions) if s is not None)
+        return (chosen.score, params)
+
+    result = best_offer(fleet_offers(profiles, settings), attempt, score)
+    if isinstance(result, InfeasibleError):
+        raise result
+    return result
+
+
+def _class_score(solution) -> tuple:
+    """How much a class's answer trains: (fits at all, objective value, trainable parameters)."""
+    if solution is None:
+        return (False, 0, 0)
+    return (True, solution.objective_value, getattr(solution, "trainable_params", 0))
 
 
 def apply(plan: "Plan", model, device_class: str, *, seed: int = 0) -> "PlannedModel":

@@ -30,7 +30,7 @@ from budgetplan.execute.data import Examples, dataset_info, load_dataset
 from budgetplan.models.load import LoadedModel
 from budgetplan.profile.configure import apply_block_states
 from budgetplan.profile.measure import make_optimizer
-from budgetplan.profile.types import FROZEN_OUTSIDE, Importance, ModelProfile, base_state, is_trainable
+from budgetplan.profile.types import FROZEN_OUTSIDE, Importance, ModelProfile, is_trainable, parse_state
 
 METHOD = "loss-drop-over-head"
 
@@ -53,6 +53,12 @@ class ImportanceRequest:
                 raise ConfigError(f"importance --{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"importance --lr must be a positive number, got {self.lr}")
+
+
+def trained_part(state: str) -> str:
+    """The state whose parameters a variant state trains ('trained+recompute' -> 'trained', 'lora-8+int8' ->
+    'lora-8'): variants of one state share its measured importance."""
+    return parse_state(state).base
 
 
 def pilot_slices(loaded: LoadedModel, request: ImportanceRequest) -> tuple[Examples, Examples]:
@@ -122,7 +128,7 @@ def measure_importance(loaded: LoadedModel, profile: ModelProfile, request: Impo
     for block in profile.blocks:
         values = {}
         for state in (s for s in block.states if is_trainable(s)):
-            key = (block.index, base_state(state))
+            key = (block.index, trained_part(state))
             if key not in measured:
                 states = tuple(key[1] if i == block.index else FROZEN_OUTSIDE for i in range(n))
                 measured[key] = max(0.0, loss_drop(loaded, states, pilot, held, request, alpha, before) - head)
@@ -135,4 +141,4 @@ def measure_importance(loaded: LoadedModel, profile: ModelProfile, request: Impo
 
 def count_runs(profile: ModelProfile) -> int:
     """Training runs measure_importance makes (for a progress bar): the head plus one per block and base state."""
-    return 1 + sum(len({base_state(s) for s in b.states if is_trainable(s)}) for b in profile.blocks)
+    return 1 + sum(len({trained_part(s) for s in b.states if is_trainable(s)}) for b in profile.blocks)

@@ -10,6 +10,9 @@ hold token and position embeddings as other bytes.
 With recompute=True every trainable state also gets its +recompute variant, shaped like a measured one: the
 same forward, the forward again inside the backward, only the block's input (and shared inputs) kept, and the
 kept activations alive again as backward extra bytes (drawn from a separate stream: the other costs stay).
+With quantized=True every frozen and LoRA state (recomputing or not) also gets its +int8 variant, shaped like a
+measured one: a quarter of the base weights' bytes plus scales, one FLOP per base weight for each dequantisation
+(forward, and backward where a gradient passes), a dequantised layer's weight as extra forward/backward bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from budgetplan.profile.types import (
     FROZEN_OUTSIDE,
     INPUT_GRAD,
     NO_INPUT_GRAD,
+    PRE_INT8,
     SCHEMA_VERSION,
     TRAINED,
     BlockProfile,
@@ -30,9 +34,11 @@ from budgetplan.profile.types import (
     PartCost,
     ProfileContext,
     boundaries_of,
+    can_quantize,
     is_trainable,
     lora_rank,
     lora_state,
+    quantized_state,
     recompute_state,
 )
 
@@ -79,7 +85,21 @@ def _recomputed(rng: random.Random, cost: PartCost) -> PartCost:
     )
 
 
-def _states(rng, state_names, params, optimizer_factor, name_prefix, recompute_rng=None):
+def _quantized(rng: random.Random, cost: PartCost, base_params: int, boundary: str) -> PartCost:
+    """The +int8 variant of a frozen or LoRA part's cost (see the module docstring)."""
+    layer = base_params * 4 // rng.randint(4, 8)  # one dequantised layer's full-precision weight
+    backward = cost.flops_backward > 0 or boundary == INPUT_GRAD
+    return replace(
+        cost,
+        flops_forward=cost.flops_forward + base_params,
+        flops_backward=cost.flops_backward + (base_params if backward else 0),
+        forward_extra_bytes=max(cost.forward_extra_bytes, layer + rng.randint(0, 400)),
+        backward_extra_bytes=max(cost.backward_extra_bytes, layer) if backward else cost.backward_extra_bytes,
+        param_bytes=cost.param_bytes - base_params * 3 + rng.randint(4, 40),
+    )
+
+
+def _states(rng, state_names, params, optimizer_factor, name_prefix, recompute_rng=None, quantize_rng=None):
     states, names = {}, {}
     for state in state_names:
         states[state] = {b: _part(rng, state, b, params, optimizer_factor) for b in boundaries_of(state)}
@@ -90,6 +110,10 @@ def _states(rng, state_names, params, optimizer_factor, name_prefix, recompute_r
     for state in [s for s in state_names if is_trainable(s)] if recompute_rng else ():
         states[recompute_state(state)] = {b: _recomputed(recompute_rng, c) for b, c in states[state].items()}
         names[recompute_state(state)] = names[state]
+    for state in [s for s in states if can_quantize(s)] if quantize_rng else ():
+        states[quantized_state(state)] = {b: _quantized(quantize_rng, c, params, b) for b, c in states[state].items()}
+        if state in names:
+            names[quantized_state(state)] = names[state]
     return states, names
 
 
@@ -116,19 +140,27 @@ def make_profile(
     name: str = "synthetic",
     held: bool = True,
     recompute: bool = False,
+    quantized: bool = False,
 ) -> ModelProfile:
     """A random profile with states frozen_outside, frozen_in_path, trained and lora-R for each R
-    (with random held tensors unless held=False, and the +recompute variants with recompute=True)."""
+    (with random held tensors unless held=False, the +recompute variants with recompute=True, the +int8 variants
+    with quantized=True)."""
     rng = random.Random(seed)
     recompute_rng = random.Random(seed * 104729 + 3) if recompute else None
+    quantize_rng = random.Random(seed * 7907 + 11) if quantized else None
     state_names = (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, *(lora_state(r) for r in lora_ranks))
     blocks = []
     for index in range(num_blocks):
         params = rng.randint(100, 300)
-        states, names = _states(rng, state_names, params, optimizer_factor, f"encoder.layer.{index}", recompute_rng)
+        states, names = _states(rng, state_names, params, optimizer_factor, f"encoder.layer.{index}", recompute_rng,
+                                quantize_rng)
         blocks.append(BlockProfile(index=index, name=f"encoder.layer.{index}", states=states, trainable_names=names))
     pre = {state: {NO_INPUT_GRAD: _part(rng, state, NO_INPUT_GRAD, 500, optimizer_factor)}
            for state in (FROZEN_OUTSIDE, TRAINED)}
+    if quantize_rng:  # frozen embeddings in int8: three quarters of their bytes less, a multiply per gathered row
+        frozen = pre[FROZEN_OUTSIDE][NO_INPUT_GRAD]
+        pre[PRE_INT8] = {NO_INPUT_GRAD: replace(frozen, param_bytes=frozen.param_bytes // 4 + quantize_rng.randint(4, 40),
+                                                flops_forward=frozen.flops_forward + quantize_rng.randint(64, 512))}
     post = {b: _part(rng, TRAINED, b, 50, optimizer_factor) for b in (INPUT_GRAD, NO_INPUT_GRAD)}
     return ModelProfile(
         schema_version=SCHEMA_VERSION,

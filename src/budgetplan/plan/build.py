@@ -56,6 +56,8 @@ def predicted_costs(profile: ModelProfile, block_states: tuple[str, ...], budget
 
 
 def _measured_peak(profile: ModelProfile, block_states: tuple[str, ...]) -> int | None:
+    if profile.context.int8_embeddings:
+        return None  # the profile's whole steps ran with full-precision embeddings
     for config in profile.configs:
         if tuple(config.block_states) == tuple(block_states) and config.peak_bytes_measured is not None:
             return config.peak_bytes_measured
@@ -70,7 +72,8 @@ def class_for_states(profile: ModelProfile, name: str, share: float, block_state
     embeddings = profile.context.train_embeddings if train_embeddings is None else train_embeddings
     return PlanClass(name=name, share=share, block_states=states,
                      trainable_names=trainable_names(profile, states, embeddings), train_embeddings=embeddings,
-                     lora_alpha_per_rank=profile.context.lora_alpha_per_rank, budget=budget,
+                     lora_alpha_per_rank=profile.context.lora_alpha_per_rank,
+                     int8_embeddings=profile.context.int8_embeddings, budget=budget,
                      predicted=predicted_costs(profile, states, budget),
                      measured_peak_bytes=_measured_peak(profile, states),
                      device=None if device is None else device_entry(device))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from budgetplan.errors import ConfigError, PlanError
 from budgetplan.profile.compose import resolve_states
-from budgetplan.profile.types import FROZEN, STATE_NAMES_HINT, lora_rank, state_problem
+from budgetplan.profile.types import FROZEN, STATE_NAMES_HINT, is_input_form, lora_rank, state_problem
 from budgetplan.validate import check_depth, check_finite, check_lora_context, check_magnitudes, check_shares
 
 PLAN_FIX = "regenerate it with 'budgetplan solve --json PATH'"
@@ -36,7 +36,7 @@ def check_class_states(states, train_embeddings: bool, num_blocks: int, where: s
         raise PlanError(f"{where} has {len(states)} states for a model with {num_blocks} blocks; "
                         f"give one state per block; {fix}")
     for index, state in enumerate(states):
-        problem = state_problem(state) if state != FROZEN else None
+        problem = state_problem(state) if not is_input_form(state) else None
         if problem:
             raise PlanError(f"{where}/{index}: {problem}; use {STATE_NAMES_HINT}; {fix}")
     try:

@@ -1,7 +1,7 @@
 """The plan: one typed `Plan` that `budgetplan solve` writes and every later stage reads.
 
 Spec: docs/plan-format.md; JSON Schema: budgetplan/schemas/plan.schema.json. `Plan.to_dict` / `Plan.from_dict`
-are the only JSON layout (schema 2.0; 1.x files still load). A plan names its model by the profile's
+are the only JSON layout (schema 2.2; 2.0, 2.1 and 1.x files still load). A plan names its model by the profile's
 fingerprint (sha256 over parameter names, shapes and dtypes), so a plan applied to another model is refused.
 Every cost says where it comes from: "derived" (composed from the profile's measured parts) or "measured"
 (the profile ran that exact configuration).
@@ -21,7 +21,7 @@ from budgetplan.errors import ConfigError, PlanError
 from budgetplan.files import KINDS, kind_of_data, read_json
 from budgetplan.plan.check import check_plan
 from budgetplan.plan.recipe import DEFAULT_AGGREGATION_WEIGHTS, WEIGHT_NAMES, Recipe
-from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_recompute, lora_rank
+from budgetplan.profile.types import DERIVED, FROZEN_OUTSIDE, MEASURED, is_quantized, is_recompute, lora_rank
 from budgetplan.solve.objective import OBJECTIVES
 from budgetplan.validate import check_schema, schema
 from budgetplan.version import __version__
@@ -29,7 +29,9 @@ from budgetplan.version import __version__
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
 # 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory;
-# an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates.
+# an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates;
+# block states may carry "+int8", each active class names its quantised blocks ("quantized"), and the solver
+# section says whether +int8 states were offered ("quantized").
 PLAN_SCHEMA_VERSION = "2.2"
 DIGEST_SCHEMA = "2.1"  # Plan.digest hashes every plan as version 2.1 did, so older run directories still resume
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
@@ -47,6 +49,7 @@ class SolverSettings:
     seed: int
     workers: int
     recompute: bool = True  # whether +recompute states were offered to the solver (False: --no-recompute)
+    quantized: bool = True  # whether +int8 states were offered to the solver (False: --no-quantized)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -150,6 +153,7 @@ class PlanClass:
     reason: str | None = None  # why nothing fits, when not active
     train_embeddings: bool = False
     lora_alpha_per_rank: float = 2.0
+    int8_embeddings: bool = False  # 2.2: the class holds the frozen embedding tables in int8
     budget: PlanBudget | None = None  # None: a hand-made plan with no device class
     predicted: PredictedCosts | None = None
     measured_peak_bytes: int | None = None  # source "measured": the profile ran this exact configuration
@@ -257,9 +261,11 @@ def class_to_dict(plan: Plan, c: PlanClass) -> dict:
         **entry,
         "block_states": list(c.block_states),
         "train_embeddings": c.train_embeddings,
+        "int8_embeddings": c.int8_embeddings,
         "trainable_parameter_names": list(c.trainable_names),
         "lora": lora_spec(plan, c),
         "recompute": recompute_spec(c.block_states),
+        "quantized": quantized_spec(plan, c.block_states),
         "predicted": None if c.predicted is None else _fields(c.predicted),
         "measured": measured_entry(c),
         **({} if answer is None else {
@@ -286,6 +292,7 @@ def class_from_dict(name: str, data: dict, context: PlanContext, num_blocks: int
         **common, block_states=tuple(data["block_states"]),
         trainable_names=tuple(data["trainable_parameter_names"]),
         train_embeddings=bool(data.get("train_embeddings", False)),
+        int8_embeddings=bool(data.get("int8_embeddings", False)),
         lora_alpha_per_rank=float((data.get("lora") or {}).get("alpha_per_rank", context.lora_alpha_per_rank)),
         predicted=None if predicted is None else PredictedCosts(**_known(PredictedCosts, predicted)),
         measured_peak_bytes=None if measured is None else measured.get("peak_bytes"), answer=answer)
@@ -310,6 +317,14 @@ def recompute_spec(block_states: tuple[str, ...]) -> dict | None:
     if not blocks:
         return None
     return {"blocks": blocks, "method": "torch.utils.checkpoint", "use_reentrant": False}
+
+
+def quantized_spec(plan: Plan, block_states: tuple[str, ...]) -> dict | None:
+    """Which blocks a client holds with int8 frozen weights, and which layers of each (None when none)."""
+    blocks = [i for i, s in enumerate(block_states) if is_quantized(s)]
+    if not blocks:
+        return None
+    return {"blocks": blocks, "format": "int8-symmetric-per-output-channel", "layers": list(plan.context.lora_targets)}
 
 
 def measured_entry(plan_class: PlanClass) -> dict | None:

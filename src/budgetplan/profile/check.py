@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from budgetplan.errors import PlanError
 from budgetplan.profile.types import (
-    FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, TRAINED, boundaries_of, lora_rank, state_problem,
+    FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, PRE_INT8, TRAINED, boundaries_of, lora_rank, state_problem,
 )
 from budgetplan.validate import check_lora_context, check_schema
 
@@ -68,7 +68,8 @@ def _check_block(block: dict, index: int, states: list[str], context: dict, orig
 
 def _check_part_states(states: dict, where: str, required: dict, origin: str) -> None:
     for state in states:
-        problem = state_problem(state) if where != "pre" or state in (FROZEN_OUTSIDE, TRAINED) else "not a pre state"
+        problem = (state_problem(state) if where != "pre" or state in (FROZEN_OUTSIDE, PRE_INT8, TRAINED)
+                   else "not a pre state")
         if problem:
             _profile_error(origin, f"{where}/states/{state}", f"is not a block state ({problem})")
     for state, boundaries in required.items():

@@ -26,7 +26,7 @@ counts (the block's input, the later parts' gradients, the incoming hidden gradi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from budgetplan.errors import ConfigError
 from budgetplan.profile.types import (
@@ -35,6 +35,7 @@ from budgetplan.profile.types import (
     FROZEN_OUTSIDE,
     INPUT_GRAD,
     NO_INPUT_GRAD,
+    PRE_INT8,
     TRAINED,
     ConfigCost,
     ModelProfile,
@@ -62,15 +63,16 @@ def resolve_states(states: tuple[str, ...] | list[str], train_embeddings: bool) 
     resolved = []
     for index, state in enumerate(states):
         try:
-            parse_state(state)
+            parsed = parse_state(state)
         except ValueError as exc:
             raise ConfigError(f"block {index}: {exc}") from None
-        if state == FROZEN:
-            state = FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE
-        elif state == FROZEN_OUTSIDE and grad_flows:
-            raise ConfigError(f"block {index} cannot be frozen_outside: a block below it is trained; use 'frozen'")
-        elif state == FROZEN_IN_PATH and not grad_flows:
-            raise ConfigError(f"block {index} cannot be frozen_in_path: nothing below it is trained; use 'frozen'")
+        frozen = parsed.name.replace(parsed.base, FROZEN, 1)  # 'frozen' or 'frozen+int8': the input-only form
+        if parsed.base == FROZEN:
+            state = replace(parsed, base=FROZEN_IN_PATH if grad_flows else FROZEN_OUTSIDE).name
+        elif parsed.base == FROZEN_OUTSIDE and grad_flows:
+            raise ConfigError(f"block {index} cannot be {state}: a block below it is trained; use '{frozen}'")
+        elif parsed.base == FROZEN_IN_PATH and not grad_flows:
+            raise ConfigError(f"block {index} cannot be {state}: nothing below it is trained; use '{frozen}'")
         resolved.append(state)
         grad_flows = grad_flows or is_trainable(state)
     return tuple(resolved)
@@ -89,7 +91,8 @@ def place_block(profile: ModelProfile, index: int, state: str, grad_flows: bool)
 
 
 def place_pre(profile: ModelProfile) -> PlacedPart:
-    pre_state = TRAINED if profile.context.train_embeddings else FROZEN_OUTSIDE
+    frozen = PRE_INT8 if profile.context.int8_embeddings else FROZEN_OUTSIDE
+    pre_state = TRAINED if profile.context.train_embeddings else frozen
     pre_frozen = profile.pre[FROZEN_OUTSIDE][NO_INPUT_GRAD]
     return PlacedPart("pre", pre_state, NO_INPUT_GRAD, profile.pre[pre_state][NO_INPUT_GRAD], pre_frozen.param_bytes)
 

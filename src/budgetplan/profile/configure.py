@@ -2,6 +2,7 @@
 
 A "+recompute" state wraps the block's forward in torch.utils.checkpoint (use_reentrant=False) while the model
 trains: the block keeps only its tensor inputs for backward and runs its forward again during backward.
+A "+int8" state holds the block's frozen linear weights in int8 (profile/quantize.py).
 
 Parts: "pre" is every parameter outside the blocks that runs before the first block (embeddings), "post"
 every parameter outside the blocks that runs after the last one (final norm, head). Embeddings are frozen
@@ -20,7 +21,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.models.load import LoadedModel
-from budgetplan.profile.batch import make_batch
+from budgetplan.profile.quantize import quantizable_embeddings, quantize_block, quantize_embeddings
 from budgetplan.profile.types import TRAINED, parse_state
 from budgetplan.profile.uses import PRE, parameter_use
 
@@ -43,13 +44,19 @@ def lora_targets(loaded: LoadedModel) -> tuple[str, ...]:
     Only linears that run as modules: nn.MultiheadAttention reads out_proj.weight functionally, so an
     adapter there would never run nor get a gradient (and would be counted and uploaded for nothing).
     """
-    block, prefix = loaded.blocks[0], f"{loaded.layout.path}.0."
-    ran = parameter_use(loaded).modules_run
-    names = tuple(name for name, module in block.named_modules() if _is_linear(module) and prefix + name in ran)
+    names = linear_targets(loaded)
     if not names:
         raise ConfigError(f"block class {loaded.layout.block_class} has no linear layers that run as modules "
                           "for LoRA to adapt; profile without LoRA states (--lora-ranks '')")
     return names
+
+
+def linear_targets(loaded: LoadedModel) -> tuple[str, ...]:
+    """lora_targets without the refusal: () when a block has no linear that runs as a module (such a block has
+    no LoRA and no +int8 states)."""
+    block, prefix = loaded.blocks[0], f"{loaded.layout.path}.0."
+    ran = parameter_use(loaded).modules_run
+    return tuple(name for name, module in block.named_modules() if _is_linear(module) and prefix + name in ran)
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -118,15 +125,22 @@ def inject_lora(loaded: LoadedModel, ranks: dict[int, int], alpha_per_rank: floa
 
 
 def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embeddings: bool = False,
-                       alpha_per_rank: float = LORA_ALPHA_PER_RANK) -> tuple[str, ...]:
+                       alpha_per_rank: float = LORA_ALPHA_PER_RANK, int8_embeddings: bool = False) -> tuple[str, ...]:
     """Configure `loaded.model` in place; returns the names of the trained parameters, in model order.
 
-    LoRA is injected into a model that has none yet (load a fresh model per configuration).
+    A "+int8" block gets its linears (lora_targets) replaced by int8 copies of their current weights
+    (profile/quantize.py): load the weights first, then configure. int8_embeddings holds the frozen embedding
+    tables in int8 (quantize.quantizable_embeddings: those not tied to another module). LoRA is injected into a
+    model that has none yet (load a fresh model per configuration).
     """
     if len(states) != loaded.layout.num_blocks:
         raise ConfigError(f"{len(states)} block states given for a model with {loaded.layout.num_blocks} blocks")
+    if int8_embeddings and train_embeddings:
+        raise ConfigError("embeddings cannot be both trained and held in int8; drop one of the two")
     parsed = [_parse(i, s) for i, s in enumerate(states)]
     ranks = {i: p.lora_rank for i, p in enumerate(parsed) if p.lora_rank is not None}
+    quantised = [i for i, p in enumerate(parsed) if p.quant]
+    targets = linear_targets(loaded) if quantised else ()  # before LoRA: peft's wrappers hold linears of their own
     inject_lora(loaded, ranks, alpha_per_rank)
     parts = part_names(loaded)
     trained = set(parts.post) | (set(parts.pre) if train_embeddings else set())
@@ -139,6 +153,10 @@ def apply_block_states(loaded: LoadedModel, states: tuple[str, ...], train_embed
             trained.update(n for n, _ in loaded.model.named_parameters()
                            if n.startswith(block_prefix) and "lora_" in n)
         set_recompute(loaded.blocks[i], state.recompute)
+    for i in quantised:
+        quantize_block(loaded.blocks[i], targets)
+    if int8_embeddings:
+        quantize_embeddings(loaded.model, quantizable_embeddings(loaded.model, parts.pre))
     for name, param in loaded.model.named_parameters():
         param.requires_grad_(name in trained)
     return tuple(n for n, p in loaded.model.named_parameters() if p.requires_grad)

@@ -21,6 +21,7 @@ from budgetplan.models.load import LoadedModel
 from budgetplan.profile.capture import BlockCall, BlockWatch, HeldAtEntry, first_tensor, stubbed_blocks
 from budgetplan.profile.flops import OpCounter
 from budgetplan.profile.measure import check_gradients, measure_optimizer
+from budgetplan.profile.quantize import quantized_buffers
 from budgetplan.profile.memory import LiveTracker, SavedTensors, storage_bytes, storage_key
 from budgetplan.profile.types import INPUT_GRAD, MEASURED, PartCost
 
@@ -60,13 +61,14 @@ def _saved_split(saved: SavedTensors, label: str, inputs: set[int], outputs: set
 
 
 def _cost(params: list[nn.Parameter], flops: tuple[int, int], saved: tuple, extras: tuple[int, int],
-          optimizer: tuple[int, int], uncounted: dict[str, int]) -> PartCost:
+          optimizer: tuple[int, int], uncounted: dict[str, int], held: tuple = ()) -> PartCost:
+    """held: weights at rest that are not parameters (int8 weights and scales), counted in param_bytes."""
     trainable = [p for p in params if p.requires_grad]
     internal, saves_in, saves_out, shared = saved
     return PartCost(
         flops_forward=flops[0], flops_backward=flops[1], activation_bytes=internal, saves_input=saves_in,
         saves_output=saves_out, shared_saved_bytes=shared, forward_extra_bytes=extras[0],
-        backward_extra_bytes=extras[1], step_extra_bytes=optimizer[1], param_bytes=storage_bytes(params),
+        backward_extra_bytes=extras[1], step_extra_bytes=optimizer[1], param_bytes=storage_bytes([*params, *held]),
         trainable_params=sum(p.numel() for p in trainable), trainable_bytes=storage_bytes(trainable),
         optimizer_state_bytes=optimizer[0], uncounted_ops=uncounted, source=MEASURED,
     )
@@ -108,7 +110,7 @@ def measure_block(block: nn.Module, call: BlockCall, boundary: str, optimizer: s
         del out
         opt = measure_optimizer(list(block.parameters()), optimizer, phase.tracker)
     cost = _cost(list(block.parameters()), (flops_fwd, flops_bwd), saved, (fwd_extra, bwd_extra), opt,
-                 dict(phase.counter.uncounted))
+                 dict(phase.counter.uncounted), held=tuple(quantized_buffers(block)))
     block.zero_grad(set_to_none=True)
     return replace(cost, output_extra_bytes=extras)
 
@@ -174,7 +176,8 @@ def measure_pre(loaded: LoadedModel, batch: dict, optimizer: str, pre_names: tup
         saved = _saved_split(phase.saved, "pre", set(), {h0_key}, watch.calls[0].shared())
         opt = measure_optimizer(params, optimizer, phase.tracker)
     _check_single_invocation(loaded, watch.counts)
-    cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"])
+    cost = _cost(params, (mark["flops"], flops_bwd), saved, (mark["peak"] - start, bwd_extra), opt, mark["uncounted"],
+                 held=tuple(quantized_buffers(model)))  # int8 embedding tables (the blocks are never int8 here)
     model.zero_grad(set_to_none=True)
     return cost, PreRun(watch.calls, tuple(watch.held), watch.outputs, tuple(watch.extra_leaves))
 

@@ -24,18 +24,19 @@ from budgetplan.models.load import LoadedModel
 from budgetplan.profile import compose as composer
 from budgetplan.profile.batch import check_context, make_batch, sequence_length
 from budgetplan.profile.configure import (
-    LORA_ALPHA_PER_RANK, apply_block_states, lora_targets, part_names, set_recompute,
+    LORA_ALPHA_PER_RANK, apply_block_states, linear_targets, part_names, set_recompute,
 )
 from budgetplan.profile.measure import OPTIMIZERS, measure_training_step
 from budgetplan.profile.memory import storage_bytes
 from budgetplan.profile.groups import block_groups
 from budgetplan.profile.capture import first_tensor
 from budgetplan.profile.parts import PreRun, measure_block, measure_post, measure_pre
+from budgetplan.profile.quantize import quantizable_embeddings, quantize_embeddings
 from budgetplan.errors import ConfigError, ProfileError
 from budgetplan.profile.types import (
-    FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, SCHEMA_VERSION, TRAINED, BlockProfile,
-    ModelInfo, ModelProfile, PartCost, ProfileContext, base_state, boundaries_of, is_recompute, is_trainable, lora_state,
-    recompute_state,
+    FROZEN, FROZEN_IN_PATH, FROZEN_OUTSIDE, INPUT_GRAD, NO_INPUT_GRAD, PRE_INT8, SCHEMA_VERSION, TRAINED, BlockProfile,
+    ModelInfo, ModelProfile, PartCost, ProfileContext, base_state, boundaries_of, can_quantize, is_recompute,
+    is_trainable, lora_state, parse_state, quantized_state, recompute_state,
 )
 from budgetplan.version import __version__
 
@@ -51,6 +52,7 @@ class ProfileRequest:
     train_embeddings: bool = False
     measure_configs: bool = True  # also run each standard configuration once to measure its real peak
     recompute: bool = True  # also measure every trainable state with activation recomputation (+recompute)
+    quantized: bool = True  # also measure every frozen and LoRA state with int8 frozen weights (+int8)
     share_identical_blocks: bool = True  # False: measure every block, even identical ones (for checking)
 
     def __post_init__(self) -> None:
@@ -64,14 +66,18 @@ class ProfileRequest:
     def block_states(self) -> tuple[str, ...]:
         trainable = (TRAINED, *(lora_state(r) for r in self.lora_ranks))
         recomputed = tuple(recompute_state(s) for s in trainable) if self.recompute else ()
-        return (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
+        plain = (FROZEN_OUTSIDE, FROZEN_IN_PATH, *trainable, *recomputed)
+        quantised = tuple(quantized_state(s) for s in plain if can_quantize(s)) if self.quantized else ()
+        return (*plain, *quantised)
 
 
 def count_part_runs(loaded: LoadedModel, request: ProfileRequest) -> int:
     """Direct runs profile_model makes (blocks grouped by structure; input shapes may split a group further)."""
     per_block = sum(len(boundaries_of(s)) for s in request.block_states)
     distinct = len(set(block_groups(loaded.blocks, None, request.share_identical_blocks)))
-    return 2 + 2 + distinct * per_block
+    pre_int8 = request.quantized and not request.train_embeddings and bool(linear_targets(loaded)) and bool(
+        quantizable_embeddings(loaded.model, part_names(loaded).pre))
+    return 2 + 2 + int(pre_int8) + distinct * per_block
 
 
 def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
@@ -83,13 +89,20 @@ def count_config_runs(num_blocks: int, request: ProfileRequest) -> int:
 def _variant(loaded: LoadedModel, state: str) -> LoadedModel:
     """A copy of the model with every block in `state` (frozen states share the frozen copy)."""
     variant = copy.deepcopy(loaded)
-    block_state = "frozen" if not is_trainable(state) else state
-    apply_block_states(variant, (block_state,) * loaded.layout.num_blocks)
+    apply_block_states(variant, (_copy_key(state),) * loaded.layout.num_blocks)
     return variant
 
 
+def _copy_key(state: str) -> str:
+    """The configuration of the copy `state` is measured on: 'frozen' or 'frozen+int8' for frozen states, the
+    state without +recompute for trainable ones."""
+    parsed = parse_state(state)
+    return base_state(state) if parsed.trainable else replace(parsed, base=FROZEN).name
+
+
 def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
-    """States grouped by the model copy they are measured on: a +recompute state shares its base state's copy.
+    """States grouped by the model copy they are measured on: a +recompute state shares its base state's copy,
+    frozen states share one copy (and +int8 frozen states another).
 
     apply_block_states gives X and X+recompute the same weights, adapters and trainable parameters; the only
     difference is the checkpointed forward, which set_recompute switches on the same copy (no second deep
@@ -97,7 +110,7 @@ def _by_copy(states: tuple[str, ...]) -> dict[str, list[str]]:
     """
     groups: dict[str, list[str]] = {}
     for state in states:
-        groups.setdefault(base_state(state) if is_trainable(state) else FROZEN_OUTSIDE, []).append(state)
+        groups.setdefault(_copy_key(state), []).append(state)
     return groups
 
 
@@ -151,6 +164,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     """Measure `loaded` under `request` and compose the standard configurations."""
     check_context(loaded, request.batch_size, request.seq_len)
     check_blocks_own_their_weights(loaded)
+    if request.quantized and not linear_targets(loaded):
+        request = replace(request, quantized=False)  # no linear to hold in int8: the model lacks +int8 states
     started = time.perf_counter()
     batch = make_batch(loaded, request.batch_size, request.seq_len)
     parts = part_names(loaded)
@@ -161,6 +176,8 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     pre_frozen, run = measure_pre(work, batch, request.optimizer, parts.pre, train=False)
     tick("pre (embeddings) trained")
     pre_trained, _ = measure_pre(work, batch, request.optimizer, parts.pre, train=True, outputs=run.outputs)
+    pre = {FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}}
+    pre.update(_pre_int8(work, batch, request, parts.pre, run.outputs, tick))
     post = {}
     for boundary in (INPUT_GRAD, NO_INPUT_GRAD):
         tick(f"post (head and loss, {boundary.replace('_', ' ')})")
@@ -171,14 +188,13 @@ def profile_model(loaded: LoadedModel, request: ProfileRequest, tick: Progress =
     profile = ModelProfile(
         schema_version=SCHEMA_VERSION, generator=f"budgetplan {__version__}",
         model=_model_info(loaded), context=_context(loaded, request),
-        pre={FROZEN_OUTSIDE: {NO_INPUT_GRAD: pre_frozen}, TRAINED: {NO_INPUT_GRAD: pre_trained}},
-        post=post, blocks=blocks,
+        pre=pre, post=post, blocks=blocks,
         resident_bytes=storage_bytes([*loaded.model.parameters(), *loaded.model.buffers(), *batch.values()]),
         boundary_bytes=calls[0].hidden.untyped_storage().nbytes(),
         pre_trainable_names=parts.pre, post_trainable_names=parts.post, held_hidden=tuple(h.hidden for h in held),
         held_shared_bytes=tuple(h.shared for h in held), held_other_bytes=tuple(h.other_bytes for h in held),
         held_previous_outputs=tuple(h.previous_outputs for h in held), boundary_sizes=_boundary_sizes(run),
-        measurement={"part_runs": 4 + block_runs, "block_runs": block_runs,
+        measurement={"part_runs": 2 + len(pre) + block_runs, "block_runs": block_runs,
                      "distinct_blocks": len(set(block_groups(loaded.blocks, calls, request.share_identical_blocks))),
                      "part_seconds": round(parts_seconds, 3)},
     )
@@ -190,6 +206,19 @@ def _boundary_sizes(run: PreRun) -> tuple[int, ...]:
     sizes = [c.hidden.untyped_storage().nbytes() for c in run.calls]
     sizes.append(first_tensor(run.outputs[-1]).untyped_storage().nbytes())
     return tuple(sizes) if len(set(sizes)) > 1 else ()
+
+
+def _pre_int8(work: LoadedModel, batch: dict, request: ProfileRequest, pre_names, outputs, tick: Progress) -> dict:
+    """{PRE_INT8: cost} of the frozen embeddings held in int8, or {} (no +int8 states, trained embeddings, or no
+    embedding table that can be held in int8)."""
+    tables = quantizable_embeddings(work.model, pre_names)
+    if not (request.quantized and tables) or request.train_embeddings:
+        return {}
+    quantised = copy.deepcopy(work)
+    quantize_embeddings(quantised.model, tables)
+    tick("pre (embeddings) frozen, int8")
+    cost, _ = measure_pre(quantised, batch, request.optimizer, pre_names, train=False, outputs=outputs)
+    return {PRE_INT8: {NO_INPUT_GRAD: cost}}
 
 
 def check_embeddings_untied(loaded: LoadedModel, pre_names: tuple[str, ...]) -> None:
@@ -271,5 +300,5 @@ def _context(loaded: LoadedModel, request: ProfileRequest) -> ProfileContext:
         optimizer=request.optimizer, num_labels=loaded.model.num_labels, task=loaded.model.task,
         head_source=loaded.model.head_source,
         train_embeddings=request.train_embeddings, lora_ranks=tuple(request.lora_ranks),
-        lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=lora_targets(loaded), device="cpu",
+        lora_alpha_per_rank=LORA_ALPHA_PER_RANK, lora_targets=linear_targets(loaded), device="cpu",
     )

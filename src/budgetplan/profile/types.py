@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # 1.1 (i10): context.head_source, measurement.block_runs / distinct_blocks. 1.1 (i15, a parallel branch): block
-# states may carry "+recompute". 1.2: both. 1.0 and both kinds of 1.1 profile read unchanged.
-SCHEMA_VERSION = "1.2"
+# states may carry "+recompute". 1.2: both. 1.3 (i25): frozen and LoRA states may carry "+int8". Every earlier
+# profile reads unchanged.
+SCHEMA_VERSION = "1.3"
 
 FROZEN_OUTSIDE = "frozen_outside"
 FROZEN_IN_PATH = "frozen_in_path"
@@ -39,8 +40,12 @@ DERIVED = "derived"
 
 
 RECOMPUTE_SUFFIX = "+recompute"
-STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1), the trainable ones optionally "
-               "with +recompute (e.g. trained+recompute, lora-8+recompute)")
+INT8 = "int8"
+QUANT_SUFFIX = "+" + INT8  # the only storage format so far; a 4-bit one would be one more name here
+PRE_INT8 = FROZEN_OUTSIDE + QUANT_SUFFIX  # frozen embeddings held in int8 (ProfileContext.int8_embeddings)
+STATE_FORMS = ("frozen, frozen_outside, frozen_in_path, trained or lora-R (R >= 1); the frozen and LoRA ones "
+               "optionally with +int8, the trainable ones optionally with +recompute (e.g. trained+recompute, "
+               "frozen_outside+int8, lora-8+int8+recompute)")
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,11 @@ class BlockState:
     base: str  # frozen_outside, frozen_in_path, trained or lora-R
     recompute: bool = False
     lora_rank: int | None = None
+    quant: str | None = None  # "int8": the block's frozen linear weights are held quantised
 
     @property
     def name(self) -> str:
-        return self.base + (RECOMPUTE_SUFFIX if self.recompute else "")
+        return self.base + (f"+{self.quant}" if self.quant else "") + (RECOMPUTE_SUFFIX if self.recompute else "")
 
     @property
     def trainable(self) -> bool:
@@ -71,7 +77,8 @@ def parse_state(state: str) -> BlockState:
 def _parse_name(state: str) -> BlockState:
     """parse_state of a string, cached: the planner and compose() ask for the same few names millions of times
     (a ValueError is raised again each time, lru_cache does not keep it)."""
-    base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    unquantised = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+    base = unquantised[: -len(QUANT_SUFFIX)] if unquantised.endswith(QUANT_SUFFIX) else unquantised
     rank = None
     if base.startswith(LORA_PREFIX):
         digits = base[len(LORA_PREFIX):]
@@ -80,7 +87,10 @@ def _parse_name(state: str) -> BlockState:
             raise ValueError(f"block state '{state}': '{base}' is not lora-R with a rank R >= 1; use {STATE_FORMS}")
     elif base not in (FROZEN_OUTSIDE, FROZEN_IN_PATH, TRAINED, FROZEN):
         raise ValueError(f"unknown block state '{state}'; use {STATE_FORMS}")
-    parsed = BlockState(base, base != state, rank)
+    parsed = BlockState(base, unquantised != state, rank, INT8 if base != unquantised else None)
+    if parsed.quant and base == TRAINED:
+        raise ValueError(f"block state '{state}': a trained block's weights are trained in full precision; only "
+                         f"frozen and LoRA states take {QUANT_SUFFIX} (e.g. frozen{QUANT_SUFFIX}, lora-8{QUANT_SUFFIX})")
     if parsed.recompute and not parsed.trainable:
         raise ValueError(f"block state '{state}': only trainable states (trained, lora-R) can recompute; "
                          f"use trained+recompute or lora-R+recompute, or drop +recompute")
@@ -92,17 +102,33 @@ def lora_state(rank: int) -> str:
 
 
 def recompute_state(state: str) -> str:
-    """The recomputing variant of a trainable state (trained -> trained+recompute)."""
-    return parse_state(parse_state(state).base + RECOMPUTE_SUFFIX).name
+    """The recomputing variant of a trainable state (trained -> trained+recompute, lora-8+int8 ->
+    lora-8+int8+recompute)."""
+    return parse_state(replace(parse_state(state), recompute=True).name).name
+
+
+def quantized_state(state: str) -> str:
+    """The int8 variant of a frozen or LoRA state (frozen_outside -> frozen_outside+int8, lora-8+recompute ->
+    lora-8+int8+recompute); ValueError for trained."""
+    return parse_state(replace(parse_state(state), quant=INT8).name).name
 
 
 def base_state(state: str) -> str:
-    """The state without recomputation (lora-8+recompute -> lora-8)."""
-    return parse_state(state).base
+    """The state without recomputation (lora-8+recompute -> lora-8, lora-8+int8+recompute -> lora-8+int8)."""
+    return replace(parse_state(state), recompute=False).name
 
 
 def is_recompute(state: str) -> bool:
     return parse_state(state).recompute
+
+
+def is_quantized(state: str) -> bool:
+    return parse_state(state).quant is not None
+
+
+def can_quantize(state: str) -> bool:
+    """Whether a state has an int8 variant (frozen and LoRA states do; trained ones train every weight)."""
+    return parse_state(state).base != TRAINED
 
 
 def lora_rank(state: str) -> int | None:
@@ -114,19 +140,23 @@ def lora_rank(state: str) -> int | None:
 
 
 STATE_NAMES_HINT = (f"{FROZEN_OUTSIDE}, {FROZEN_IN_PATH}, {TRAINED} or {LORA_PREFIX}R with a rank R >= 1, the "
-                    f"trainable ones optionally with {RECOMPUTE_SUFFIX}")
+                    f"frozen and LoRA ones optionally with {QUANT_SUFFIX}, the trainable ones optionally with "
+                    f"{RECOMPUTE_SUFFIX}")
 
 
 def state_problem(state) -> str | None:
     """Why `state` is not a block state budgetplan knows, or None. The one place validation asks: it reads the
-    name with parse_state, so trained+recompute and lora-R+recompute are accepted ('frozen' is input-only and
-    is not a stored state)."""
+    name with parse_state, so trained+recompute, lora-R+recompute and frozen_outside+int8 are accepted ('frozen'
+    and 'frozen+int8' are input-only and are not stored states)."""
     if not isinstance(state, str):
         return f"{state!r} is not a state name"
     try:
         parsed = parse_state(state)
     except ValueError as exc:
         base = state[: -len(RECOMPUTE_SUFFIX)] if state.endswith(RECOMPUTE_SUFFIX) else state
+        if base.endswith(QUANT_SUFFIX) and base[: -len(QUANT_SUFFIX)] == TRAINED:
+            return f"'{state}': a trained block cannot hold its weights in {INT8}"
+        base = base[: -len(QUANT_SUFFIX)] if base.endswith(QUANT_SUFFIX) else base
         if base.startswith(LORA_PREFIX):
             return f"'{state}' has no valid LoRA rank (a whole number >= 1 without leading zeros)"
         if base in (FROZEN_OUTSIDE, FROZEN_IN_PATH, FROZEN):
@@ -135,6 +165,14 @@ def state_problem(state) -> str | None:
     if parsed.base == FROZEN:
         return f"unknown state '{state}'"
     return None
+
+
+def is_input_form(state) -> bool:
+    """Whether `state` is 'frozen' or 'frozen+int8': accepted as input, resolved by position (compose.resolve_states)."""
+    try:
+        return isinstance(state, str) and parse_state(state).base == FROZEN
+    except ValueError:
+        return False
 
 
 def is_trainable(state: str) -> bool:
@@ -226,6 +264,10 @@ class ProfileContext:
     # "model": the model's own task head (kept with its weights); "budgetplan": a head added to a bare base.
     # Profiles of schema 1.0 predate own heads: always "budgetplan".
     head_source: str = "budgetplan"
+    # Whether every configuration composed from this profile holds the frozen embeddings in int8 (the pre state
+    # frozen_outside+int8, measured when the profile has +int8 states). False in every profile file; the solve
+    # sets it on the copy it plans with when that trains more (api.embedding_offers), and the plan records it.
+    int8_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,7 +311,8 @@ class ModelProfile:
     generator: str
     model: ModelInfo
     context: ProfileContext
-    # "pre" part: state ("frozen_outside" or "trained") -> boundary -> cost (pre never has an input gradient)
+    # "pre" part: state ("frozen_outside", "trained", and "frozen_outside+int8" where the profile has +int8 states
+    # and embedding tables to hold in int8) -> boundary -> cost (pre never has an input gradient)
     pre: dict[str, dict[str, PartCost]]
     # "post" part (head and loss, always trained): boundary -> cost
     post: dict[str, PartCost]
@@ -312,12 +355,44 @@ class ModelProfile:
         return tuple(self.blocks[0].states) if self.blocks else ()
 
 
+def without_states(profile: ModelProfile, drop) -> ModelProfile:
+    """The profile with every block state for which `drop(state)` is true removed, and the configurations
+    that use one."""
+    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not drop(s)},
+                           trainable_names={s: n for s, n in b.trainable_names.items() if not drop(s)})
+                   for b in profile.blocks)
+    configs = tuple(c for c in profile.configs if not any(drop(s) for s in c.block_states))
+    pre = {s: c for s, c in profile.pre.items() if not drop(s)}
+    context = replace(profile.context, int8_embeddings=profile.context.int8_embeddings and PRE_INT8 in pre)
+    return replace(profile, blocks=blocks, configs=configs, pre=pre, context=context)
+
+
+def with_int8_embeddings(profile: ModelProfile) -> ModelProfile | None:
+    """The profile whose configurations hold the frozen embeddings in int8, or None when it has no such pre
+    state (no +int8 states, no embedding table to hold, or embeddings trained)."""
+    if PRE_INT8 not in profile.pre or profile.context.train_embeddings:
+        return None
+    return replace(profile, context=replace(profile.context, int8_embeddings=True))
+
+
+# The optional kinds of state a solve can leave out: SolverSettings field (and CLI --no-FIELD) -> which states.
+OPTIONAL_STATES = {"recompute": is_recompute, "quantized": is_quantized}
+
+
+def offered(profile: ModelProfile, **offer: bool) -> ModelProfile:
+    """The profile without the optional kinds of state turned off (offered(p, quantized=False) drops +int8)."""
+    unknown = sorted(set(offer) - set(OPTIONAL_STATES))
+    if unknown:
+        raise ValueError(f"unknown kind of state {unknown[0]!r}; use {', '.join(OPTIONAL_STATES)}")
+    drop = [OPTIONAL_STATES[k] for k, on in offer.items() if not on]
+    return without_states(profile, lambda s: any(test(s) for test in drop)) if drop else profile
+
+
 def without_recompute(profile: ModelProfile) -> ModelProfile:
     """The profile with every +recompute state removed (what `--no-recompute` plans with)."""
-    from dataclasses import replace
+    return without_states(profile, is_recompute)
 
-    blocks = tuple(replace(b, states={s: c for s, c in b.states.items() if not is_recompute(s)},
-                           trainable_names={s: n for s, n in b.trainable_names.items() if not is_recompute(s)})
-                   for b in profile.blocks)
-    configs = tuple(c for c in profile.configs if not any(is_recompute(s) for s in c.block_states))
-    return replace(profile, blocks=blocks, configs=configs)
+
+def without_quantized(profile: ModelProfile) -> ModelProfile:
+    """The profile with every +int8 state removed (what `--no-quantized` plans with)."""
+    return without_states(profile, is_quantized)

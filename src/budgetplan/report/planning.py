@@ -180,7 +180,8 @@ def _active_row(c: PlanClass, num_blocks: int, with_share: bool) -> list[str]:
     params = "" if predicted.trainable_params is None else f", {fmt_count(predicted.trainable_params)} params"
     return [
         c.name + (f"\n{c.share:.0%} of fleet" if with_share else "") + status,
-        f"{describe_blocks(list(c.block_states))}\n{trainable}/{num_blocks} blocks{params}",
+        f"{describe_blocks(list(c.block_states))}" + (" · embeddings int8" if c.int8_embeddings else "")
+        + f"\n{trainable}/{num_blocks} blocks{params}",
         _use(predicted.peak_bytes, budget.memory_bytes, mib)
         + (f"\nmeasured {mib(c.measured_peak_bytes)}" if c.measured_peak_bytes is not None else ""),
         _use(predicted.flops_per_round, budget.flops_per_round, gflop),

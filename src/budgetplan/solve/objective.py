@@ -17,16 +17,20 @@ equal in the objective the solver takes the most blocks that do not recompute (r
 lowers the peak, so the peak tie-break alone would recompute wherever it could). The tie-break lives in the
 integer objective itself, so any planner ordering by it (solve/frontier.py: objective, then peak, then state
 order) applies it. report() divides the tie factor back out, so reported values are those of the base objective.
+A "+int8" state earns what its full-precision state earns (the same tensors train). Where the profile has +int8
+states, the tie factor grows by another `blocks` and every block whose weights are not quantised (frozen
+included) adds 1: among plans equal in the objective the solver quantises the fewest blocks (int8 weights cost
+a little accuracy and a dequantisation per weight; the peak tie-break alone would quantise every frozen block).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
 from budgetplan.files import read_json, read_toml, refuse_other_kind
-from budgetplan.profile.types import TRAINED, ModelProfile, is_recompute, is_trainable, parse_state
+from budgetplan.profile.types import TRAINED, ModelProfile, is_quantized, is_recompute, is_trainable, parse_state
 from budgetplan.validate import check_magnitudes
 
 LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
@@ -43,7 +47,7 @@ class Objective:
     state_weights: tuple[dict[str, int], ...]  # per block: integer weight earned by each trainable state
     params_weight: int  # RECOMPUTE_TIE for "params", else 0
     scale: int  # the reported objective is (the integer objective // tie) / scale
-    tie: int = 1  # blocks + 1 where the profile has recompute states, else 1 (see the module docstring)
+    tie: int = 1  # 1 + blocks per tie-break the profile needs (recompute, int8); see the module docstring
 
     def report(self, scaled: int) -> float | int:
         scaled = int(scaled) // self.tie
@@ -67,8 +71,22 @@ def state_fractions(block) -> dict[str, float]:
 
 
 def recompute_tie(profile: ModelProfile) -> int:
-    """blocks + 1 where any block has a +recompute state, else 1."""
-    return profile.num_blocks + 1 if any(is_recompute(s) for b in profile.blocks for s in b.states) else 1
+    """1 + blocks for each tie-break the profile needs: +recompute states, +int8 states (else 1)."""
+    states = {s for b in profile.blocks for s in b.states}
+    kinds = any(is_recompute(s) for s in states) + any(is_quantized(s) for s in states)
+    return 1 + profile.num_blocks * kinds
+
+
+def _has_recompute(profile: ModelProfile) -> bool:
+    return any(is_recompute(s) for b in profile.blocks for s in b.states)
+
+
+def _with_plain_weights_bonus(profile: ModelProfile, weights: tuple[dict[str, int], ...]) -> tuple[dict[str, int], ...]:
+    """Every state whose weights are not quantised earns 1 more, where the profile has +int8 states."""
+    if not any(is_quantized(s) for b in profile.blocks for s in b.states):
+        return weights
+    return tuple({**w, **{s: w.get(s, 0) + 1 for s in b.states if not is_quantized(s)}}
+                 for b, w in zip(profile.blocks, weights))
 
 
 def _weights(profile: ModelProfile, per_block: tuple[float, ...], tie: int) -> tuple[dict[str, int], ...]:
@@ -77,18 +95,26 @@ def _weights(profile: ModelProfile, per_block: tuple[float, ...], tie: int) -> t
     def weight(w: float, fraction: float, state: str) -> int:
         if w <= 0:
             return 0
-        return tie * max(1, round(w * fraction * WEIGHT_SCALE)) + int(tie > 1 and not is_recompute(state))
+        return tie * max(1, round(w * fraction * WEIGHT_SCALE)) + int(recompute and not is_recompute(state))
+
+    recompute = _has_recompute(profile)
 
     return tuple({state: weight(w, f, state) for state, f in state_fractions(block).items()}
                  for block, w in zip(profile.blocks, per_block))
 
 
 def _no_recompute_bonus(profile: ModelProfile, tie: int) -> tuple[dict[str, int], ...]:
-    return tuple({s: 1 for s in b.states if is_trainable(s) and not is_recompute(s)} if tie > 1 else {}
+    recompute = _has_recompute(profile)
+    return tuple({s: 1 for s in b.states if is_trainable(s) and not is_recompute(s)} if recompute else {}
                  for b in profile.blocks)
 
 
 def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None = None) -> Objective:
+    goal = _make_objective(name, profile, importance)
+    return replace(goal, state_weights=_with_plain_weights_bonus(profile, goal.state_weights))
+
+
+def _make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None) -> Objective:
     n = profile.num_blocks
     tie = recompute_tie(profile)
     if name == LAYERS:
@@ -123,18 +149,18 @@ def measured_weights(profile: ModelProfile, tie: int = 1) -> tuple[dict[str, int
     if blocks is None or len(blocks) != profile.num_blocks:
         raise ConfigError(f"the profile's importance has {len(blocks or ())} blocks but the model has "
                           f"{profile.num_blocks}; measure it again with 'budgetplan importance'")
-    weights = []
+    weights, recompute = [], _has_recompute(profile)
     for block, values in zip(profile.blocks, blocks):
         per_state = {}
         for state in block.states:
-            if state not in values and is_recompute(state):
+            if state not in values and (is_recompute(state) or is_quantized(state)):
                 value = float(values.get(parse_state(state).base, 0.0))
             else:
                 value = float(values.get(state, 0.0)) if is_trainable(state) else 0.0
             if not value >= 0 or value == float("inf"):
                 raise ConfigError(f"importance of block {block.index} state {state} is {value}; values must be "
                                   "finite and >= 0; measure it again with 'budgetplan importance'")
-            per_state[state] = (tie * max(1, round(value * MEASURED_SCALE)) + int(tie > 1 and not is_recompute(state))
+            per_state[state] = (tie * max(1, round(value * MEASURED_SCALE)) + int(recompute and not is_recompute(state))
                                 if value > 0 else 0)
         weights.append(per_state)
     if not any(any(w.values()) for w in weights):
