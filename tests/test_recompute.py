@@ -165,7 +165,7 @@ def test_plan_carries_recompute_states_and_validates():
     plan = build_plan(profile, [class_from_solution(profile, forced, target, 1.0)],
                       SolverSettings("layers", False, 10.0, 0, 1)).to_dict()
     entry = plan["classes"]["test-class"]
-    assert plan["schema_version"] == "2.1" and plan["solver"]["recompute"] is True
+    assert plan["schema_version"] == "2.2" and plan["solver"]["recompute"] is True
     assert entry["block_states"][1:] == ["trained+recompute", "lora-4+recompute"]
     assert entry["recompute"] == {"blocks": [1, 2], "method": "torch.utils.checkpoint", "use_reentrant": False}
     assert entry["lora"]["ranks"] == {"2": 4}

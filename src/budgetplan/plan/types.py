@@ -27,7 +27,7 @@ from budgetplan.version import __version__
 
 PLAN_KIND = "budgetplan-plan"
 # 2.1: block states may carry "+recompute", and each active class names its recomputed blocks ("recompute").
-PLAN_SCHEMA_VERSION = "2.1"
+PLAN_SCHEMA_VERSION = "2.2"
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
 AGGREGATION = {"rule": "layerwise-weighted-mean", "weight": "num_examples", "untrained": "keep-previous"}
 FIX = "regenerate it with 'budgetplan solve --json PATH'"

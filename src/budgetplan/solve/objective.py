@@ -29,8 +29,8 @@ from pathlib import Path
 from budgetplan.errors import ConfigError
 from budgetplan.profile.types import TRAINED, ModelProfile, is_recompute, is_trainable, parse_state
 
-LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
-OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
+LAYERS, PARAMS, IMPORTANCE, COVERAGE = "layers", "params", "importance", "coverage"
+OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE, COVERAGE)
 # Weights are fractions; the model needs integers: every weight is kept to 1/1000 of a layer.
 WEIGHT_SCALE = 1000
 MEASURED_SCALE = 10**6
@@ -89,10 +89,13 @@ def _no_recompute_bonus(profile: ModelProfile, tie: int) -> tuple[dict[str, int]
 
 
 def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None = None) -> Objective:
+    """importance: per-block weights for `importance` (a weights file) or per-block coverage for `coverage`."""
     n = profile.num_blocks
     tie = recompute_tie(profile)
     if name == LAYERS:
         return Objective(LAYERS, _weights(profile, (1.0,) * n, tie), 0, WEIGHT_SCALE, tie)
+    if name == COVERAGE:
+        return coverage_objective(profile, (1.0,) * n if importance is None else importance)
     if name == PARAMS:
         return Objective(PARAMS, _no_recompute_bonus(profile, tie), tie, 1, tie)
     if name != IMPORTANCE:
@@ -107,6 +110,15 @@ def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ..
     if any(w < 0 for w in weights):
         raise ConfigError("importance weights must be >= 0; rescale the negative ones")
     return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
+
+
+def coverage_objective(profile: ModelProfile, coverage: tuple[float, ...]) -> Objective:
+    """`layers` with each block's weight scaled by its coverage (a share in [0, 1], one per block)."""
+    if len(coverage) != profile.num_blocks or any(not 0.0 <= c <= 1.0 for c in coverage):
+        raise ConfigError(f"coverage needs one share in [0, 1] per block ({profile.num_blocks}), got {coverage}; "
+                          "solve the fleet with objective coverage")
+    tie = recompute_tie(profile)
+    return Objective(COVERAGE, _weights(profile, tuple(coverage), tie), 0, WEIGHT_SCALE, tie)
 
 
 def measured_weights(profile: ModelProfile, tie: int = 1) -> tuple[dict[str, int], ...] | None:
