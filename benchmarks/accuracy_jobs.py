@@ -14,11 +14,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
+from budgetplan.execute.records import ROUNDS_FILE, RoundRecord, read_rounds
 from budgetplan.execute.rounds import RunConfig
 from budgetplan.plan import Plan
 from budgetplan.profile.types import TRAINED, parse_state
@@ -68,18 +70,18 @@ class Curve:
 
 def finished(job: Job) -> Curve | None:
     """The curve of a run that already reached the job's round count, or None."""
-    log = job.run_dir / "rounds.jsonl"
+    log = job.run_dir / ROUNDS_FILE
     if not log.is_file():
         return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    if len(rows) < job.config.rounds:
+    records = read_rounds(log)
+    if len(records) < job.config.rounds:
         return None
-    return curve_of(rows[: job.config.rounds], 0.0)
+    return curve_of(records[: job.config.rounds], 0.0)
 
 
-def curve_of(rows: list[dict], seconds: float) -> Curve:
-    """A Curve from round records (rounds.jsonl lines or RunResult.history)."""
-    return Curve([float(r["accuracy"]) for r in rows], [float(r["loss"]) for r in rows], seconds)
+def curve_of(records: Sequence[RoundRecord], seconds: float) -> Curve:
+    """A Curve from round records (rounds.jsonl's or RunResult.history)."""
+    return Curve([r.accuracy for r in records], [r.loss for r in records], seconds)
 
 
 def _init_worker() -> None:

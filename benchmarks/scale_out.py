@@ -76,11 +76,11 @@ def child(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         result = run_experiment(args.engine, plan, config, run_dir)
         wall = time.perf_counter() - start
-    trained = sum(len(r["trained"]) for r in result.history)
+    trained = sum(len(r.trained) for r in result.history)
     print(json.dumps({"engine": args.engine, "wall_s": wall, "trained": trained,
-                      "dropped": sum(len(r["dropped"]) for r in result.history),
-                      "round_s": [r["seconds"] for r in result.history],
-                      "accuracy": result.history[-1]["accuracy"]}))
+                      "dropped": sum(len(r.dropped) for r in result.history),
+                      "round_s": [r.seconds for r in result.history],
+                      "accuracy": result.history[-1].accuracy}))
 
 
 def tree_rss(pid: int) -> int:

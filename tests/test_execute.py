@@ -99,7 +99,7 @@ def test_resume_after_a_kill_ends_identical_to_an_uninterrupted_run(tmp_path):
     resumed = rounds.run(tiny_plan(), tiny_config(rounds=3), tmp_path / "killed", resume=True)
     assert set(resumed.global_state) == set(full.global_state)
     assert all(torch.equal(resumed.global_state[k], full.global_state[k]) for k in full.global_state)
-    assert [r["accuracy"] for r in resumed.history] == [r["accuracy"] for r in full.history]
+    assert [r.accuracy for r in resumed.history] == [r.accuracy for r in full.history]
     lines = (tmp_path / "killed" / "rounds.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
 
@@ -114,19 +114,19 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
 
 def test_failing_clients_are_dropped_and_reported_and_the_round_completes(tmp_path):
     result = _run(tmp_path, "r", rounds=2, fail_prob=0.5)
-    dropped = [d for r in result.history for d in r["dropped"]]
-    assert dropped and all("simulated device failure" in d["reason"] for d in dropped)
+    dropped = [d for r in result.history for d in r.dropped]
+    assert dropped and all("simulated device failure" in d.reason for d in dropped)
     for record in result.history:
-        assert len(record["trained"]) + len(record["dropped"]) == len(record["sampled"])
-        assert 0.0 <= record["accuracy"] <= 1.0
+        assert len(record.trained) + len(record.dropped) == len(record.sampled)
+        assert 0.0 <= record.accuracy <= 1.0
 
 
 def test_a_class_over_its_memory_budget_is_dropped(tmp_path):
     plan = tiny_plan(class_plan("weak", 0.5, LAST_ONE, budget=memory_budget(1000)), class_plan("ok", 0.5, LAST_ONE))
     result = rounds.run(plan, tiny_config(rounds=1, measure=True), tmp_path / "r")
     record = result.history[0]
-    assert record["dropped"] and all(d["class"] == "weak" and "memory budget" in d["reason"] for d in record["dropped"])
-    assert all(t["class"] == "ok" for t in record["trained"])
+    assert record.dropped and all(d.class_name == "weak" and "memory budget" in d.reason for d in record.dropped)
+    assert all(t.class_name == "ok" for t in record.trained)
 
 
 def test_plan_for_another_model_is_refused(tmp_path):
@@ -213,8 +213,8 @@ def test_another_trainer_runs_the_same_loop_and_ends_with_the_same_weights(tmp_p
     config = tiny_config(rounds=2, clients_per_round=2)
     ours = rounds.run(tiny_plan(), config, tmp_path / "a", trainer=EvenClientsReversed())
     embedded = rounds.run(tiny_plan(), config, tmp_path / "b", trainer=EvenClients())
-    assert all(c % 2 == 0 for r in ours.history for c in r["sampled"])
-    assert [r["sampled"] for r in ours.history] == [r["sampled"] for r in embedded.history]
-    assert {r["engine"] for r in ours.history} == {"even-reversed"}
+    assert all(c % 2 == 0 for r in ours.history for c in r.sampled)
+    assert [r.sampled for r in ours.history] == [r.sampled for r in embedded.history]
+    assert {r.engine for r in ours.history} == {"even-reversed"}
     for key, value in embedded.global_state.items():
         assert torch.equal(ours.global_state[key], value), key

@@ -196,8 +196,8 @@ def test_bad_nodes_and_replies_are_one_log_line_each_and_the_round_goes_on(caplo
         matching = [line for line in lines if f"node {node}" in line]
         assert len(matching) == 1 and words in matching[0], lines
     assert not [line for line in lines if "node 23" in line]
-    assert [t["client"] for t in trained] == [2]  # node 23 only
-    assert [d["client"] for d in dropped] == [3] and "unexpected" in dropped[0]["reason"]  # node 24
+    assert [t.client for t in trained] == [2]  # node 23 only
+    assert [d.client for d in dropped] == [3] and "unexpected" in dropped[0].reason  # node 24
     assert torch.equal(new["head.bias"], uploads[23]["head.bias"])
     assert torch.equal(new["blk.1.weight"], uploads[23]["blk.1.weight"])
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
 from budgetplan.cli import app
 from budgetplan.plan import read_plan
+from budgetplan.execute.records import DroppedClient, read_rounds
 from budgetplan.devices import BUNDLED_DIR, device_to_toml, list_devices, load_device
 from budgetplan.report import device_report, profile_report, run_report, solve_report
 from budgetplan.report.tables import ReportConsole, plain
@@ -64,9 +66,8 @@ def run_dir(tmp_path_factory):
 
 
 def all_tables(plans, run_dir, tiny_profiles, devices_dir):
-    history = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
-    dropped = [{**history[0], "dropped": [{"client": 3, "class": LONG, "reason": "trained longer than "
-                                                                              "--client-timeout-s 0.5 s"}]}]
+    history = read_rounds(run_dir / "rounds.jsonl")
+    dropped = [replace(history[0], dropped=(DroppedClient(3, LONG, "trained longer than --client-timeout-s 0.5 s"),))]
     rows = [{"scheme": "(a) budgetplan", "final_accuracy": (0.61234, 0.0123), "best_accuracy": (0.62, 0.01),
              "rounds_to_target": [3, None], "peak_per_class": f"{LONG} 155.2, android-midrange 281.4",
              "gflops_per_round": (1234.5678, 12.3), "upload_mib_per_round": (40.6, 0.0), "participation": 0.75}]

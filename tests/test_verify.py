@@ -11,11 +11,11 @@ from budgetplan.execute.compare import alternative_plan
 from budgetplan.plan import PlanBudget, PlanClass, PredictedCosts
 from budgetplan.profile.compose import compose
 from budgetplan.profile.profiler import ProfileRequest, profile_model
+from budgetplan.execute.records import Measurement
 from budgetplan.verify import FAIL, PASS, SAT_OUT, check_class, verify_run
 from fl_helpers import LAST_ONE, memory_budget, tiny_bert, tiny_config, tiny_plan
 
-MEASURED = {"peak_bytes": 1000, "flops_forward": 60, "flops_backward": 40, "upload_bytes": 200, "batch_size": 4,
-            "seq_len": 16}
+MEASURED = Measurement(peak_bytes=1000, flops_forward=60, flops_backward=40, upload_bytes=200, batch_size=4, seq_len=16)
 
 
 BIG = 10**12

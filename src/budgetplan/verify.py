@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, PlanError
+from budgetplan.execute.records import MEASUREMENTS_FILE, Measurement, measurements_from_dict
 from budgetplan.files import read_json
 from budgetplan.plan import Plan, PlanClass, read_plan
 from budgetplan.validate import check_measurements, check_options
 
 DEFAULT_TOLERANCE = 0.03  # relative peak error allowed above the plan
 PASS, FAIL, SAT_OUT = "PASS", "FAIL", "SAT OUT"
+NOT_MEASURED = Measurement()  # a class without a measurement: every measured count None
 
 
 @dataclass(frozen=True)
@@ -77,45 +79,47 @@ class Planned:
                        None if b is None else b.flops_per_step, None if b is None else b.upload_bytes)
 
 
-def check_class(plan_class: PlanClass, measured: dict | None, plan: Plan, tolerance: float) -> ClassCheck:
+def check_class(plan_class: PlanClass, measured: Measurement | None, plan: Plan, tolerance: float) -> ClassCheck:
     planned = Planned.of(plan_class)
     if not plan_class.active:
-        return _check(plan_class.name, planned, SAT_OUT, ("nothing fits this class's budget; its clients sat out",), {})
-    if not measured or "peak_bytes" not in measured:
-        why = (measured or {}).get("error", "no measurement in this run (was it run with --no-measure?)")
-        return _check(plan_class.name, planned, FAIL, (why,), {})
+        return _check(plan_class.name, planned, SAT_OUT, ("nothing fits this class's budget; its clients sat out",),
+                      NOT_MEASURED)
+    if measured is None or measured.error is not None or measured.peak_bytes is None:
+        why = "no measurement in this run (was it run with --no-measure?)"
+        if measured is not None and measured.error is not None:
+            why = measured.error
+        return _check(plan_class.name, planned, FAIL, (why,), NOT_MEASURED)
     reasons = _reasons(planned, measured, plan, tolerance)
     return _check(plan_class.name, planned, FAIL if reasons else PASS, tuple(reasons), measured)
 
 
-def _reasons(p: Planned, m: dict, plan: Plan, tolerance: float) -> list[str]:
+def _reasons(p: Planned, m: Measurement, plan: Plan, tolerance: float) -> list[str]:
     reasons = []
-    flops = m["flops_forward"] + m["flops_backward"]
+    flops = m.flops_per_step
     ctx = plan.context
-    if m.get("batch_size") != ctx.batch_size or (ctx.seq_len and m.get("seq_len") != ctx.seq_len):
-        reasons.append(f"measured at batch {m.get('batch_size')} x {m.get('seq_len')}, planned at "
+    if m.batch_size != ctx.batch_size or (ctx.seq_len and m.seq_len != ctx.seq_len):
+        reasons.append(f"measured at batch {m.batch_size} x {m.seq_len}, planned at "
                        f"{ctx.batch_size} x {ctx.seq_len}")
-    if p.memory_budget_bytes is not None and m["peak_bytes"] > p.memory_budget_bytes:
+    if p.memory_budget_bytes is not None and m.peak_bytes > p.memory_budget_bytes:
         reasons.append("peak over the memory budget")
-    if p.peak_bytes and m["peak_bytes"] > p.peak_bytes * (1 + tolerance):
-        over = m["peak_bytes"] / p.peak_bytes - 1
+    if p.peak_bytes and m.peak_bytes > p.peak_bytes * (1 + tolerance):
+        over = m.peak_bytes / p.peak_bytes - 1
         reasons.append(f"plan underestimates the peak by {over:.1%} (> {tolerance:.0%})")
     if p.flops_budget is not None and flops > p.flops_budget:
         reasons.append("FLOPs over the compute budget")
-    if p.upload_bytes is not None and m["upload_bytes"] != p.upload_bytes:
-        reasons.append(f"upload {m['upload_bytes']} B differs from the planned {p.upload_bytes} B")
-    if p.upload_budget_bytes is not None and m["upload_bytes"] > p.upload_budget_bytes:
+    if p.upload_bytes is not None and m.upload_bytes != p.upload_bytes:
+        reasons.append(f"upload {m.upload_bytes} B differs from the planned {p.upload_bytes} B")
+    if p.upload_budget_bytes is not None and m.upload_bytes > p.upload_budget_bytes:
         reasons.append("upload over the uplink budget")
     return reasons
 
 
-def _check(name: str, p: Planned, status: str, reasons: tuple[str, ...], m: dict) -> ClassCheck:
-    flops = m["flops_forward"] + m["flops_backward"] if "flops_forward" in m else None
+def _check(name: str, p: Planned, status: str, reasons: tuple[str, ...], m: Measurement) -> ClassCheck:
     return ClassCheck(
         name=name, status=status, reasons=reasons, predicted_peak_bytes=p.peak_bytes,
-        measured_peak_bytes=m.get("peak_bytes"), memory_budget_bytes=p.memory_budget_bytes,
-        predicted_flops=p.flops, measured_flops=flops, flops_budget=p.flops_budget,
-        predicted_upload_bytes=p.upload_bytes, measured_upload_bytes=m.get("upload_bytes"),
+        measured_peak_bytes=m.peak_bytes, memory_budget_bytes=p.memory_budget_bytes,
+        predicted_flops=p.flops, measured_flops=m.flops_per_step, flops_budget=p.flops_budget,
+        predicted_upload_bytes=p.upload_bytes, measured_upload_bytes=m.upload_bytes,
         upload_budget_bytes=p.upload_budget_bytes,
     )
 
@@ -129,9 +133,10 @@ def verify_run(run_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> Ver
         raise ConfigError(f"{run_dir} is not a run directory (no plan.json); give the --out of a 'budgetplan run'")
     check_options({"--tolerance": tolerance})
     plan = read_plan(run_dir / "plan.json")
-    path = run_dir / "measurements.json"
-    measurements = check_measurements(read_json(path, "measurements file", "run the plan again", PlanError),
-                                      f"measurements file {path}") if path.is_file() else {}
+    path = run_dir / MEASUREMENTS_FILE
+    measurements = measurements_from_dict(check_measurements(
+        read_json(path, "measurements file", "run the plan again", PlanError),
+        f"measurements file {path}")) if path.is_file() else {}
     checks = tuple(check_class(c, measurements.get(c.name), plan, tolerance) for c in plan.classes)
     return VerifyReport(str(run_dir), tolerance, checks)
 

@@ -104,7 +104,7 @@ def run_and_verify(plan_path: Path, out: Path, config):
     run_report.print_verify(console, report)
     majority, count = majority_share(config)
     console.print(demo_report.demo_table(report, result.history, majority))
-    console.print(demo_report.majority_line(result.history[-1]["accuracy"], majority, count), highlight=False)
+    console.print(demo_report.majority_line(result.history[-1].accuracy, majority, count), highlight=False)
     return report
 
 

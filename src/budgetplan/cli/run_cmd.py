@@ -13,6 +13,7 @@ from rich.progress import Progress
 from budgetplan.cli import common
 from budgetplan.cli import run_options as opts
 from budgetplan.errors import ConfigError
+from budgetplan.execute.records import RoundRecord
 from budgetplan.execute.schemes import SCHEMES
 from budgetplan.plan import read_plan
 from budgetplan.report import progress as report_progress
@@ -45,10 +46,11 @@ def progress_events(progress: Progress):
             progress.advance(tasks["clients"])
         elif kind == "round_end":
             progress.advance(tasks["rounds"])
-            reasons = sorted({d["reason"] for d in payload["dropped"]})
+            record: RoundRecord = payload
+            reasons = sorted({d.reason for d in record.dropped})
             why = f" ({escape('; '.join(reasons))})" if reasons else ""
-            progress.console.print(f"round {payload['round']}: accuracy {payload['accuracy']:.4f}, "
-                                   f"{len(payload['trained'])} trained, {len(payload['dropped'])} dropped{why}",
+            progress.console.print(f"round {record.round}: accuracy {record.accuracy:.4f}, "
+                                   f"{len(record.trained)} trained, {len(record.dropped)} dropped{why}",
                                    highlight=False)
     return on_event
 
@@ -77,7 +79,7 @@ def run_command(
         result = run_experiment(engine, run_plan, config, run_dir, resume=resume, on_event=progress_events(progress))
     report = verify_run(run_dir) if measure else None
     if as_json:
-        common.echo_json(json.dumps({"run_dir": str(run_dir), "rounds": result.history,
+        common.echo_json(json.dumps({"run_dir": str(run_dir), "rounds": [r.to_dict() for r in result.history],
                                      "verify": report_to_dict(report) if report else None}))
         return
     run_report.print_run(common.console, result.history)

@@ -105,25 +105,25 @@ class SchemeSummary:
 
 def summarize(scheme: str, plan: Plan, results: list[RunResult], seeds, target: float | None) -> SchemeSummary:
     def first_reach(history):
-        return next((r["round"] for r in history if target is not None and r["accuracy"] >= target), None)
+        return next((r.round for r in history if target is not None and r.accuracy >= target), None)
 
     def mean_flops(history):
-        values = [r["flops_measured"] for r in history if r["flops_measured"] is not None]
+        values = [r.flops_measured for r in history if r.flops_measured is not None]
         return float(np.mean(values)) if values else None
 
     first = results[0]
-    active = {c.name for c in plan.classes if c.active and "peak_bytes" in first.measurements.get(c.name, {})
-              and (c.budget is None or first.measurements[c.name]["peak_bytes"] <= c.budget.memory_bytes)}
+    peaks = {c.name: m.peak_bytes for c in plan.classes if (m := first.measurements.get(c.name)) is not None}
+    active = {c.name for c in plan.classes if c.active and peaks.get(c.name) is not None
+              and (c.budget is None or peaks[c.name] <= c.budget.memory_bytes)}
     share = sum(c.share for c in plan.classes if c.name in active) / max(sum(c.share for c in plan.classes), 1e-12)
     return SchemeSummary(
         scheme=scheme, seeds=tuple(seeds),
-        final_accuracy=tuple(r.history[-1]["accuracy"] for r in results),
-        best_accuracy=tuple(max(h["accuracy"] for h in r.history) for r in results),
+        final_accuracy=tuple(r.history[-1].accuracy for r in results),
+        best_accuracy=tuple(max(h.accuracy for h in r.history) for r in results),
         rounds_to_target=tuple(first_reach(r.history) for r in results),
-        peak_bytes_per_class={c.name: first.measurements.get(c.name, {}).get("peak_bytes") if c.active else None
-                              for c in plan.classes},
+        peak_bytes_per_class={c.name: peaks.get(c.name) if c.active else None for c in plan.classes},
         flops_per_round=tuple(mean_flops(r.history) for r in results),
-        upload_bytes_per_round=tuple(float(np.mean([h["upload_bytes"] for h in r.history])) for r in results),
+        upload_bytes_per_round=tuple(float(np.mean([h.upload_bytes for h in r.history])) for r in results),
         participation=share,
         block_states={c.name: list(c.block_states) if c.active else None for c in plan.classes},
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor
@@ -20,21 +20,56 @@ from torch import Tensor
 from budgetplan.errors import first_line
 from budgetplan.execute import client as client_mod
 from budgetplan.execute.aggregate import AggregationError, expand_lora_upload, layerwise_weighted_mean
+from budgetplan.execute.data import Dataset, Partition
 from budgetplan.execute.finite import non_finite_reason
+from budgetplan.execute.records import DroppedClient, Measurement, RoundRecord, TrainedClient
 from budgetplan.execute.setup import lora_transposed
-from budgetplan.plan import PlanClass
+from budgetplan.models.load import LoadedModel
+from budgetplan.plan import Plan, PlanClass
 
-Event = Callable[[str, dict], None]
+Event = Callable[[str, Any], None]  # (kind, payload): "round_end" carries the RoundRecord, the others small dicts
 SAMPLE_STREAM = 7  # clients are drawn from default_rng([seed, round, SAMPLE_STREAM])
 FAILURE_STREAM = 11
+
+
+class LoopSettings(Protocol):
+    """The run settings the loop reads (rounds.RunConfig is one)."""
+
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def clients_per_round(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def fail_prob(self) -> float: ...
+    @property
+    def train(self) -> client_mod.TrainSettings: ...
+
+
+class PreparedRun(Protocol):
+    """A prepared run as the loop's hooks read it (rounds.Setup is one; a Protocol, so loop sits below rounds)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def config(self) -> LoopSettings: ...
+    @property
+    def template(self) -> LoadedModel: ...
+    @property
+    def dataset(self) -> Dataset: ...
+    @property
+    def parts(self) -> Partition: ...
+    @property
+    def class_of(self) -> tuple[str, ...]: ...  # device class of each client
 
 
 @dataclass
 class RunState:
     round: int
     global_state: dict
-    history: list = field(default_factory=list)
-    measurements: dict = field(default_factory=dict)
+    history: tuple[RoundRecord, ...] = ()
+    measurements: dict[str, Measurement] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,11 +97,11 @@ class Reply:
 class Trainer(Protocol):
     name: str
 
-    def available(self, setup, round_index: int) -> dict[int, str]:
+    def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
         """Client -> device class of the clients that can be sampled this round (the embedded engine: all)."""
 
-    def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done: Callable[[int], None]
-              ) -> list[Reply]:
+    def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job],
+              done: Callable[[int], None]) -> list[Reply]:
         """Train every job; one Reply per job (in any order)."""
 
 
@@ -74,7 +109,7 @@ def client_seed(seed: int, round_index: int, client: int) -> int:
     return int(np.random.SeedSequence([seed, round_index, client]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def sample(setup, round_index: int, available: dict[int, str]) -> list[int]:
+def sample(setup: PreparedRun, round_index: int, available: dict[int, str]) -> list[int]:
     """Hook 1: a seeded draw among the available clients whose class is active."""
     eligible = sorted(c for c, name in available.items() if setup.plan.by_name(name).active)
     count = min(setup.config.clients_per_round, len(eligible))
@@ -84,7 +119,7 @@ def sample(setup, round_index: int, available: dict[int, str]) -> list[int]:
     return sorted(int(c) for c in rng.choice(eligible, size=count, replace=False))
 
 
-def simulated_failure(setup, round_index: int, client: int) -> int | None:
+def simulated_failure(setup: PreparedRun, round_index: int, client: int) -> int | None:
     """The local step at which a flaky device dies this round, or None (seeded, so resume sees the same)."""
     if setup.config.fail_prob <= 0:
         return None
@@ -94,26 +129,26 @@ def simulated_failure(setup, round_index: int, client: int) -> int | None:
     return int(rng.integers(setup.config.train.local_steps))
 
 
-def over_budget(plan_class: PlanClass, measured: dict | None) -> str | None:
+def over_budget(plan_class: PlanClass, measured: Measurement | None) -> str | None:
     """Why a class cannot run on its device (measured peak above its memory budget), or None."""
     budget = plan_class.budget
-    if not measured or "peak_bytes" not in measured or budget is None:
+    if measured is None or measured.peak_bytes is None or budget is None:
         return None
-    if measured["peak_bytes"] > budget.memory_bytes:
-        return (f"measured peak {measured['peak_bytes'] / 2**20:.1f} MiB > memory budget "
+    if measured.peak_bytes > budget.memory_bytes:
+        return (f"measured peak {measured.peak_bytes / 2**20:.1f} MiB > memory budget "
                 f"{budget.memory_bytes / 2**20:.1f} MiB")
     return None
 
 
-def configure(setup, state: RunState, round_index: int, sampled: list[int],
-              class_of: dict[int, str]) -> tuple[list[Job], list[dict]]:
+def configure(setup: PreparedRun, state: RunState, round_index: int, sampled: list[int],
+              class_of: dict[int, str]) -> tuple[list[Job], list[DroppedClient]]:
     """Hook 2: a Job per sampled client; clients of a class over its measured budget are dropped."""
     jobs, dropped = [], []
     for client in sampled:
         plan_class = setup.plan.by_name(class_of[client])
         reason = over_budget(plan_class, state.measurements.get(plan_class.name))
         if reason:
-            dropped.append({"client": client, "class": plan_class.name, "reason": reason})
+            dropped.append(DroppedClient(client, plan_class.name, reason))
             continue
         settings = replace(setup.config.train, fail_at_step=simulated_failure(setup, round_index, client))
         jobs.append(Job(client, plan_class, settings, client_seed(setup.config.seed, round_index, client)))
@@ -160,49 +195,63 @@ def usable_upload(reply: Reply, plan_class: PlanClass, global_state: dict, trans
     return (None, reason) if reason else (upload, None)
 
 
-def aggregate(plan, global_state: dict, replies: list[Reply], transposed: frozenset[str]):
+def aggregate(plan: Plan, global_state: dict, replies: list[Reply], transposed: frozenset[str]
+              ) -> tuple[dict, list[TrainedClient], list[DroppedClient]]:
     """Hook 4: (new global state, trained infos, dropped infos); each tensor is averaged over its senders."""
     updates, trained, dropped = [], [], []
     for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
         upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed)
         if problem is not None:
-            dropped.append({"client": reply.client, "class": reply.class_name, "reason": problem})
+            dropped.append(DroppedClient(reply.client, reply.class_name, problem))
             continue
         updates.append((upload, reply.num_examples))
-        trained.append({"client": reply.client, "class": reply.class_name, "num_examples": reply.num_examples,
-                        **reply.metrics})
+        trained.append(TrainedClient.from_dict({"client": reply.client, "class": reply.class_name,
+                                                "num_examples": reply.num_examples, **reply.metrics}))
     return layerwise_weighted_mean(global_state, updates), trained, dropped
 
 
-def round_flops(setup, trained: list, measurements: dict, predicted: bool) -> int | None:
+def round_flops(setup: PreparedRun, trained: list[TrainedClient], measurements: Mapping[str, Measurement],
+                predicted: bool) -> int | None:
     """Training FLOPs of the round: per-step FLOPs of each trained client's class x local steps."""
     total = 0
     for info in trained:
         if predicted:
-            costs = setup.plan.by_name(info["class"]).predicted
+            costs = setup.plan.by_name(info.class_name).predicted
             per_step = None if costs is None else costs.flops_per_step
         else:
-            m = measurements.get(info["class"]) or {}
-            per_step = m["flops_forward"] + m["flops_backward"] if "flops_forward" in m else None
+            m = measurements.get(info.class_name)
+            per_step = None if m is None else m.flops_per_step
         if per_step is None:
             return None
         total += per_step * setup.config.train.local_steps
     return int(total)
 
 
-def record(setup, state: RunState, round_index: int, outcome: dict, engine: str) -> dict:
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What the hooks of one round produced, before its record: the new global state and each client's fate."""
+
+    sampled: list[int]
+    global_state: dict
+    trained: list[TrainedClient]
+    dropped: list[DroppedClient]
+    started_s: float  # perf_counter at the round's start
+
+
+def record(setup: PreparedRun, state: RunState, round_index: int, outcome: RoundOutcome, engine: str) -> RoundRecord:
     """Hook 5: evaluate the new global model and describe the round (one line of rounds.jsonl)."""
-    client_mod.load_global(setup.template, outcome["global_state"])
-    scores = client_mod.evaluate(setup.template, setup.dataset.test)
-    trained, dropped = outcome["trained"], sorted(outcome["dropped"], key=lambda d: d["client"])
-    return {"round": round_index, "sampled": outcome["sampled"], "trained": trained, "dropped": dropped, **scores,
-            "upload_bytes": int(sum(t["upload_bytes"] for t in trained)),
-            "flops_planned": round_flops(setup, trained, state.measurements, predicted=True),
-            "flops_measured": round_flops(setup, trained, state.measurements, predicted=False),
-            "seconds": time.perf_counter() - outcome["started_s"], "engine": engine}
+    client_mod.load_global(setup.template, outcome.global_state)
+    scores = client_mod.evaluate(setup.template, setup.dataset.test)  # accuracy and loss, measured
+    trained = outcome.trained
+    return RoundRecord(round=round_index, sampled=tuple(outcome.sampled), trained=tuple(trained),
+                       dropped=tuple(sorted(outcome.dropped, key=lambda d: d.client)), **scores,
+                       upload_bytes=int(sum(t.upload_bytes or 0 for t in trained)),
+                       flops_planned=round_flops(setup, trained, state.measurements, predicted=True),
+                       flops_measured=round_flops(setup, trained, state.measurements, predicted=False),
+                       seconds=time.perf_counter() - outcome.started_s, engine=engine)
 
 
-def run_round(setup, state: RunState, round_index: int, trainer: Trainer, on_event: Event) -> RunState:
+def run_round(setup: PreparedRun, state: RunState, round_index: int, trainer: Trainer, on_event: Event) -> RunState:
     """One round through the five hooks; returns the state after it."""
     started = time.perf_counter()
     class_of = trainer.available(setup, round_index)
@@ -210,19 +259,18 @@ def run_round(setup, state: RunState, round_index: int, trainer: Trainer, on_eve
     on_event("round_start", {"round": round_index, "clients": len(sampled)})
     jobs, dropped = configure(setup, state, round_index, sampled, class_of)
     for info in dropped:
-        on_event("client_done", {"round": round_index, "client": info["client"]})
+        on_event("client_done", {"round": round_index, "client": info.client})
     replies = trainer.train(setup, state.global_state, round_index, jobs,
                             lambda client: on_event("client_done", {"round": round_index, "client": client}))
     new_state, trained, rejected = aggregate(setup.plan, state.global_state, replies,
                                              lora_transposed(setup.template))
-    outcome = {"sampled": sampled, "global_state": new_state, "trained": trained, "dropped": dropped + rejected,
-               "started_s": started}
+    outcome = RoundOutcome(sampled, new_state, trained, dropped + rejected, started)
     entry = record(setup, state, round_index, outcome, trainer.name)
     on_event("round_end", entry)
-    return RunState(round_index, new_state, [*state.history, entry], state.measurements)
+    return RunState(round_index, new_state, (*state.history, entry), state.measurements)
 
 
-def run_rounds(setup, state: RunState, trainer: Trainer, on_event: Event,
+def run_rounds(setup: PreparedRun, state: RunState, trainer: Trainer, on_event: Event,
                save: Callable[[RunState], None] | None = None) -> RunState:
     """The fixed loop: rounds state.round + 1 .. config.rounds, each saved (checkpoint) when it ends."""
     for round_index in range(state.round + 1, setup.config.rounds + 1):
@@ -237,10 +285,10 @@ class EmbeddedTrainer:
 
     name = "embedded"
 
-    def available(self, setup, round_index: int) -> dict[int, str]:
+    def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
         return dict(enumerate(setup.class_of))
 
-    def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
+    def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
         replies = []
         for job in jobs:
             replies.append(train_job(setup, global_state, job))
@@ -248,7 +296,7 @@ class EmbeddedTrainer:
         return replies
 
 
-def train_job(setup, global_state: dict, job: Job) -> Reply:
+def train_job(setup: PreparedRun, global_state: dict, job: Job) -> Reply:
     """Train one job on its client's data; a failing client gives a Reply with its one-line reason."""
     data = setup.dataset.train.subset(setup.parts.clients[job.client])
     try:

@@ -21,6 +21,8 @@ from budgetplan.execute import client as client_mod
 from budgetplan.execute import rundir
 from budgetplan.execute.data import Dataset, Partition, dataset_info, load_dataset, partition
 from budgetplan.execute.loop import EmbeddedTrainer, Event, RunState, Trainer, client_seed, run_rounds
+from budgetplan.execute.records import (MEASUREMENTS_FILE, ROUNDS_FILE, Measurement, RunResult, append_round,
+                                        measurements_to_json, rounds_to_json, write_measurements, write_rounds)
 from budgetplan.execute.settings import RunConfig, with_defaults  # RunConfig re-exported: declared once there
 from budgetplan.execute.setup import load_plan_model, measure_class
 from budgetplan.models.load import LoadedModel
@@ -75,7 +77,7 @@ def start_or_resume(run_dir: Path, setup: Setup, resume: bool) -> RunState:
     run_dir.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({**settings, "rounds": setup.config.rounds}, indent=1) + "\n")
     write_plan(setup.plan, run_dir / "plan.json")  # the same plan.json that solve writes
-    (run_dir / "rounds.jsonl").write_text("")
+    write_rounds(run_dir / ROUNDS_FILE, ())
     return RunState(0, client_mod.global_state_of(setup.template))
 
 
@@ -84,14 +86,14 @@ def _resume(run_dir: Path, settings: dict) -> RunState:
         raise ConfigError(f"--resume: {run_dir} has no {CHECKPOINT}; start the run without --resume")
     _check_settings(run_dir, settings)
     data = rundir.read_checkpoint(run_dir / CHECKPOINT)
-    state = RunState(data["round"], data["global_state"], data["history"], data["measurements"])
-    (run_dir / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    state = RunState(data.round, data.global_state, data.history, dict(data.measurements))
+    write_rounds(run_dir / ROUNDS_FILE, state.history)
     return state
 
 
 def _before_round_one(run_dir: Path) -> bool:
     """The run wrote its settings but no round yet (no checkpoint, empty log)."""
-    log = run_dir / "rounds.jsonl"
+    log = run_dir / ROUNDS_FILE
     return (not (run_dir / CHECKPOINT).exists() and (run_dir / "run.json").is_file() and log.is_file()
             and log.stat().st_size == 0)
 
@@ -114,13 +116,13 @@ def _changed(old: dict, new: dict) -> str:
 def save_checkpoint(run_dir: Path, state: RunState) -> None:
     """Atomic: a kill leaves either the previous checkpoint or this one, never half of one."""
     rundir.write_checkpoint(run_dir, CHECKPOINT, {"round": state.round, "global_state": state.global_state,
-                                                  "history": json.dumps(state.history),
-                                                  "measurements": json.dumps(state.measurements)}, state.round)
-    with open(run_dir / "rounds.jsonl", "a") as log:
-        log.write(json.dumps(state.history[-1]) + "\n")
+                                                  "history": rounds_to_json(state.history),
+                                                  "measurements": measurements_to_json(state.measurements)},
+                              state.round)
+    append_round(run_dir / ROUNDS_FILE, state.history[-1])
 
 
-def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict:
+def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict[str, Measurement]:
     """First-local-step measurement of every active class, on its first client's data."""
     out = {}
     for plan in setup.plan.classes:
@@ -128,8 +130,8 @@ def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict:
         if not plan.active:
             continue
         if not clients:  # verify then says why this class could not be checked
-            out[plan.name] = {"error": f"no client of this class among the {len(setup.class_of)} clients "
-                                       "(assigned by fleet share); run with more --clients"}
+            out[plan.name] = Measurement.failed(f"no client of this class among the {len(setup.class_of)} clients "
+                                                "(assigned by fleet share); run with more --clients")
             continue
         on_event("measure", {"class": plan.name})
         data = setup.dataset.train.subset(setup.parts.clients[clients[0]])
@@ -137,14 +139,6 @@ def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict:
                                        setup.config.train.optimizer, setup.config.train.lr,
                                        client_seed(setup.config.seed, 0, clients[0]))
     return out
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_dir: Path
-    history: list
-    measurements: dict
-    global_state: dict
 
 
 def run(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bool = False,
@@ -173,7 +167,7 @@ def begin(plan: Plan, config: RunConfig, run_dir: Path, resume: bool, on_event: 
     state = start_or_resume(run_dir, setup, resume)
     if config.measure and not state.measurements:
         state.measurements = measure_all(setup, state.global_state, on_event)
-        (run_dir / "measurements.json").write_text(json.dumps(state.measurements, indent=1) + "\n")
+        write_measurements(run_dir / MEASUREMENTS_FILE, state.measurements)
     on_event("start", {"rounds": config.rounds, "done": state.round, "partition": setup.parts.kind,
                        "classes": list(setup.class_of), "engine": engine})
     return setup, state

@@ -20,11 +20,13 @@ import pickle
 import socket
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from budgetplan.errors import ConfigError, first_line
+from budgetplan.execute.records import Measurement, RoundRecord, measurements_from_dict, rounds_from_json
 from budgetplan.files import loads_strict
 
 try:
@@ -125,8 +127,18 @@ def _disk_full(exc: Exception) -> bool:
     return "unexpected pos" in text or "write failed" in text or "No space left" in text
 
 
-def read_checkpoint(path: Path) -> dict:
-    """The checkpoint dict at `path`; one line naming the file and what to do when it cannot be read."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run after its last finished round, as checkpoint.pt holds it (history and measurements as JSON text)."""
+
+    round: int
+    global_state: dict
+    history: tuple[RoundRecord, ...]
+    measurements: dict[str, Measurement]
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at `path`; one line naming the file and what to do when it cannot be read."""
     fix = ("restore it from a copy, or start the run again without --resume in a new --out "
            "(a checkpoint is written after every round)")
     if not path.is_file() or path.stat().st_size == 0:
@@ -144,12 +156,16 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(data, dict) or any(k not in data for k in keys) or not isinstance(data["global_state"], dict):
         raise RunDirError(f"checkpoint {path} is not a budgetplan checkpoint (needs {', '.join(keys)}); {fix}")
     try:
-        data["history"], data["measurements"] = loads_strict(data["history"]), loads_strict(data["measurements"])
+        history, measurements = loads_strict(data["history"]), loads_strict(data["measurements"])
     except (TypeError, ValueError, RecursionError):
         raise RunDirError(f"checkpoint {path} has an unreadable history or measurements; {fix}") from None
-    if not isinstance(data["round"], int) or not isinstance(data["history"], list):
+    if not isinstance(data["round"], int) or not isinstance(history, list):
         raise RunDirError(f"checkpoint {path} has a malformed round or history; {fix}")
-    return data
+    try:
+        return Checkpoint(data["round"], data["global_state"], rounds_from_json(history),
+                          measurements_from_dict(measurements))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RunDirError(f"checkpoint {path} has a malformed history or measurements; {fix}") from None
 
 
 def read_run_settings(path: Path, keys: tuple[str, ...]) -> dict:

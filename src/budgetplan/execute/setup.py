@@ -9,6 +9,7 @@ import torch
 from budgetplan.errors import DataError, PlanError
 from budgetplan.execute.client import batches, configure, global_state_of
 from budgetplan.execute.data import ASSETS, DatasetInfo, Examples
+from budgetplan.execute.records import Measurement
 from budgetplan.models.load import LoadedModel, load_model
 from budgetplan.plan import Plan, PlanClass
 from budgetplan.profile.measure import measure_training_step
@@ -44,7 +45,7 @@ def lora_transposed(loaded: LoadedModel) -> frozenset[str]:
 
 
 def measure_class(template: LoadedModel, global_state: dict, plan: PlanClass, data: Examples, batch_size: int,
-                  optimizer: str, lr: float, seed: int) -> dict:
+                  optimizer: str, lr: float, seed: int) -> Measurement:
     """Live-tensor peak and FLOPs of the class's first local step on real data, at the plan's batch size."""
     if len(data) == 0:
         raise DataError(f"class {plan.name}: its first client has no data to measure with")
@@ -56,10 +57,10 @@ def measure_class(template: LoadedModel, global_state: dict, plan: PlanClass, da
     params = dict(loaded.model.named_parameters())
     upload = sum(params[n].numel() * params[n].element_size() for n in trained)
     shape = batch.get("input_ids", batch.get("pixel_values"))
-    return {"peak_bytes": step.peak_bytes, "flops_forward": step.flops_forward,
-            "flops_backward": step.flops_backward, "upload_bytes": upload, "batch_size": int(shape.shape[0]),
-            "seq_len": int(shape.shape[1]) if "input_ids" in batch else None, "optimizer": optimizer,
-            "uncounted_ops": dict(step.uncounted_ops), "source": "measured"}
+    return Measurement(peak_bytes=step.peak_bytes, flops_forward=step.flops_forward,
+                       flops_backward=step.flops_backward, upload_bytes=upload, batch_size=int(shape.shape[0]),
+                       seq_len=int(shape.shape[1]) if "input_ids" in batch else None, optimizer=optimizer,
+                       uncounted_ops=dict(step.uncounted_ops), source="measured")
 
 
 def trainable_names_of(template: LoadedModel, block_states: tuple[str, ...],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 
+from budgetplan.execute.records import RoundRecord
 from budgetplan.report.markup import safe
 from budgetplan.verify import PASS, VerifyReport
 
@@ -14,9 +17,9 @@ def _pair(planned, measured, unit: float, fmt: str) -> str:
     return f"{one(planned)} → {one(measured)}"
 
 
-def demo_table(report: VerifyReport, history: list, majority: float) -> Table:
+def demo_table(report: VerifyReport, history: Sequence[RoundRecord], majority: float) -> Table:
     """One row per class: planned → measured peak, FLOPs, upload, status, and the global model's accuracy."""
-    final, first = history[-1]["accuracy"], history[0]["accuracy"]
+    final, first = history[-1].accuracy, history[0].accuracy
     table = Table(title=f"Demo result: held-out accuracy {final:.3f} after round {len(history)} "
                         f"(round 1: {first:.3f}); majority class {majority:.3f}")
     for column in ("class", "peak MiB\nplanned → measured", "GFLOP / step\nplanned → measured",

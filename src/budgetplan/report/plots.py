@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 from budgetplan.errors import ConfigError
+from budgetplan.execute.records import ROUNDS_FILE, read_rounds
 
 PLOT_HINT = "--plot needs matplotlib: pip install 'budgetplan[plot]' (or leave out --plot)"
 # Every scheme gets its own marker and line style, so identical curves stay visible on top of each other.
@@ -25,8 +25,8 @@ def seed_curves(out_dir: Path, scheme: str, seeds) -> tuple[list[int], list[list
     """(rounds, one accuracy list per seed), cut to the rounds every seed reached."""
     curves = []
     for seed in seeds:
-        lines = (Path(out_dir) / scheme / f"seed{seed}" / "rounds.jsonl").read_text().splitlines()
-        curves.append({int(r["round"]): float(r["accuracy"]) for r in map(json.loads, lines)})
+        records = read_rounds(Path(out_dir) / scheme / f"seed{seed}" / ROUNDS_FILE)
+        curves.append({r.round: r.accuracy for r in records})
     rounds = sorted(set.intersection(*(set(c) for c in curves)))
     return rounds, [[c[r] for r in rounds] for c in curves]
 

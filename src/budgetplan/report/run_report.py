@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.table import Table
 
+from budgetplan.execute.records import RoundRecord
 from budgetplan.report.markup import safe
 from budgetplan.report.units import gflop as _giga
 from budgetplan.report.units import mib as _mib
@@ -15,26 +18,29 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:+.1%}"
 
 
-def rounds_table(history: list, title: str = "Rounds") -> Table:
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def rounds_table(history: Sequence[RoundRecord], title: str = "Rounds") -> Table:
     table = Table(title=safe(title))
     for column in ("round", "trained", "dropped", "accuracy", "loss", "upload\nMiB", "GFLOP\nmeasured", "s"):
         table.add_column(column, justify="right")
     for r in history:
-        table.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["dropped"])), f"{r['accuracy']:.4f}",
-                      f"{r['loss']:.4f}", _mib(r["upload_bytes"]), _giga(r.get("flops_measured")),
-                      f"{r['seconds']:.1f}")
+        table.add_row(str(r.round), str(len(r.trained)), str(len(r.dropped)), f"{r.accuracy:.4f}",
+                      _fixed(r.loss, 4), _mib(r.upload_bytes), _giga(r.flops_measured), _fixed(r.seconds, 1))
     return table
 
 
-def dropped_table(history: list) -> Table | None:
-    rows = [(r["round"], d) for r in history for d in r["dropped"]]
+def dropped_table(history: Sequence[RoundRecord]) -> Table | None:
+    rows = [(r.round, d) for r in history for d in r.dropped]
     if not rows:
         return None
     table = Table(title="Dropped clients")
     for column in ("round", "client", "class", "reason"):
         table.add_column(column)
     for round_index, d in rows:
-        table.add_row(str(round_index), str(d["client"]), safe(str(d["class"])), safe(str(d["reason"])))
+        table.add_row(str(round_index), str(d.client), safe(d.class_name), safe(d.reason))
     return table
 
 
@@ -62,7 +68,7 @@ def verify_table(report: VerifyReport) -> Table:
     return table
 
 
-def print_run(console: Console, history: list) -> None:
+def print_run(console: Console, history: Sequence[RoundRecord]) -> None:
     console.print(rounds_table(history))
     dropped = dropped_table(history)
     if dropped is not None:

@@ -21,6 +21,7 @@ from budgetplan.errors import BudgetplanError, ConfigError
 from budgetplan.execute import client as client_mod
 from budgetplan.execute import rounds, rundir
 from budgetplan.execute.loop import Event, RunState, run_rounds
+from budgetplan.execute.records import RoundRecord
 from budgetplan.execute.rounds import Setup
 from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.identify import PREFIX
@@ -44,8 +45,9 @@ def serve(grid: Grid, setup: Setup, state: RunState, run_dir: Path | None, on_ev
 def log_event(kind: str, payload: dict) -> None:
     """Progress of an exported app's run, as lines in Flower's server log."""
     if kind == "round_end":
-        log(INFO, "%s round %d: accuracy %.4f, loss %.4f, %d trained, %d dropped", PREFIX, payload["round"],
-            payload["accuracy"], payload["loss"], len(payload["trained"]), len(payload["dropped"]))
+        record: RoundRecord = payload
+        log(INFO, "%s round %d: accuracy %.4f, loss %.4f, %d trained, %d dropped", PREFIX, record.round,
+            record.accuracy, record.loss, len(record.trained), len(record.dropped))
 
 
 class DeployedRunError(AppExitException):

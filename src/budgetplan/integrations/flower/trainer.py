@@ -16,7 +16,7 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from budgetplan.execute.loop import Job, Reply, key_mismatch
+from budgetplan.execute.loop import Job, PreparedRun, Reply, key_mismatch
 from budgetplan.integrations.flower import records as rec
 from budgetplan.integrations.flower.identify import (PREFIX, NodeIdentity, NodeRoster, identify_nodes,
                                                     replied_node, reply_problem, send_and_receive, warn)
@@ -46,14 +46,14 @@ class FlowerTrainer:
     def nodes(self) -> dict[int, NodeIdentity]:
         return self.roster.nodes
 
-    def available(self, setup, round_index: int) -> dict[int, str]:
+    def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
         """Client -> device class of every live accepted node (new and returning nodes are asked first)."""
         first, self._identified = not self._identified, True
         identify_nodes(self.roster, self.grid, self.min_nodes,
                        self.reply_timeout_s if first else self.node_wait_s, self.reply_timeout_s, first)
         return {n.client: n.device_class for n in self.nodes.values()}
 
-    def train(self, setup, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
+    def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job], done) -> list[Reply]:
         by_client = {n.client: n for n in self.nodes.values()}
         arrays = rec.to_arrays(global_state if self.base is None else rec.changed_since(global_state, self.base))
         messages, pending = [], {}
