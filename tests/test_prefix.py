@@ -34,9 +34,9 @@ def _compare(tmp_path, hook_plain, hook_cached, tolerance: float):
     plain = run(plan, config, tmp_path / "plain", prepare_hook=hook_plain)
     cached = run(plan, config, tmp_path / "cached", prepare_hook=hook_cached)
     for a, b in zip(plain.history, cached.history):
-        assert abs(a["loss"] - b["loss"]) <= tolerance and abs(a["accuracy"] - b["accuracy"]) <= 1 / 24
-        for x, y in zip(a["trained"], b["trained"]):
-            assert abs(x["loss_first"] - y["loss_first"]) <= tolerance
+        assert abs(a.loss - b.loss) <= tolerance and abs(a.accuracy - b.accuracy) <= 1 / 24
+        for x, y in zip(a.trained, b.trained):
+            assert abs(x.loss_first - y.loss_first) <= tolerance
     worst = max(float((plain.global_state[k] - cached.global_state[k]).abs().max()) for k in plain.global_state)
     assert worst <= tolerance, worst
     print(f"largest difference of a global weight: {worst:.3g}")
