@@ -300,8 +300,10 @@ class Bench:
         out = {"task": self.args.task, "fleet": fleet, "tag": self.args.tag, "data": self.args.data,
                "args": {k: str(v) for k, v in vars(self.args).items()}, "tune_rounds": TUNE_ROUNDS,
                "untrained_accuracy": untrained, "majority_accuracy": majority,
-               "budgets": budgets(self.profile, fleet), "importance": [dict(b) for b in self.profile.importance.blocks],
-               "importance_seconds": self.profile.importance.seconds, "schemes": {}}
+               "budgets": budgets(self.profile, fleet), "schemes": {}}
+        if self.profile.importance is not None:  # a --profile without measured importance has none
+            out["importance"] = [dict(b) for b in self.profile.importance.blocks]
+            out["importance_seconds"] = self.profile.importance.seconds
         for scheme, plan in plans.items():
             if not isinstance(plan, Plan):
                 out["schemes"][scheme] = {"label": LABELS[scheme], "skipped": plan}

@@ -84,7 +84,8 @@ def table(results: dict) -> str:
                  f"batches) and its 95% Student-t half-width. Tuning score: mean held-out accuracy of the last "
                  f"{results.get('tune_rounds', 1)} rounds, averaged over the tuning seeds. Untrained model: "
                  f"{results['untrained_accuracy']:.4f}; majority label: {results['majority_accuracy']:.4f} (same test "
-                 f"set). Importance measured in {results['importance_seconds']:.1f} s.")
+                 f"set)." + (f" Importance measured in {results['importance_seconds']:.1f} s."
+                             if "importance_seconds" in results else ""))
     return "\n".join(lines)
 
 

@@ -70,3 +70,47 @@ def test_cost_to_target_sums_until_the_first_round_at_target():
     assert cost_to_target(curve, flops, upload, 0.7) == (3, 40, 6)
     assert cost_to_target(curve, flops, upload, 0.9) == (None, None, None)
     assert cost_to_target(curve, [10, None, 20, 20], upload, 0.7) == (3, None, 6)  # a round's FLOPs unknown
+
+
+def test_bench_tunes_every_scheme_and_writes_the_results_layout(tmp_path, monkeypatch):
+    """The benchmark's driver on a synthetic profile with a fake pool (curves from the rate and seed): every
+    scheme and the central runs are tuned on both tuning seeds, widened to an interior rate, run on every seed
+    with their extra settings, and the results keep the documented layout the report reads."""
+    import accuracy_compare as ac
+    import accuracy_report as report
+    from accuracy_jobs import Curve
+    from budgetplan.testing import make_profile
+
+    jobs = []
+
+    class FakePool:
+        def submit(self, job):
+            jobs.append(job)
+            lr, seed = job.config.train.lr, job.config.seed
+            top = 0.7 - 0.1 * abs(math.log10(lr / 3e-4)) + 0.001 * seed
+            rounds = job.config.rounds
+            return _done_curve(Curve([top - 0.01 * (rounds - r) for r in range(1, rounds + 1)], [1.0] * rounds, 0.0,
+                                     [100] * rounds, [10] * rounds))
+
+    monkeypatch.setattr(ac, "reference_accuracy", lambda args, plan: (0.4, 0.41))
+    args = ac.parse(["--task", "minilm", "--schemes", "a,f,g", "--fleets", "memory", "--lr-grid", "1e-4,1e-3",
+                     "--tune-seeds", "100,101", "--seeds", "0,1", "--rounds", "4", "--out", str(tmp_path),
+                     "--scheme-settings", '{"f": {"alpha": 0.3}}'])
+    profile = make_profile(num_blocks=3, lora_ranks=(4,), seed=1)
+    out = ac.Bench(args, profile, None, FakePool(), log=lambda text: None).run(["memory"])["memory"]
+    for key in ("a", "f", "g"):
+        scheme = out["schemes"][key]
+        assert scheme["lr"] == 1e-4 and scheme["interior"] and set(scheme["lr_grid"]) == {"1e-05", "0.0001", "0.001"}
+        assert set(scheme["lr_grid_seeds"]["0.0001"]) == {"100", "101"} and len(scheme["curves"]) == 2
+        assert set(scheme) >= {"seeds", "curves", "loss_curves", "lr_grid", "states", "flops_curves", "upload_curves"}
+    assert out["schemes"]["f"]["settings"] == {"alpha": 0.3}
+    assert {j.config.alpha for j in jobs if j.config.rounds == 4} == {0.5, 0.3}  # f's runs carry its setting
+    assert out["central"]["lr"] and out["central-head"]["curve"] and "passes" in out["headroom"]
+    text = report.table(out) + report.cost_table(out, 0.8)  # every seed reaches 80% of central in round 1
+    assert "| (f) budgetplan coverage | 2/2 | 1 | 100 | 1e-05 |" in text
+
+
+def _done_curve(curve) -> Future:
+    future: Future = Future()
+    future.set_result(curve)
+    return future
