@@ -9,7 +9,9 @@ import pytest
 from budgetplan.testing import make_profile
 from solve_helpers import BruteForce, all_configs, device
 
+from budgetplan.api import plan_for_devices
 from budgetplan.errors import ConfigError
+from budgetplan.plan.types import SolverSettings
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import TRAINED, is_trainable
 from budgetplan.solve import Fleet, FleetClass, ProfilePlanner, solve_fleet
@@ -118,3 +120,13 @@ def test_fleet_coverage_is_a_fixed_point_and_single_class_is_layers():
     one = Fleet("one", (FleetClass(devices[1], 1.0),), ("x",), "test")
     assert (solve_fleet([profile], one, objective="coverage").chosen.solutions[0].block_states
             == solve_fleet([profile], one).chosen.solutions[0].block_states)
+
+
+def test_api_plans_several_devices_under_coverage_together():
+    """plan_for_devices (solve --device A --device B) with coverage: the classes see each other (equal shares)."""
+    profile = make_profile(num_blocks=5, lora_ranks=(4,), seed=6)
+    devices = [memory_device(profile, f, f"c{i}") for i, f in enumerate((0.1, 0.45))]
+    plan = plan_for_devices(profile, devices, SolverSettings("coverage", False, 10.0, 0, 1))
+    expected = plan_coverage(profile, devices, [0.5, 0.5], [budget_of(d) for d in devices]).answers
+    assert plan.solver.objective == "coverage"
+    assert [c.block_states for c in plan.classes] == [s.block_states for s, _ in expected]

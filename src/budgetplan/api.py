@@ -128,12 +128,18 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
     profile = offered_states(profile, settings)
-    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
+    share = 1 / len(devices)
+    if settings.objective == "coverage":  # the classes plan each other's coverage (solve/coverage.py)
+        from budgetplan.solve.caps import budget_of
+        from budgetplan.solve.coverage import plan_coverage
+
+        answers = plan_coverage(profile, list(devices), [share] * len(devices), [budget_of(d) for d in devices],
+                                settings.contiguous).answers
+    else:  # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
+        planner = ProfilePlanner(profile, settings.objective, settings.contiguous, importance)
+        answers = [planner.solve_class(d) for d in devices]
     classes, reasons = [], []
-    for d in devices:
-        solution, reason = planner.solve_class(d)
-        share = 1 / len(devices)
+    for d, (solution, reason) in zip(devices, answers):
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
                        class_from_solution(profile, solution, d, share))
         reasons += [reason] if solution is None else []
