@@ -14,7 +14,7 @@ from budgetplan.errors import ConfigError
 from budgetplan.plan.types import SolverSettings
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import TRAINED, is_trainable
-from budgetplan.solve import Fleet, FleetClass, ProfilePlanner, solve_fleet
+from budgetplan.solve import Fleet, FleetClass, FleetLimits, ProfilePlanner, solve_fleet
 from budgetplan.solve.caps import budget_of
 from budgetplan.solve.coverage import block_coverage, plan_coverage, samples_per_round
 from budgetplan.solve.objective import LAYERS, make_objective
@@ -130,3 +130,17 @@ def test_api_plans_several_devices_under_coverage_together():
     expected = plan_coverage(profile, devices, [0.5, 0.5], [budget_of(d) for d in devices]).answers
     assert plan.solver.objective == "coverage"
     assert [c.block_states for c in plan.classes] == [s.block_states for s, _ in expected]
+
+
+def test_coverage_objective_under_a_fleet_limit():
+    """With --min-coverage the coupled choice takes each class's rows from its own coverage table and keeps
+    every trained block at the limit (each block's share of clients that train it)."""
+    profile = make_profile(num_blocks=5, lora_ranks=(4,), seed=6)
+    devices = [memory_device(profile, f, f"c{i}") for i, f in enumerate((0.1, 0.45, 1.1))]
+    fleet = Fleet("f", tuple(FleetClass(d, s) for d, s in zip(devices, (0.5, 0.3, 0.2))), ("x",), "test")
+    result = solve_fleet([profile], fleet, objective="coverage", limits=FleetLimits(min_coverage=0.45))
+    assert result.status == "OPTIMAL"
+    for b in range(profile.num_blocks):
+        share = sum(c.share for c, s in zip(fleet.classes, result.chosen.solutions)
+                    if s is not None and is_trainable(s.block_states[b]))
+        assert share == 0 or share >= 0.45 - 1e-9
