@@ -100,8 +100,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rounds of the central runs (default: the task's; none: twice the federated rounds)")
     p.add_argument("--tune-seeds", default="100,101", help="tuning seeds, none among --seeds")
     p.add_argument("--scheme-settings", type=json.loads, default={},
-                   help='JSON: scheme -> {setting: value} of RunConfig/TrainSettings fields, e.g. {"a": {"alpha": 0.1}}')
-    p.add_argument("--max-widen", type=int, default=MAX_WIDEN, help="rates a grid may grow by to make its best interior")
+                   help='JSON: scheme -> {setting: value} of RunConfig/TrainSettings fields, '
+                        'e.g. {"a": {"alpha": 0.1}}')
+    p.add_argument("--max-widen", type=int, default=MAX_WIDEN,
+                   help="rates a grid may grow by to make its best interior")
     p.add_argument("--profile", type=Path, default=None,
                    help="a profile JSON of the model at the run's shape (skips profiling; no measured importance)")
     p.add_argument("--headroom-only", action="store_true", help="run the central headroom check only")

@@ -1,8 +1,8 @@
 """Federated runs of the accuracy benchmark as jobs on a pool of single-threaded worker processes.
 
-A job is (plan, config, run directory), run with the frozen prefix cached (execute/prefix.py); its key hashes every setting that changes the result, so schemes or
-fleets that give every class the same configuration share one run, and a finished run is read back from its
-directory instead of trained again (a stopped one resumes). Each worker keeps one thread (the runs are small;
+A job is (plan, config, run directory), run with the frozen prefix cached (execute/prefix.py); its key hashes
+every setting that changes the result, so schemes or fleets that give every class the same configuration share
+one run, and a finished run is read back from its directory instead of trained again (a stopped one resumes). Each worker keeps one thread (the runs are small;
 two processes on two cores beat one process with two threads) and caches encoded datasets across its jobs.
 """
 

@@ -183,7 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/accuracy"))
-    parser.add_argument("--target", type=float, default=0.95, help="cost to target: this share of the central reference")
+    parser.add_argument("--target", type=float, default=0.95,
+                        help="cost to target: this share of the central reference")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     merged: dict[str, dict] = {}

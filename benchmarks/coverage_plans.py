@@ -68,7 +68,8 @@ def main() -> None:
     profile = read_profile(args.profile)
     print(f"profile {args.profile} (batch {profile.context.batch_size}, seq {profile.context.seq_len})")
     objectives = [("layers", "layers", None), ("coverage", "coverage", None),
-                  (f"layers + min-coverage {args.min_coverage:g}", "layers", FleetLimits(min_coverage=args.min_coverage))]
+                  (f"layers + min-coverage {args.min_coverage:g}", "layers",
+                   FleetLimits(min_coverage=args.min_coverage))]
     if profile.importance is not None:
         objectives.insert(1, ("importance", "importance", None))
     for fleet_name in FLEETS:
