@@ -1,8 +1,8 @@
 """Federated runs of the accuracy benchmark as jobs on a pool of single-threaded worker processes.
 
-A job is (plan, config, run directory); its key hashes every setting that changes the result, so schemes or
-fleets that give every class the same configuration share one run, and a finished run is read back from its
-directory instead of trained again (a stopped one resumes). Each worker keeps one thread (the runs are small;
+A job is (plan, config, run directory), run with the frozen prefix cached (execute/prefix.py); its key hashes
+every setting that changes the result, so schemes or fleets that give every class the same configuration share
+one run, and a finished run is read back from its directory instead of trained again (a stopped one resumes). Each worker keeps one thread (the runs are small;
 two processes on two cores beat one process with two threads) and caches encoded datasets across its jobs.
 """
 
@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 from budgetplan.execute.records import ROUNDS_FILE, RoundRecord, read_rounds
-from budgetplan.execute.rounds import RunConfig
+from budgetplan.execute.prefix import cache_prefix
+from budgetplan.execute.rounds import RunConfig, run
 from budgetplan.plan import Plan
 from budgetplan.profile.types import TRAINED, parse_state
 
@@ -66,6 +67,8 @@ class Curve:
     accuracy: list[float]  # held-out accuracy after each round (measured)
     loss: list[float]  # held-out loss after each round, nats (measured)
     seconds: float  # wall time of the job in its worker, 0 when read back from a finished run
+    flops: list[int | None] = field(default_factory=list)  # device training FLOPs of each round (derived: plan)
+    upload: list[int] = field(default_factory=list)  # bytes uploaded by the round's clients (measured)
 
 
 def finished(job: Job) -> Curve | None:
@@ -81,7 +84,8 @@ def finished(job: Job) -> Curve | None:
 
 def curve_of(records: Sequence[RoundRecord], seconds: float) -> Curve:
     """A Curve from round records (rounds.jsonl's or RunResult.history)."""
-    return Curve([r.accuracy for r in records], [r.loss for r in records], seconds)
+    return Curve([r.accuracy for r in records], [r.loss for r in records], seconds,
+                 [r.flops_planned for r in records], [r.upload_bytes for r in records])
 
 
 def _init_worker() -> None:
@@ -131,14 +135,13 @@ class _Carry:
 
 
 def run_job(job: Job) -> Curve:
-    from budgetplan.execute.rounds import run
-
+    """Run (or resume) a job with its frozen prefix computed once per example (execute/prefix.py: same result)."""
     done = finished(job)
     if done is not None:
         return done
     start = time.perf_counter()
     resume = (job.run_dir / "checkpoint.pt").exists()
-    result = run(job.plan, job.config, job.run_dir, resume=resume)
+    result = run(job.plan, job.config, job.run_dir, resume=resume, prepare_hook=cache_prefix)
     return curve_of(result.history, time.perf_counter() - start)
 
 

@@ -63,6 +63,7 @@ def table(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for key, v in schemes.items():
         grid = ", ".join(f"{lr}: {acc:.3f}" for lr, acc in v["lr_grid"].items())
+        grid += "; at the grid's edge" if v.get("interior") is False else ""
         vs = [_pm(*paired(finals[key], finals[ref])) if ref in finals and ref != key else "-" for ref in ("b", "c")]
         vs.append(_pm(*paired(tails[key], tails["b"])) if "b" in tails and key != "b" else "-")
         losses = _ms([c[-1] for c in v["loss_curves"]]) if "loss_curves" in v else "-"
@@ -81,15 +82,68 @@ def table(results: dict) -> str:
     seeds = len(next(iter(schemes.values()))["curves"]) if schemes else 0
     lines.append(f"\nMean ± std over {seeds} seeds; \"vs\" columns: paired difference (same seed: same clients, data, "
                  f"batches) and its 95% Student-t half-width. Tuning score: mean held-out accuracy of the last "
-                 f"{results.get('tune_rounds', 1)} rounds on the tuning seed. Untrained model: "
+                 f"{results.get('tune_rounds', 1)} rounds, averaged over the tuning seeds. Untrained model: "
                  f"{results['untrained_accuracy']:.4f}; majority label: {results['majority_accuracy']:.4f} (same test "
-                 f"set). Importance measured in {results['importance_seconds']:.1f} s.")
+                 f"set)." + (f" Importance measured in {results['importance_seconds']:.1f} s."
+                             if "importance_seconds" in results else ""))
     return "\n".join(lines)
+
+
+def cost_to_target(curve: list[float], flops: list | None, upload: list | None, target: float) -> tuple:
+    """(rounds, device FLOPs, upload bytes) until the held-out accuracy first reaches `target`; Nones when it
+    never does (FLOPs None too when a round's FLOPs are unknown)."""
+    for index, accuracy in enumerate(curve):
+        if accuracy >= target:
+            spent = (flops or [])[: index + 1]
+            total_flops = sum(spent) if len(spent) == index + 1 and None not in spent else None
+            sent = (upload or [])[: index + 1]
+            return index + 1, total_flops, sum(sent) if len(sent) == index + 1 else None
+    return None, None, None
+
+
+def cost_table(results: dict, share: float) -> str:
+    """Cost to target: rounds, device FLOPs and upload until share x the central reference's accuracy."""
+    if "central" not in results:
+        return ""
+    target = share * last_mean(results["central"]["curve"])
+    lines = [f"Cost to target: rounds, device training FLOPs (derived from the plan) and upload (measured) until "
+             f"the held-out accuracy first reaches {share:.0%} of the central reference ({target:.4f}); mean over "
+             "the seeds that reach it; paired differences over seeds where both reach it.", "",
+             "| scheme | reached | rounds | device FLOPs | upload (MB) | rounds vs (b) CAFF | rounds vs (c) LoRA |",
+             "|---|---|---|---|---|---|---|"]
+    costs = {k: [cost_to_target(c, f, u, target) for c, f, u in
+                 zip(v["curves"], v.get("flops_curves") or [None] * len(v["curves"]),
+                     v.get("upload_curves") or [None] * len(v["curves"]))]
+             for k, v in results["schemes"].items() if "curves" in v}
+    for key, rows in costs.items():
+        reached = [r for r in rows if r[0] is not None]
+
+        def mean(i, scale=1.0):
+            values = [r[i] for r in reached if r[i] is not None]
+            return f"{np.mean(values) / scale:.3g}" if values else "-"
+
+        vs = []
+        for ref in ("b", "c"):
+            pairs = [(a[0], b[0]) for a, b in zip(rows, costs.get(ref, [])) if a[0] is not None and b[0] is not None]
+            vs.append(_pm(*paired(*zip(*pairs))) if ref != key and len(pairs) >= 2 else "-")
+        lines.append(f"| {results['schemes'][key]['label']} | {len(reached)}/{len(rows)} | {mean(0)} | {mean(1)} | "
+                     f"{mean(2, 1e6)} | {' | '.join(vs)} |")
+    return "\n".join(lines)
+
+
+def headroom_line(results: dict) -> str:
+    h = results.get("headroom")
+    if not h:
+        return ""
+    return (f"Headroom (central, pooled data): full fine-tuning {h['full']:.4f} vs head only {h['head']:.4f}, "
+            f"{h['gap_se']:.1f} standard errors of the {h['test_examples']}-example test set (SE {h['se']:.4f}); "
+            f"{'passes' if h['passes'] else 'fails'} the 3-SE check; converged: full {h['full_converged']}, "
+            f"head {h['head_converged']}.")
 
 
 def versus(all_results: dict[str, dict], scheme: str = "a") -> str:
     """One row per results set: the final-accuracy paired difference of `scheme` minus each other scheme."""
-    others = ("b", "c", "d", "e", "g")
+    others = ("b", "c", "d", "e", "g", "f")
     lines = [f"| results | {' | '.join(f'({scheme}) - ({o})' for o in others)} |", "|---" * (len(others) + 1) + "|"]
     for name, results in all_results.items():
         ran = {k: [c[-1] for c in v["curves"]] for k, v in results["schemes"].items() if "curves" in v}
@@ -129,6 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/accuracy"))
+    parser.add_argument("--target", type=float, default=0.95,
+                        help="cost to target: this share of the central reference")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     merged: dict[str, dict] = {}
@@ -143,10 +199,11 @@ def main() -> None:
         else:
             merged[name] = results
     for name, results in merged.items():
-        order = {k: i for i, k in enumerate(("a", "a'", "b", "c", "d", "e", "g"))}
+        order = {k: i for i, k in enumerate(("a", "a'", "f", "b", "c", "d", "e", "g"))}
         results["schemes"] = dict(sorted(results["schemes"].items(), key=lambda kv: order.get(kv[0], 99)))
         plot(results, args.out / f"{name}.png")
-        print(f"### {name}\n\n{table(results)}\n\n![{name}](accuracy/{name}.png)\n")
+        extra = "\n\n".join(filter(None, (headroom_line(results), cost_table(results, args.target))))
+        print(f"### {name}\n\n{table(results)}\n\n{extra}\n\n![{name}](accuracy/{name}.png)\n")
     print(f"### (a) against each baseline, final accuracy\n\n{versus(merged)}\n")
 
 

@@ -146,7 +146,6 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
-    from budgetplan.solve.planner import ProfilePlanner
 
     names = [d.name for d in devices]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -154,20 +153,35 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
         raise ConfigError(f"device class(es) {', '.join(twice)} given twice; name each class once" if twice else
                           "name at least one device class")
     variants = embedding_offers(profile, settings)
-    profile = variants[0]
-    # one frontier for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)
-    planners = [(v, ProfilePlanner(v, settings.objective, settings.contiguous, importance)) for v in variants]
+    profile, share = variants[0], 1 / len(devices)
     classes, reasons = [], []
-    for d in devices:
-        share = 1 / len(devices)
-        variant, (solution, reason) = best_offer(planners, lambda vp: (vp[0], vp[1].solve_class(d)),
-                                                 lambda answer: _class_score(answer[1][0]))
+    for d, (variant, (solution, reason)) in zip(devices, _device_answers(variants, devices, share, settings,
+                                                                          importance)):
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
                        class_from_solution(variant, solution, d, share))
         reasons += [reason] if solution is None else []
     if len(reasons) == len(devices):
         raise InfeasibleError("; ".join(reasons))
     return build_plan(profile, classes, settings, model_spec)
+
+
+def _device_answers(variants, devices, share: float, settings, importance) -> list:
+    """(profile variant, (solution, reason)) per device. Under `coverage` the classes plan each other's coverage
+    on the first variant (solve/coverage.py); otherwise each class takes the variant that trains most
+    (best_offer), each variant with one frontier for every class, as in a fleet (answers equal solve_device's:
+    tests/test_fleet.py)."""
+    from budgetplan.solve.planner import ProfilePlanner
+
+    if settings.objective == "coverage":
+        from budgetplan.solve.caps import budget_of
+        from budgetplan.solve.coverage import plan_coverage
+
+        answers = plan_coverage(variants[0], list(devices), [share] * len(devices),
+                                [budget_of(d) for d in devices], settings.contiguous).answers
+        return [(variants[0], answer) for answer in answers]
+    planners = [(v, ProfilePlanner(v, settings.objective, settings.contiguous, importance)) for v in variants]
+    return [best_offer(planners, lambda vp: (vp[0], vp[1].solve_class(d)), lambda answer: _class_score(answer[1][0]))
+            for d in devices]
 
 
 def fleet_offers(profiles: "Sequence[ModelProfile]", settings) -> "list[list[ModelProfile]]":

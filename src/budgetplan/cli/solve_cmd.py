@@ -104,8 +104,10 @@ def solve(
     profile: List[str] = typer.Option([], "--profile", "-p",
                                       help=f"profile JSON from 'budgetplan profile' (default {BUNDLED_PROFILE_NAME}; "
                                            "with --fleet: the candidate models, overriding the file's)"),
-    objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters) or "
-                                                 "importance (the profile's measured importance, else --importance weights)"),
+    objective: str = typer.Option("layers", help="layers (trained blocks), params (trainable parameters), "
+                                                 "importance (the profile's measured importance, else --importance "
+                                                 "weights) or coverage (layers x the share of a round's samples "
+                                                 "that train each block; with --fleet)"),
     importance: Optional[Path] = typer.Option(None, help="TOML/JSON with weights = \\[one per block] for --objective importance"),
     contiguous: bool = typer.Option(False, help="only 'last k blocks trained' configurations (the CAFF scheme)"),
     recompute: bool = typer.Option(True, help="let the solver choose activation recomputation per block "

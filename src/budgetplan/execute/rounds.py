@@ -10,6 +10,7 @@ run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,15 +146,19 @@ def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict[str, 
 
 
 def run(plan: Plan, config: RunConfig, run_dir: str | Path, resume: bool = False,
-        on_event: Event | None = None, trainer: Trainer | None = None) -> RunResult:
+        on_event: Event | None = None, trainer: Trainer | None = None,
+        prepare_hook: Callable[[Setup], Setup] | None = None) -> RunResult:
     """Run (or continue) a federated run to config.rounds; returns its history and final global state.
 
     trainer: the train hook (default: the embedded engine's, in this process; Flower's sends plan slices).
+    prepare_hook: turns the setup into an equivalent one for the rounds, after the first-step measurements
+    (execute/prefix.py's cache_prefix: the frozen prefix computed once per example in simulation).
     """
     on_event = on_event or (lambda kind, payload: None)
     run_dir = Path(run_dir)
     with rundir.locked(run_dir, on_event):
         setup, state = begin(plan, config, run_dir, resume, on_event)
+        setup = prepare_hook(setup) if prepare_hook is not None else setup
         state = run_rounds(setup, state, trainer or EmbeddedTrainer(), on_event,
                            lambda s: save_checkpoint(run_dir, s))
     return RunResult(run_dir, state.history, state.measurements, state.global_state)

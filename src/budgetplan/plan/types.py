@@ -31,7 +31,7 @@ PLAN_KIND = "budgetplan-plan"
 # 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory;
 # an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates;
 # block states may carry "+int8", each active class names its quantised blocks ("quantized"), and the solver
-# section says whether +int8 states were offered ("quantized").
+# section says whether +int8 states were offered ("quantized"); the solver objective "coverage".
 PLAN_SCHEMA_VERSION = "2.2"
 DIGEST_SCHEMA = "2.1"  # Plan.digest hashes every plan as version 2.1 did, so older run directories still resume
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class

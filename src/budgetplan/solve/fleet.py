@@ -22,8 +22,10 @@ from budgetplan.devices import DeviceClass
 from budgetplan.solve.caps import Budget, budget_of
 from budgetplan.solve.coupling import OPTIMAL, Candidate, FleetLimits, LimitUse, coupling_data, limit_use, reduce_rows, \
     solve_coupling
+from budgetplan.solve.coverage import plan_coverage
 from budgetplan.solve.fleet_file import Fleet
 from budgetplan.solve.frontier import row_limit_for
+from budgetplan.solve.objective import COVERAGE
 from budgetplan.solve.planner import ProfilePlanner
 from budgetplan.solve.solution import DeviceSolution, solution_for
 
@@ -71,9 +73,23 @@ def _own_answers(planner: ProfilePlanner, fleet: Fleet, budgets: list[Budget],
     return results
 
 
-def _candidates(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits) -> list[list[Candidate]]:
+def _answers(profile: ModelProfile, fleet: Fleet, budgets: list[Budget], how: tuple, tick: Callable[[], None]):
+    """(the planner that reports the model, one planner per class, per class (solution, reason)); `coverage`
+    plans the classes to its fixed point (solve/coverage.py), every other objective with one planner."""
+    objective, contiguous, importance, row_limit = how
+    if objective != COVERAGE:
+        planner = ProfilePlanner(profile, objective, contiguous, importance, row_limit)
+        return planner, [planner] * len(budgets), _own_answers(planner, fleet, budgets, tick)
+    plans = plan_coverage(profile, [m.device for m in fleet.classes], [m.share for m in fleet.classes], budgets,
+                          contiguous, row_limit)
+    for _ in budgets:
+        tick()
+    return plans.planners[0], list(plans.planners), list(plans.answers)
+
+
+def _candidates(planners: list[ProfilePlanner], fleet: Fleet, limits: FleetLimits) -> list[list[Candidate]]:
     out = []
-    for member in fleet.classes:
+    for member, planner in zip(fleet.classes, planners):
         caps = planner.caps(budget_of(member.device))
         rows = planner.rows(caps)
         fit = [int(r) for r in rows.fitting(*caps).nonzero()[0]]
@@ -83,13 +99,13 @@ def _candidates(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits) -> l
     return out
 
 
-def _coupled(planner: ProfilePlanner, fleet: Fleet, limits: FleetLimits, own: list[tuple], solver: tuple):
-    """Per class (solution, reason) under the fleet limits, and the CP-SAT status."""
-    candidates = _candidates(planner, fleet, limits)
+def _coupled(planners: list[ProfilePlanner], fleet: Fleet, limits: FleetLimits, own: list[tuple], solver: tuple):
+    """Per class (solution, reason) under the fleet limits, and the CP-SAT status (planners: one per class)."""
+    candidates = _candidates(planners, fleet, limits)
     data = coupling_data([m.share for m in fleet.classes], candidates, limits)
     choice, status = solve_coupling(data, limits, *solver)
     results = []
-    for member, cands, row, (solution, reason) in zip(fleet.classes, candidates, choice, own):
+    for member, planner, cands, row, (solution, reason) in zip(fleet.classes, planners, candidates, choice, own):
         if row is None:
             results.append((None, reason or f"{member.device.name}: {LIMITS_REASON} ({_text(limits)})"))
             continue
@@ -148,11 +164,12 @@ def solve_fleet(profiles: list[ModelProfile], fleet: Fleet, objective: str = "la
     candidates, status, budgets = [], OPTIMAL, [budget_of(member.device) for member in fleet.classes]
     row_limit = row_limit_for(len(set(budgets)))
     for profile in profiles:
-        planner = ProfilePlanner(profile, objective, contiguous, importance, row_limit)
-        results, use = _own_answers(planner, fleet, budgets, tick), None
+        planner, planners, results = _answers(profile, fleet, budgets, (objective, contiguous, importance, row_limit),
+                                              tick)
+        use = None
         if limits.active:
             own = results
-            results, proved = _coupled(planner, fleet, limits, own, (time_limit_s, seed, workers))
+            results, proved = _coupled(planners, fleet, limits, own, (time_limit_s, seed, workers))
             status, use = status if proved == OPTIMAL else proved, _use(fleet, results, own, limits)
         candidates.append(_choice(planner, fleet, results, use))
     eligible = [c for c in candidates if any(s is not None for s in c.solutions)]

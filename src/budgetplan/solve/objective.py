@@ -33,8 +33,8 @@ from budgetplan.files import read_json, read_toml, refuse_other_kind
 from budgetplan.profile.types import TRAINED, ModelProfile, is_quantized, is_recompute, is_trainable, parse_state
 from budgetplan.validate import check_magnitudes
 
-LAYERS, PARAMS, IMPORTANCE = "layers", "params", "importance"
-OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE)
+LAYERS, PARAMS, IMPORTANCE, COVERAGE = "layers", "params", "importance", "coverage"
+OBJECTIVES = (LAYERS, PARAMS, IMPORTANCE, COVERAGE)
 # Weights are fractions; the model needs integers: every weight is kept to 1/1000 of a layer.
 WEIGHT_SCALE = 1000
 MEASURED_SCALE = 10**6
@@ -110,6 +110,7 @@ def _no_recompute_bonus(profile: ModelProfile, tie: int) -> tuple[dict[str, int]
 
 
 def make_objective(name: str, profile: ModelProfile, importance: tuple[float, ...] | None = None) -> Objective:
+    """importance: per-block weights for `importance` (a weights file) or per-block coverage for `coverage`."""
     goal = _make_objective(name, profile, importance)
     return replace(goal, state_weights=_with_plain_weights_bonus(profile, goal.state_weights))
 
@@ -119,6 +120,8 @@ def _make_objective(name: str, profile: ModelProfile, importance: tuple[float, .
     tie = recompute_tie(profile)
     if name == LAYERS:
         return Objective(LAYERS, _weights(profile, (1.0,) * n, tie), 0, WEIGHT_SCALE, tie)
+    if name == COVERAGE:
+        return _coverage_objective(profile, (1.0,) * n if importance is None else importance)
     if name == PARAMS:
         return Objective(PARAMS, _no_recompute_bonus(profile, tie), tie, 1, tie)
     if name != IMPORTANCE:
@@ -136,6 +139,20 @@ def _make_objective(name: str, profile: ModelProfile, importance: tuple[float, .
         raise ConfigError("importance weights are all 0, so every configuration is worth the same; give the blocks "
                           "worth training a weight > 0")
     return Objective(IMPORTANCE, _weights(profile, tuple(weights), tie), 0, WEIGHT_SCALE, tie)
+
+
+def coverage_objective(profile: ModelProfile, coverage: tuple[float, ...]) -> Objective:
+    """`layers` with each block's weight scaled by its coverage (a share in [0, 1], one per block)."""
+    goal = _coverage_objective(profile, coverage)
+    return replace(goal, state_weights=_with_plain_weights_bonus(profile, goal.state_weights))
+
+
+def _coverage_objective(profile: ModelProfile, coverage: tuple[float, ...]) -> Objective:
+    if len(coverage) != profile.num_blocks or any(not 0.0 <= c <= 1.0 for c in coverage):
+        raise ConfigError(f"coverage needs one share in [0, 1] per block ({profile.num_blocks}), got {coverage}; "
+                          "solve the fleet with objective coverage")
+    tie = recompute_tie(profile)
+    return Objective(COVERAGE, _weights(profile, tuple(coverage), tie), 0, WEIGHT_SCALE, tie)
 
 
 def measured_weights(profile: ModelProfile, tie: int = 1) -> tuple[dict[str, int], ...] | None:
