@@ -116,10 +116,15 @@ def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":
 
 
 def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], settings, importance=None,
-                     model_spec: str | None = None) -> "Plan":
-    """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
+                     model_spec: str | None = None, rungs: int | None = None) -> "Plan":
+    """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs).
+
+    Each active class carries a ladder of up to `rungs` configurations (default solve.ladder.LADDER_RUNGS; 1: the
+    plan alone) that its clients fall back to when they have less memory free than the class's plan needs."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
+    from budgetplan.plan.build import laddered
+    from budgetplan.solve.ladder import LADDER_RUNGS
     from budgetplan.solve.planner import ProfilePlanner
 
     names = [d.name for d in devices]
@@ -135,7 +140,8 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
         solution, reason = planner.solve_class(d)
         share = 1 / len(devices)
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
-                       class_from_solution(profile, solution, d, share))
+                       laddered(planner, class_from_solution(profile, solution, d, share), d,
+                                LADDER_RUNGS if rungs is None else rungs))
         reasons += [reason] if solution is None else []
     if len(reasons) == len(devices):
         raise InfeasibleError("; ".join(reasons))
