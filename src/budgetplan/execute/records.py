@@ -78,21 +78,33 @@ class TrainedClient:
     loss_last: float | None = None
     seconds: float | None = None  # its local training wall time
     extra: Mapping[str, float] = field(default_factory=dict)  # any further metric a node reported
+    rung: int | None = None  # the rung of its class's ladder it trained (0: the plan); None in older files
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"client": self.client, "class": self.class_name, "num_examples": self.num_examples}
-        for key in ("loss_first", "loss_last", "seconds", "upload_bytes"):  # a metric the node did not send stays out
+        for key in ("loss_first", "loss_last", "seconds", "upload_bytes", "rung"):  # a metric not sent stays out
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {**out, **self.extra}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainedClient:
-        known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes")
+        known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes", "rung")
+        rung = data.get("rung")
         return cls(client=int(data["client"]), class_name=str(data["class"]), num_examples=int(data["num_examples"]),
                    upload_bytes=data.get("upload_bytes"), loss_first=data.get("loss_first"),
                    loss_last=data.get("loss_last"), seconds=data.get("seconds"),
-                   extra={k: v for k, v in data.items() if k not in known})
+                   extra={k: v for k, v in data.items() if k not in known}, rung=None if rung is None else int(rung))
+
+    @property
+    def measurement_key(self) -> str:
+        return measurement_key(self.class_name, self.rung or 0)
+
+
+def measurement_key(class_name: str, rung: int) -> str:
+    """Where measurements.json keeps a rung's first-step measurement: the class's name for its plan (rung 0),
+    'NAME@rungN' for a fallback rung (measured the first time a client trains it)."""
+    return class_name if rung == 0 else f"{class_name}@rung{rung}"
 
 
 @dataclass(frozen=True)
