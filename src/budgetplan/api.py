@@ -93,19 +93,21 @@ def device(spec: DeviceLike, devices_dir: Sequence[str | Path] = ()) -> "DeviceC
 def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLike]", *, objective: str = "layers",
           contiguous: bool = False, recompute: bool = True, time_limit_s: float = 10.0, seed: int = 0,
           workers: int = 1, importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
-          model_spec: str | None = None) -> "Plan":
+          model_spec: str | None = None, ladder_rungs: int | None = None) -> "Plan":
     """The plan: per device class the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing is in the plan as inactive (`plan.by_name(n).active is False`), with the least
     budget it needs as `reason`; when no class fits, InfeasibleError says what each needs.
-    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute).
+    `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute). Each active class
+    carries a ladder of up to `ladder_rungs` configurations (default 4; 1: the plan alone) for its clients to fall
+    back to when they have less memory free (the CLI's --ladder-rungs).
     """
     from budgetplan.plan import SolverSettings
 
     many = isinstance(devices, Sequence) and not isinstance(devices, (str, Path))
     classes = [device(d, devices_dir) for d in (devices if many else [devices])]
     settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute)
-    return plan_for_devices(profile, classes, settings, importance, model_spec)
+    return plan_for_devices(profile, classes, settings, importance, model_spec, ladder_rungs)
 
 
 def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":

@@ -35,11 +35,11 @@ def _devices(names: list[str], files: list[Path], dirs: list[Path]):
     return devices
 
 
-def _solve_devices(profile, devices, settings, importance, model_spec):
+def _solve_devices(profile, devices, settings, importance, model_spec, rungs: int = 4):
     """The plan for named classes; one that fits nothing sits out with the least budget it needs as reason."""
     from budgetplan.api import plan_for_devices
 
-    return plan_for_devices(profile, devices, settings, importance, model_spec)
+    return plan_for_devices(profile, devices, settings, importance, model_spec, rungs)
 
 
 def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
@@ -54,7 +54,7 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
 
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
-                 limits: tuple):
+                 limits: tuple, rungs: int = 4):
     from budgetplan.api import offered_states
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
@@ -68,7 +68,7 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
         result = solve_fleet(profiles, fleet, settings.objective, settings.contiguous, settings.time_limit_s,
                              settings.seed, settings.workers, importance, progress=tick,
                              limits=_limits(fleet, *limits))
-    return plan_from_fleet(result, settings, model_spec)
+    return plan_from_fleet(result, settings, model_spec, rungs)
 
 
 def _summary(plan) -> list[str]:
@@ -123,6 +123,9 @@ def solve(
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
+    ladder_rungs: int = typer.Option(4, "--ladder-rungs", help="configurations per class, the plan first, then the "
+                                     "best under smaller memory caps, that a client falls back to when it has less "
+                                     "free (1: the plan alone)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP.format(what="plan")),
 ) -> None:
     """Choose, per device class, the configuration of best objective that fits memory, compute and upload.
@@ -138,7 +141,8 @@ def solve(
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
-                          recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage))
+                          recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage),
+                          ladder_rungs)
         console.print(plan_table(plan))
         for line in _summary(plan):
             console.print(line, highlight=False)
@@ -149,7 +153,7 @@ def solve(
 
 
 def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, recompute,
-               time_limit, seed, workers, model_spec, limits: tuple):
+               time_limit, seed, workers, model_spec, limits: tuple, rungs: int = 4):
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
     from budgetplan.report.solve_report import fleet_table
@@ -157,14 +161,14 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
 
     from budgetplan.validate import check_options
 
-    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
+    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers, "--ladder-rungs": rungs})
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers, recompute)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits)
+        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits, rungs)
         console.print(fleet_table(plan.fleet))
         return plan
     if any(v is not None for v in limits):
@@ -174,7 +178,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
     model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute: plan_for_devices applies it
     devices = _devices(device, device_file, devices_dir)
-    return _solve_devices(model, devices, settings, weights, model_spec)
+    return _solve_devices(model, devices, settings, weights, model_spec, rungs)
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).",
