@@ -29,6 +29,9 @@ from budgetplan.profile.compose import compose
 from budgetplan.profile.profiler import ProfileRequest, profile_model
 from budgetplan.profile.types import FROZEN
 from budgetplan.solve import solve_device
+from budgetplan.solve.caps import budget_of
+from budgetplan.solve.ladder import ladder_states
+from budgetplan.solve.planner import ProfilePlanner
 from budgetplan.verify import verify_run
 from fl_helpers import tiny_bert, tiny_config
 
@@ -201,3 +204,16 @@ def test_an_upload_of_a_rung_the_class_lacks_is_rejected(plain_plan):
     _, trained, dropped = aggregate(plain_plan, state, [reply], frozenset())
     assert not trained and "has no rung 7" in dropped[0].reason
     torch.testing.assert_close(_, state)
+
+
+def test_a_planner_working_per_class_reads_the_same_ladder(tiny_profiles):
+    """Where the frontier is too large to build whole, the ladder comes from per-class programmes (no unbounded
+    one): on tiny-bert, where head only has the least peak, it is the whole frontier's ladder."""
+    _, profile, _ = tiny_profiles["tiny-bert"]
+    whole, per_class = ProfilePlanner(profile), ProfilePlanner(profile, row_limit=1)
+    assert whole.frontier is not None and per_class.frontier is None
+    budget = budget_of(device(compose(profile, ("trained",) * 4).peak_bytes_predicted))
+    states = whole.answer(whole.caps(budget))[0]
+    assert len(ladder_states(whole, budget, states)) >= 2
+    assert ladder_states(per_class, budget, states) == ladder_states(whole, budget, states)
+    assert ladder_states(whole, budget, states, rungs=1) == []

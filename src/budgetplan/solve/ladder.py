@@ -3,12 +3,13 @@
 Rung 0 is the class's answer. The lower rungs are the planner's answers under smaller memory caps, with the
 class's own compute and upload caps: caps at geometric steps from the answer's predicted peak down to the least
 peak of any configuration within those two caps (the smallest configuration that trains anything; its rung is the
-last). Equal answers are kept once, so a ladder may have fewer rungs than asked for; each lower rung's peak is
+last; when the planner works per class, the least among the standard configurations). Equal answers are kept once, so a ladder may have fewer rungs than asked for; each lower rung's peak is
 strictly below the one above it (an answer that fits a smaller cap would have been the answer at the larger one).
 """
 
 from __future__ import annotations
 
+from budgetplan.profile.compose import standard_configs
 from budgetplan.solve.caps import MEMORY, Budget
 from budgetplan.solve.planner import NO_CAP, ProfilePlanner
 
@@ -22,7 +23,7 @@ def ladder_states(planner: ProfilePlanner, budget: Budget, plan_states: tuple[st
     _, flops, upload = planner.caps(budget)
     upload = upload if upload_cap is None else min(upload, upload_cap)
     top = planner.cost(tuple(plan_states)).peak_bytes_predicted
-    least = planner.least(MEMORY, (NO_CAP, flops, upload))
+    least = _least_peak(planner, flops, upload)
     if rungs < 2 or least is None or least[1] >= top:
         return []
     ratio = (least[1] / top) ** (1 / (rungs - 1))
@@ -33,3 +34,15 @@ def ladder_states(planner: ProfilePlanner, budget: Budget, plan_states: tuple[st
             seen.add(found[0])
             out.append(found[0])
     return out
+
+
+def _least_peak(planner: ProfilePlanner, flops: int, upload: int) -> tuple[tuple[str, ...], int] | None:
+    """The least-peak configuration within the compute and upload caps: read off the whole frontier; when the
+    frontier was too large to build (the planner works per class), the least among the standard configurations
+    (head only among them), so that no unbounded programme runs for a ladder."""
+    if planner.frontier is not None:
+        return planner.least(MEMORY, (NO_CAP, flops, upload))
+    fits = [(cost.peak_bytes_predicted, states) for states in standard_configs(planner.profile)
+            if (cost := planner.cost(tuple(states))).flops_forward + cost.flops_backward <= flops
+            and cost.upload_bytes <= upload]
+    return None if not fits else (tuple(min(fits)[1]), min(fits)[0])
