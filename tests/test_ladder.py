@@ -217,3 +217,28 @@ def test_a_planner_working_per_class_reads_the_same_ladder(tiny_profiles):
     assert len(ladder_states(whole, budget, states)) >= 2
     assert ladder_states(per_class, budget, states) == ladder_states(whole, budget, states)
     assert ladder_states(whole, budget, states, rungs=1) == []
+
+
+def test_flower_nodes_pick_the_same_rungs_and_end_with_the_embedded_weights(plain_plan, tmp_path):
+    """The Flower ClientApp runs the same choice on its node: a client that falls back, one that sits out."""
+    pytest.importorskip("flwr")
+    c = plain_plan.classes[0]
+    lower, none = c.at_rung(1).predicted.peak_bytes * 1.05 / MIB, c.at_rung(c.rungs - 1).predicted.peak_bytes / MIB
+    write_plan(plain_plan, tmp_path / "plan.json")
+    args = ["--data", "drugreview", "--rounds", "2", "--clients", "3", "--local-steps", "2", "--max-train", "60",
+            "--max-test", "8", "--seq-len", "16", "--no-measure",
+            "--free-memory-schedule", f"0:{lower:.4f};2:1000,{none:.4f}"]
+    runs = {}
+    for name in ("embedded", "flower"):
+        result = runner.invoke(app, ["run", str(tmp_path / "plan.json"), *args, "--engine", name,
+                                     "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        runs[name] = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["global_state"],
+                      read_rounds(tmp_path / name / "rounds.jsonl"))
+    for engine_name, (_, history) in runs.items():
+        assert [[(t.client, t.rung) for t in r.trained] for r in history] == [[(0, 1), (1, 0), (2, 0)],
+                                                                               [(0, 1), (1, 0)]], engine_name
+        assert "sat out" in history[1].dropped[0].reason and history[1].dropped[0].client == 2
+    embedded, flower = runs["embedded"][0], runs["flower"][0]
+    for key in embedded:
+        assert torch.allclose(embedded[key], flower[key], rtol=0, atol=1e-6), key
