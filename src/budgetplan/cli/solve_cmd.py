@@ -141,8 +141,8 @@ def solve(
 
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
-                          recompute, time_limit, seed, workers, model_spec, (fleet_ingress, clients_per_round, min_coverage),
-                          ladder_rungs)
+                          recompute, time_limit, seed, workers, model_spec,
+                          (fleet_ingress, clients_per_round, min_coverage), ladder_rungs)
         console.print(plan_table(plan))
         for line in _summary(plan):
             console.print(line, highlight=False)

@@ -3,8 +3,9 @@
 Rung 0 is the class's answer. The lower rungs are the planner's answers under smaller memory caps, with the
 class's own compute and upload caps: caps at geometric steps from the answer's predicted peak down to the least
 peak of any configuration within those two caps (the smallest configuration that trains anything; its rung is the
-last; when the planner works per class, the least among the standard configurations). Equal answers are kept once, so a ladder may have fewer rungs than asked for; each lower rung's peak is
-strictly below the one above it (an answer that fits a smaller cap would have been the answer at the larger one).
+last; when the planner works per class, the least among the standard configurations). Equal answers are kept
+once, so a ladder may have fewer rungs than asked for; each lower rung's peak is strictly below the one above it
+(an answer that fits a smaller cap would have been the answer at the larger one).
 """
 
 from __future__ import annotations
