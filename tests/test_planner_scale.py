@@ -53,6 +53,26 @@ def test_per_class_programme_equals_brute_force_with_recompute_states(num_blocks
     assert recomputed or num_blocks < 3 or objective != "layers", "no answer recomputes: the case tests nothing new"
 
 
+@lru_cache(maxsize=None)
+def int8_case(num_blocks: int, seed: int):
+    profile = make_profile(num_blocks=num_blocks, seed=seed, lora_ranks=(4,), recompute=seed % 2 == 0, quantized=True)
+    return profile, all_configs(profile)
+
+
+@pytest.mark.parametrize("num_blocks,seed", [(n, s) for n in (2, 3) for s in range(4)])
+def test_per_class_programme_equals_brute_force_with_int8_states(num_blocks, seed):
+    """Weights held in int8 make a later block lower every earlier event: a prefix over the memory cap can come
+    back under it, so the per-class programme may not drop it (it did, before bounds.SuffixBound.rx_floor)."""
+    profile, configs = int8_case(num_blocks, seed)
+    planner = ProfilePlanner(profile, "layers", row_limit=0)
+    brute, rng = BruteForce(configs, planner.goal), random.Random(num_blocks * 1000 + seed)
+    peaks = sorted({c.peak_bytes_predicted for *_, c in configs})
+    for memory in rng.sample(peaks, min(12, len(peaks))):
+        caps = (memory, 10**18, 10**15)
+        best, answer = brute.best(caps), planner.answer(caps)
+        assert (answer or (None,))[0] == (best[0] if best else None), caps
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_suffix_bound_is_an_upper_bound_after_every_block(seed):
     """For partial configurations of a random 3-block profile with recompute states: the objective so far plus

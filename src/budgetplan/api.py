@@ -92,22 +92,25 @@ def device(spec: DeviceLike, devices_dir: Sequence[str | Path] = ()) -> "DeviceC
 
 
 def solve_plan(profile: "ModelProfile", devices: "DeviceLike | Sequence[DeviceLike]", *, objective: str = "layers",
-          contiguous: bool = False, recompute: bool = True, quantized: bool = True, time_limit_s: float = 10.0, seed: int = 0,
-          workers: int = 1, importance: Sequence[float] | None = None, devices_dir: Sequence[str | Path] = (),
-          model_spec: str | None = None) -> "Plan":
+          contiguous: bool = False, recompute: bool = True, quantized: bool = True, time_limit_s: float = 10.0,
+          seed: int = 0, workers: int = 1, importance: Sequence[float] | None = None,
+          devices_dir: Sequence[str | Path] = (), model_spec: str | None = None,
+          ladder_rungs: int | None = None) -> "Plan":
     """The plan: per device class the configuration of best objective that fits memory, compute and upload.
 
     A class that fits nothing is in the plan as inactive (`plan.by_name(n).active is False`), with the least
     budget it needs as `reason`; when no class fits, InfeasibleError says what each needs.
     `recompute=False` keeps the solver off the +recompute states (the CLI's --no-recompute), `quantized=False`
-    off the +int8 states (--no-quantized).
+    off the +int8 states (--no-quantized). Each active class carries a ladder of up to `ladder_rungs`
+    configurations (default 4; 1: the plan alone) for its clients to fall back to when they have less memory free
+    (the CLI's --ladder-rungs).
     """
     from budgetplan.plan import SolverSettings
 
     many = isinstance(devices, Sequence) and not isinstance(devices, (str, Path))
     classes = [device(d, devices_dir) for d in (devices if many else [devices])]
     settings = SolverSettings(objective, contiguous, time_limit_s, seed, workers, recompute, quantized)
-    return plan_for_devices(profile, classes, settings, importance, model_spec)
+    return plan_for_devices(profile, classes, settings, importance, model_spec, ladder_rungs)
 
 
 def offered_states(profile: "ModelProfile", settings) -> "ModelProfile":
@@ -142,10 +145,15 @@ def best_offer(variants: Sequence, solve, score):
 
 
 def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], settings, importance=None,
-                     model_spec: str | None = None) -> "Plan":
-    """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs)."""
+                     model_spec: str | None = None, rungs: int | None = None) -> "Plan":
+    """solve_plan() with DeviceClass values and SolverSettings (what `budgetplan solve --device ...` runs).
+
+    Each active class carries a ladder of up to `rungs` configurations (default solve.ladder.LADDER_RUNGS; 1: the
+    plan alone) that its clients fall back to when they have less memory free than the class's plan needs."""
     from budgetplan.errors import ConfigError, InfeasibleError
     from budgetplan.plan import build_plan, class_from_solution, inactive_class
+    from budgetplan.plan.build import laddered
+    from budgetplan.solve.ladder import LADDER_RUNGS
 
     names = [d.name for d in devices]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -155,10 +163,11 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
     variants = embedding_offers(profile, settings)
     profile, share = variants[0], 1 / len(devices)
     classes, reasons = [], []
-    for d, (variant, (solution, reason)) in zip(devices, _device_answers(variants, devices, share, settings,
-                                                                          importance)):
+    answers = _device_answers(variants, devices, share, settings, importance)
+    for d, ((variant, planner), (solution, reason)) in zip(devices, answers):
         classes.append(inactive_class(profile, d, share, reason) if solution is None else
-                       class_from_solution(variant, solution, d, share))
+                       laddered(planner, class_from_solution(variant, solution, d, share), d,
+                                LADDER_RUNGS if rungs is None else rungs))
         reasons += [reason] if solution is None else []
     if len(reasons) == len(devices):
         raise InfeasibleError("; ".join(reasons))
@@ -166,10 +175,11 @@ def plan_for_devices(profile: "ModelProfile", devices: Sequence["DeviceClass"], 
 
 
 def _device_answers(variants, devices, share: float, settings, importance) -> list:
-    """(profile variant, (solution, reason)) per device. Under `coverage` the classes plan each other's coverage
-    on the first variant (solve/coverage.py); otherwise each class takes the variant that trains most
-    (best_offer), each variant with one frontier for every class, as in a fleet (answers equal solve_device's:
-    tests/test_fleet.py)."""
+    """((profile variant, its planner), (solution, reason)) per device. Under `coverage` the classes plan each
+    other's coverage on the first variant (solve/coverage.py), and their ladders come from a `layers` planner (a
+    rung is the best configuration under a smaller memory cap; coverage weights belong to the plans, not the
+    rungs); otherwise each class takes the variant that trains most (best_offer), each variant with one frontier
+    for every class, as in a fleet (answers equal solve_device's: tests/test_fleet.py)."""
     from budgetplan.solve.planner import ProfilePlanner
 
     if settings.objective == "coverage":
@@ -178,9 +188,10 @@ def _device_answers(variants, devices, share: float, settings, importance) -> li
 
         answers = plan_coverage(variants[0], list(devices), [share] * len(devices),
                                 [budget_of(d) for d in devices], settings.contiguous).answers
-        return [(variants[0], answer) for answer in answers]
+        rungs_from = (variants[0], ProfilePlanner(variants[0], "layers", settings.contiguous))
+        return [(rungs_from, answer) for answer in answers]
     planners = [(v, ProfilePlanner(v, settings.objective, settings.contiguous, importance)) for v in variants]
-    return [best_offer(planners, lambda vp: (vp[0], vp[1].solve_class(d)), lambda answer: _class_score(answer[1][0]))
+    return [best_offer(planners, lambda vp: (vp, vp[1].solve_class(d)), lambda answer: _class_score(answer[1][0]))
             for d in devices]
 
 

@@ -185,6 +185,17 @@ def _gpu_memory() -> tuple[int, int] | None:
         return None
 
 
+def free_memory(device: str = "cpu") -> tuple[int, str]:
+    """(bytes free now, where the number comes from): NVML's free memory of GPU 0 for a CUDA device where NVML
+    answers, else psutil's available memory (no driver, a Jetson's NVML, a CPU device)."""
+    import psutil
+
+    gpu = _gpu_memory() if device.startswith("cuda") else None
+    if gpu is not None:
+        return gpu[1], "measured: NVML free memory of GPU 0"
+    return int(psutil.virtual_memory().available), "measured: psutil available memory"
+
+
 def measure_flops_per_s(seconds: float = 1.0, device: str = "cpu") -> float:
     """Sustained FLOP/s of matmul forward + backward (input and weight gradients) in fp32 for `seconds`.
 

@@ -180,6 +180,7 @@ OPTION_RULES = {
     "--rounds": "count", "--clients": "count", "--local-steps": "count", "--batch-size": "count",
     "--seq-len": "count", "--image-size": "count", "--max-train": "count", "--max-test": "count",
     "--workers": "count", "--lora-rank": "count", "--lr": "rate", "--time-limit": "rate", "--seconds": "rate",
+    "--ladder-rungs": "count",
     "--tolerance": "tolerance", "--seed": "seed", "--num-labels": "labels",
 }
 RULE_TEXT = {"count": "at least 1", "rate": "a positive number", "fraction": "in [0, 1)",

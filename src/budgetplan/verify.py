@@ -1,4 +1,5 @@
-"""Measured vs planned: each device class's first local step of a run against its plan and budgets.
+"""Measured vs planned: each device class's first local step of a run against its plan and budgets, and each
+fallback rung of its ladder that a client trained (measured the first time one did) against that rung's prediction.
 
 PASS needs: measured peak within the memory budget and not above the planned peak by more than the tolerance
 (a plan that underestimates is unsafe even when this device had room), FLOPs within the compute budget,
@@ -7,11 +8,12 @@ upload bytes equal to the planned ones and within the uplink budget, measured at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from budgetplan.errors import ConfigError, PlanError
-from budgetplan.execute.records import MEASUREMENTS_FILE, Measurement, measurements_from_dict
+from budgetplan.execute.records import (MEASUREMENTS_FILE, Measurement, measurement_key,
+                                        measurements_from_dict)
 from budgetplan.files import other_kind, read_json
 from budgetplan.plan import Plan, PlanClass, read_plan
 from budgetplan.validate import check_measurements, check_options
@@ -139,8 +141,14 @@ def verify_run(run_dir: str | Path, tolerance: float = DEFAULT_TOLERANCE) -> Ver
     measurements = measurements_from_dict(check_measurements(
         read_json(path, "measurements file", "run the plan again", PlanError),
         f"measurements file {path}")) if path.is_file() else {}
-    checks = tuple(check_class(c, measurements.get(c.name), plan, tolerance) for c in plan.classes)
-    return VerifyReport(str(run_dir), tolerance, checks)
+    checks = []
+    for c in plan.classes:
+        checks.append(check_class(c, measurements.get(c.name), plan, tolerance))
+        for rung in range(1, c.rungs):  # the rungs a client trained; one never used has no measurement
+            key = measurement_key(c.name, rung)
+            if key in measurements:
+                checks.append(replace(check_class(c.at_rung(rung), measurements[key], plan, tolerance), name=key))
+    return VerifyReport(str(run_dir), tolerance, tuple(checks))
 
 
 def report_to_dict(report: VerifyReport) -> dict:

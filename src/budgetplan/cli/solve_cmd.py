@@ -36,11 +36,11 @@ def _devices(names: list[str], files: list[Path], dirs: list[Path]):
     return devices
 
 
-def _solve_devices(profile, devices, settings, importance, model_spec):
+def _solve_devices(profile, devices, settings, importance, model_spec, rungs: int = 4):
     """The plan for named classes; one that fits nothing sits out with the least budget it needs as reason."""
     from budgetplan.api import plan_for_devices
 
-    return plan_for_devices(profile, devices, settings, importance, model_spec)
+    return plan_for_devices(profile, devices, settings, importance, model_spec, rungs)
 
 
 def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
@@ -55,7 +55,7 @@ def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: O
 
 
 def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importance, dirs: list[Path], model_spec,
-                 limits: tuple):
+                 limits: tuple, rungs: int = 4):
     from budgetplan.api import solve_fleet_offered
     from budgetplan.plan import plan_from_fleet
     from budgetplan.profile.io import read_profile
@@ -67,7 +67,7 @@ def _solve_fleet(fleet_spec: str, profile_paths: list[Path], settings, importanc
     with counting_bar(console, "solving fleet classes") as tick:
         result = solve_fleet_offered(profiles, fleet, settings, importance=importance, progress=tick,
                                      limits=_limits(fleet, *limits))
-    return plan_from_fleet(result, settings, model_spec)
+    return plan_from_fleet(result, settings, model_spec, rungs)
 
 
 def _summary(plan) -> list[str]:
@@ -125,6 +125,9 @@ def solve(
     seed: int = typer.Option(0, help="CP-SAT random seed"),
     workers: int = typer.Option(1, help="CP-SAT worker threads"),
     model_spec: Optional[str] = typer.Option(None, help="how executors load the model (default: the profile's name)"),
+    ladder_rungs: int = typer.Option(4, "--ladder-rungs", help="configurations per class, the plan first, then the "
+                                     "best under smaller memory caps, that a client falls back to when it has less "
+                                     "free (1: the plan alone)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP.format(what="plan")),
     recipe=None,  # the plan's training recipe from the --server-optimizer, --aggregation-weights, ... options
 ) -> None:
@@ -147,7 +150,7 @@ def solve(
     with json_output(json_path):
         plan = _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous,
                           (recompute, quantized), time_limit, seed, workers, model_spec,
-                          (fleet_ingress, clients_per_round, min_coverage))
+                          (fleet_ingress, clients_per_round, min_coverage), ladder_rungs)
         if recipe is not None:
             plan = dataclasses.replace(plan, recipe=recipe)
         console.print(plan_table(plan))
@@ -160,7 +163,8 @@ def solve(
 
 
 def _make_plan(device, device_file, devices_dir, fleet, profile, objective, importance, contiguous, offers: tuple,
-               time_limit, seed, workers, model_spec, limits: tuple):
+               time_limit, seed, workers, model_spec, limits: tuple,
+               rungs: int = 4):
     """offers: (recompute, quantized), the optional kinds of state offered to the solver."""
     from budgetplan.plan import SolverSettings
     from budgetplan.profile.io import read_profile
@@ -169,14 +173,14 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
 
     from budgetplan.validate import check_options
 
-    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers})
+    check_options({"--time-limit": time_limit, "--seed": seed, "--workers": workers, "--ladder-rungs": rungs})
     settings = SolverSettings(objective, contiguous, time_limit, seed, workers, *offers)
     weights = read_importance(importance) if importance else None
     paths = [profile_path(p) for p in profile]
     if fleet is not None:
         if device or device_file:
             raise ConfigError("--fleet names its own device classes; drop --device/--device-file")
-        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits)
+        plan = _solve_fleet(fleet, paths, settings, weights, devices_dir, model_spec, limits, rungs)
         console.print(fleet_table(plan.fleet))
         return plan
     if any(v is not None for v in limits):
@@ -186,7 +190,7 @@ def _make_plan(device, device_file, devices_dir, fleet, profile, objective, impo
         raise ConfigError("several --profile candidates need --fleet (one model is chosen for the whole fleet)")
     model = read_profile(paths[0] if paths else BUNDLED_PROFILE)  # --no-recompute/--no-quantized: plan_for_devices
     devices = _devices(device, device_file, devices_dir)
-    return _solve_devices(model, devices, settings, weights, model_spec)
+    return _solve_devices(model, devices, settings, weights, model_spec, rungs)
 
 
 devices_app = typer.Typer(help="List, show and detect device classes (bundled, or your own TOML files).\n\n"

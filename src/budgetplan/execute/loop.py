@@ -17,14 +17,15 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor
 
-from budgetplan.errors import first_line
+from budgetplan.errors import PlanError, first_line
 from budgetplan.execute import client as client_mod
 from budgetplan.execute.aggregate import (AggregationError, ServerOptimizer, expand_lora_upload,
                                          layerwise_weighted_mean, server_step, trained_keys)
 from budgetplan.execute.data import Dataset, Partition
 from budgetplan.execute.finite import non_finite_reason
-from budgetplan.execute.records import DroppedClient, Measurement, RoundRecord, TrainedClient
-from budgetplan.execute.setup import lora_transposed
+from budgetplan.execute.ladder import choose_rung, resources_of, simulated
+from budgetplan.execute.records import DroppedClient, Measurement, RoundRecord, TrainedClient, measurement_key
+from budgetplan.execute.setup import lora_transposed, measure_class
 from budgetplan.models.load import LoadedModel
 from budgetplan.plan import Plan, PlanClass
 from budgetplan.plan.recipe import DEFAULT_AGGREGATION_WEIGHTS
@@ -63,6 +64,18 @@ class LoopSettings(Protocol):
     def server_beta2(self) -> float: ...
     @property
     def server_tau(self) -> float: ...
+    @property
+    def ladder(self) -> bool: ...
+    @property
+    def memory_margin(self) -> float: ...
+    @property
+    def measure(self) -> bool: ...
+    @property
+    def free_memory_jitter(self) -> float: ...
+    @property
+    def free_memory_schedule(self) -> str | None: ...
+    @property
+    def round_deadline_s(self) -> float | None: ...
 
 
 def server_optimizer_of(config: LoopSettings) -> ServerOptimizer:
@@ -99,14 +112,21 @@ class RunState:
 
 @dataclass(frozen=True)
 class Job:
-    """One sampled client's work this round: its class slice, its settings, its seed and (client optimizer
-    state `keep`) its optimizer state from its last round."""
+    """One sampled client's work this round: its class slice (with its ladder), the rung it trains, its settings,
+    its seed and (client optimizer state `keep`) its optimizer state from its last round. An engine whose nodes
+    measure their own resources (Flower) lets the node choose the rung."""
 
     client: int
     plan_class: PlanClass
     settings: client_mod.TrainSettings
     seed: int
     optimizer_state: dict | None = None
+    rung: int = 0
+
+    @property
+    def trains(self) -> PlanClass:
+        """The configuration this job trains: its class at its rung."""
+        return self.plan_class.at_rung(self.rung)
 
 
 @dataclass(frozen=True)
@@ -126,7 +146,8 @@ class Trainer(Protocol):
     name: str
 
     def available(self, setup: PreparedRun, round_index: int) -> dict[int, str]:
-        """Client -> device class of the clients that can be sampled this round (the embedded engine: all)."""
+        """Client -> device class of the clients that can be sampled this round (the embedded engine: all).
+        A trainer whose clients measure their own memory (they run elsewhere) sets `measures_on_node = True`."""
 
     def train(self, setup: PreparedRun, global_state: dict, round_index: int, jobs: list[Job],
               done: Callable[[int], None]) -> list[Reply]:
@@ -169,18 +190,27 @@ def over_budget(plan_class: PlanClass, measured: Measurement | None) -> str | No
 
 
 def configure(setup: PreparedRun, state: RunState, round_index: int, sampled: list[int],
-              class_of: dict[int, str]) -> tuple[list[Job], list[DroppedClient]]:
-    """Hook 2: a Job per sampled client; clients of a class over its measured budget are dropped."""
+              class_of: dict[int, str], on_node: bool = False) -> tuple[list[Job], list[DroppedClient]]:
+    """Hook 2: a Job per sampled client at the rung that fits the memory it has this round (execute/ladder.py);
+    clients of a class over its measured budget, and clients no rung fits, are dropped with the reason.
+    `on_node`: the clients measure their own memory (a real Flower node), so only a simulation is judged here."""
     jobs, dropped = [], []
+    config = setup.config
     for client in sampled:
         plan_class = setup.plan.by_name(class_of[client])
         reason = over_budget(plan_class, state.measurements.get(plan_class.name))
+        choice = None
+        if not reason and (simulated(config) or not on_node):
+            choice = choose_rung(plan_class, resources_of(config, plan_class, round_index, client),
+                                 config.memory_margin, config.train.local_steps, config.ladder)
+            reason = choice.reason if choice.rung is None else None
         if reason:
             dropped.append(DroppedClient(client, plan_class.name, reason))
             continue
-        settings = replace(setup.config.train, fail_at_step=simulated_failure(setup, round_index, client))
-        kept = state.client_states.get(client) if setup.config.client_optimizer_state == "keep" else None
-        jobs.append(Job(client, plan_class, settings, client_seed(setup.config.seed, round_index, client), kept))
+        settings = replace(config.train, fail_at_step=simulated_failure(setup, round_index, client))
+        kept = state.client_states.get(client) if config.client_optimizer_state == "keep" else None
+        jobs.append(Job(client, plan_class, settings, client_seed(config.seed, round_index, client),
+                        optimizer_state=kept, rung=0 if choice is None else choice.rung))
     return jobs, dropped
 
 
@@ -317,7 +347,12 @@ def usable_updates(plan: Plan, global_state: dict, replies: list[Reply], transpo
     """([(upload in global tensors, weight)], trained infos, dropped infos), in client order."""
     updates, trained, dropped = [], [], []
     for reply in sorted(replies, key=lambda r: r.client):  # client order: both engines sum alike
-        upload, problem = usable_upload(reply, plan.by_name(reply.class_name), global_state, transposed, bounds)
+        try:
+            plan_class = plan.by_name(reply.class_name).at_rung(int(reply.metrics.get("rung", 0)))
+        except PlanError as exc:
+            dropped.append(DroppedClient(reply.client, reply.class_name, str(exc)))
+            continue
+        upload, problem = usable_upload(reply, plan_class, global_state, transposed, bounds)
         problem = problem or samples_out_of_bounds(reply, bounds)
         if problem is None:
             try:
@@ -358,10 +393,10 @@ def round_flops(setup: PreparedRun, trained: list[TrainedClient], measurements: 
     total = 0
     for info in trained:
         if predicted:
-            costs = setup.plan.by_name(info.class_name).predicted
+            costs = setup.plan.by_name(info.class_name).at_rung(info.rung or 0).predicted
             per_step = None if costs is None else costs.flops_per_step
         else:
-            m = measurements.get(info.class_name)
+            m = measurements.get(info.measurement_key)
             per_step = None if m is None else m.flops_per_step
         if per_step is None:
             return None
@@ -399,12 +434,14 @@ def run_round(setup: PreparedRun, state: RunState, round_index: int, trainer: Tr
     class_of = trainer.available(setup, round_index)
     sampled = sample(setup, round_index, class_of)
     on_event("round_start", {"round": round_index, "clients": len(sampled)})
-    jobs, dropped = configure(setup, state, round_index, sampled, class_of)
+    jobs, dropped = configure(setup, state, round_index, sampled, class_of, getattr(trainer, "measures_on_node", False))
     for info in dropped:
         on_event("client_done", {"round": round_index, "client": info.client})
     replies = trainer.train(setup, state.global_state, round_index, jobs,
                             lambda client: on_event("client_done", {"round": round_index, "client": client}))
     new_state, server_state, trained, rejected = aggregate_and_step(setup, state, replies)
+    if setup.config.measure and state.measurements:
+        measure_rungs(setup, state, round_index, trained)
     outcome = RoundOutcome(sampled, new_state, trained, dropped + rejected, started)
     entry = record(setup, state, round_index, outcome, trainer.name)
     on_event("round_end", entry)
@@ -417,6 +454,21 @@ def kept_client_states(before: dict, replies: list[Reply], trained: list[Trained
     used = {t.client for t in trained}
     return {**before, **{r.client: r.optimizer_state for r in replies
                          if r.client in used and r.optimizer_state is not None}}
+
+
+def measure_rungs(setup: PreparedRun, state: RunState, round_index: int, trained: list[TrainedClient]) -> None:
+    """The first-step measurement of each fallback rung the first time a client trains it (on that client's data,
+    from the round's starting weights), into state.measurements under its measurement_key."""
+    for info in trained:
+        key = info.measurement_key
+        if key in state.measurements:
+            continue
+        plan_class = setup.plan.by_name(info.class_name).at_rung(info.rung or 0)
+        data = setup.dataset.train.subset(setup.parts.clients[info.client])
+        state.measurements[key] = measure_class(setup.template, state.global_state, plan_class, data,
+                                                setup.plan.context.batch_size, setup.config.train.optimizer,
+                                                setup.config.train.lr, client_seed(setup.config.seed, round_index,
+                                                                                   info.client))
 
 
 def run_rounds(setup: PreparedRun, state: RunState, trainer: Trainer, on_event: Event,
@@ -450,10 +502,10 @@ def train_job(setup: PreparedRun, global_state: dict, job: Job) -> Reply:
     data = setup.dataset.train.subset(setup.parts.clients[job.client])
     try:
         keep = setup.config.client_optimizer_state == "keep"
-        result = client_mod.train_client(setup.template, global_state, job.plan_class, data, job.settings, job.seed,
+        result = client_mod.train_client(setup.template, global_state, job.trains, data, job.settings, job.seed,
                                          (job.optimizer_state or {}) if keep else None)
     except (client_mod.ClientDropped, RuntimeError, ValueError, MemoryError) as exc:
         reason = first_line(exc)
         return Reply(job.client, job.plan_class.name, problem=reason)
-    return Reply(job.client, job.plan_class.name, result.upload, result.num_examples, result.metrics,
-                 optimizer_state=result.optimizer_state)
+    return Reply(job.client, job.plan_class.name, result.upload, result.num_examples,
+                 {**result.metrics, "rung": job.rung}, optimizer_state=result.optimizer_state)

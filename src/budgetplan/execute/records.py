@@ -80,10 +80,11 @@ class TrainedClient:
     extra: Mapping[str, float] = field(default_factory=dict)  # any further metric a node reported
     samples: int | None = None  # samples it trained this round (steps x batch), as it reports them
     weight: float | None = None  # its weight in the round's layer-wise mean (aggregation weights); None: older run
+    rung: int | None = None  # the rung of its class's ladder it trained (0: the plan); None in older files
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"client": self.client, "class": self.class_name, "num_examples": self.num_examples}
-        for key in ("loss_first", "loss_last", "seconds", "upload_bytes", "samples", "weight"):  # unsent: left out
+        for key in ("loss_first", "loss_last", "seconds", "upload_bytes", "samples", "weight", "rung"):  # unsent: out
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {**out, **self.extra}
@@ -91,13 +92,23 @@ class TrainedClient:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainedClient:
         known = ("client", "class", "num_examples", "loss_first", "loss_last", "seconds", "upload_bytes", "samples",
-                 "weight")
-        samples = data.get("samples")  # a float where a Flower node sent it as a metric
+                 "weight", "rung")
+        samples, rung = data.get("samples"), data.get("rung")  # floats where a Flower node sent them as metrics
         return cls(client=int(data["client"]), class_name=str(data["class"]), num_examples=int(data["num_examples"]),
                    upload_bytes=data.get("upload_bytes"), loss_first=data.get("loss_first"),
                    loss_last=data.get("loss_last"), seconds=data.get("seconds"),
                    samples=None if samples is None else int(samples), weight=data.get("weight"),
-                   extra={k: v for k, v in data.items() if k not in known})
+                   extra={k: v for k, v in data.items() if k not in known}, rung=None if rung is None else int(rung))
+
+    @property
+    def measurement_key(self) -> str:
+        return measurement_key(self.class_name, self.rung or 0)
+
+
+def measurement_key(class_name: str, rung: int) -> str:
+    """Where measurements.json keeps a rung's first-step measurement: the class's name for its plan (rung 0),
+    'NAME@rungN' for a fallback rung (measured the first time a client trains it)."""
+    return class_name if rung == 0 else f"{class_name}@rung{rung}"
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ def save_checkpoint(run_dir: Path, state: RunState) -> None:
                                                   "client_states": state.client_states},
                               state.round)
     append_round(run_dir / ROUNDS_FILE, state.history[-1])
+    if state.measurements:  # a fallback rung is measured the first time a client trains it
+        write_measurements(run_dir / MEASUREMENTS_FILE, state.measurements)
 
 
 def measure_all(setup: Setup, global_state: dict, on_event: Event) -> dict[str, Measurement]:

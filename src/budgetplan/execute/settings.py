@@ -130,7 +130,8 @@ class RunConfig:
     max_test: int | None = setting(None, help="test examples evaluated each round", rule="count", cli_default=1000)
     fail_prob: float = setting(0.0, help="chance a sampled client dies mid-round (simulation)", rule="fraction",
                                flower=OUT)
-    measure: bool = setting(True, help="measure each class's first local step")
+    measure: bool = setting(True, help="measure each class's first local step (and each fallback rung's, when "
+                            "used)")
     max_update_norm: float | None = setting(None, help="drop a client whose update (its tensors minus the global "
                                             "model's, L2 over all of them) is longer than this (default: no bound)",
                                             rule="rate")
@@ -151,9 +152,25 @@ class RunConfig:
                                           "or keep (a client's optimizer state carries over to its next round; "
                                           "embedded engine only)", rule=CLIENT_OPTIMIZER_STATES,
                                           from_plan="recipe.client_optimizer_state")
+    # Device-aware rounds (execute/ladder.py): before each round a client picks the highest rung of its class's
+    # ladder whose predicted peak plus the margin fits the memory it has free; below the lowest it sits out.
+    ladder: bool = setting(True, help="fall back to a smaller rung of the class's ladder when the plan does not "
+                           "fit (--no-ladder: the static plan; a client it does not fit sits the round out)")
+    memory_margin: float = setting(0.03, help="a rung fits when its predicted peak x (1 + this) <= free memory",
+                                   rule="tolerance")
+    free_memory_jitter: float = setting(0.0, help="simulate free memory: each round each client has its class's "
+                                        "memory budget x U(1 - j, 1 + j) free (seeded; 0: measure it)",
+                                        rule="fraction")
+    free_memory_schedule: str | None = setting(None, help="simulate free memory per client and round, in MiB: "
+                                               "'CLIENT:R1,R2,...;CLIENT:...' (the last value repeats)")
+    round_deadline_s: float | None = setting(None, help="a rung also fits only when its predicted FLOPs at the "
+                                             "device file's flops_per_s finish within this many seconds",
+                                             rule="rate")
 
     def __post_init__(self):
         check_fields(self)
+        if self.free_memory_schedule is not None:
+            memory_schedule(self.free_memory_schedule)  # SettingError naming the field when it is malformed
         if self.clients_per_round is None:  # every client, every round
             object.__setattr__(self, "clients_per_round", self.clients)
         if not isinstance(self.train, TrainSettings):
@@ -162,6 +179,28 @@ class RunConfig:
     def identity(self) -> dict:
         """Everything that must match for --resume (the round count may grow)."""
         return _identity(asdict(self), type(self))
+
+
+MIB = 2**20
+
+
+def memory_schedule(text: str) -> dict[int, tuple[int, ...]]:
+    """A free-memory schedule ('0:40,12,40;3:20', MiB) as client -> bytes per round; SettingError when malformed."""
+    out: dict[int, tuple[int, ...]] = {}
+    problem = ("{name} must look like 'CLIENT:MIB,MIB,...;CLIENT:...' (client >= 0, MiB > 0), got "
+               f"{text!r}")
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        client, _, values = part.partition(":")
+        try:
+            index, mib = int(client), [float(v) for v in values.split(",")]
+        except ValueError:
+            raise SettingError("RunConfig", "free_memory_schedule", problem) from None
+        if index < 0 or index in out or not all(0 < v < float("inf") for v in mib):
+            raise SettingError("RunConfig", "free_memory_schedule", problem)
+        out[index] = tuple(int(v * MIB) for v in mib)
+    if not out:
+        raise SettingError("RunConfig", "free_memory_schedule", problem)
+    return out
 
 
 def _identity(data: dict, cls) -> dict:

@@ -15,12 +15,14 @@ from budgetplan.plan.types import (
     PlanClass,
     PlanContext,
     PredictedCosts,
+    Rung,
     SolveAnswer,
     SolverSettings,
 )
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import FROZEN_OUTSIDE, ModelProfile
 from budgetplan.solve.caps import budget_of, flops_per_round, step_flops_cap
+from budgetplan.solve.ladder import LADDER_RUNGS, ladder_states
 
 DEVICE_FIELDS = ("name", "description", "memory_bytes", "total_memory_bytes", "flops_per_s", "uplink_bits_per_s",
                  "round_deadline_s", "upload_time_budget_s", "samples_per_round", "sources")
@@ -79,6 +81,26 @@ def class_for_states(profile: ModelProfile, name: str, share: float, block_state
                      device=None if device is None else device_entry(device))
 
 
+def with_ladder(profile: ModelProfile, plan_class: PlanClass, rung_states) -> PlanClass:
+    """The class with rungs 1.. training `rung_states` (largest first), each costed like the class's own plan."""
+    rungs = []
+    for states in rung_states:
+        rung = class_for_states(profile, plan_class.name, plan_class.share, states, budget=plan_class.budget,
+                                train_embeddings=plan_class.train_embeddings)
+        rungs.append(Rung(rung.block_states, rung.trainable_names, rung.predicted, rung.measured_peak_bytes))
+    return replace(plan_class, ladder=tuple(rungs))
+
+
+def laddered(planner, plan_class: PlanClass, device, rungs: int = LADDER_RUNGS,
+             upload_cap: int | None = None) -> PlanClass:
+    """An active class with its ladder read off `planner` (budgetplan.solve.ProfilePlanner) under its device's
+    budget; an inactive class unchanged."""
+    if not plan_class.active or rungs < 2:
+        return plan_class
+    states = ladder_states(planner, budget_of(device), plan_class.block_states, rungs, upload_cap)
+    return with_ladder(planner.profile, plan_class, states)
+
+
 def class_from_solution(profile: ModelProfile, solution, device, share: float) -> PlanClass:
     """A class from the solver's answer (budgetplan.solve.DeviceSolution: block_states, status, objective)."""
     planned = class_for_states(profile, device.name, share, solution.block_states, device=device)
@@ -125,12 +147,21 @@ def build_plan(profile: ModelProfile, classes, solver: SolverSettings | None = N
                 label=label, solver=solver, fleet=fleet)
 
 
-def plan_from_fleet(result, settings: SolverSettings, model_spec: str | None = None) -> Plan:
-    """The plan of a fleet solve (budgetplan.solve.FleetSolution): the chosen model, every class, the candidates."""
+def plan_from_fleet(result, settings: SolverSettings, model_spec: str | None = None,
+                    rungs: int = LADDER_RUNGS) -> Plan:
+    """The plan of a fleet solve (budgetplan.solve.FleetSolution): the chosen model, every class (each with a
+    ladder of up to `rungs` configurations, the plan included), the candidates. Under active fleet limits a
+    lower rung uploads no more than its class's plan, so the plans' ingress stays within the limit."""
     chosen, fleet = result.chosen, result.fleet
-    classes = [inactive_class(chosen.profile, member.device, member.share, reason) if solution is None else
-               class_from_solution(chosen.profile, solution, member.device, member.share)
-               for member, solution, reason in zip(fleet.classes, chosen.solutions, chosen.reasons)]
+    classes = []
+    for member, solution, reason in zip(fleet.classes, chosen.solutions, chosen.reasons):
+        if solution is None:
+            classes.append(inactive_class(chosen.profile, member.device, member.share, reason))
+            continue
+        planned = class_from_solution(chosen.profile, solution, member.device, member.share)
+        cap = planned.predicted.upload_bytes if result.limits.active else None
+        classes.append(planned if chosen.planner is None else
+                       laddered(chosen.planner, planned, member.device, rungs, cap))
     candidates = [{"model": c.profile.model.name, "fingerprint": c.profile.model.fingerprint, "score": c.score,
                    "classes": len(c.solutions), "classes_fit": sum(s is not None for s in c.solutions),
                    "chosen": c is chosen} for c in result.candidates]

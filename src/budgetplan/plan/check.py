@@ -26,7 +26,12 @@ def check_plan(data, origin: str = "plan") -> None:
         if entry["active"]:
             check_class_states(entry["block_states"], entry.get("train_embeddings", False), num_blocks,
                                f"{origin}: classes/{name}/block_states", PLAN_FIX)
-            _check_class_lora(entry, name, origin)
+            _check_class_lora(entry, f"classes/{name}", origin)
+            for rung, step in enumerate(entry.get("ladder", ()), start=1):
+                where = f"classes/{name}/ladder/{rung}"
+                check_class_states(step["block_states"], entry.get("train_embeddings", False), num_blocks,
+                                   f"{origin}: {where}/block_states", PLAN_FIX)
+                _check_class_lora(step, where, origin)
     check_shares({name: entry["share"] for name, entry in data["classes"].items()}, origin, PLAN_FIX)
 
 
@@ -45,16 +50,18 @@ def check_class_states(states, train_embeddings: bool, num_blocks: int, where: s
         raise PlanError(f"{where}: no valid gradient path ({exc}); {fix}") from None
 
 
-def _check_class_lora(entry: dict, name: str, origin: str) -> None:
+def _check_class_lora(entry: dict, where: str, origin: str) -> None:
+    """A class's (or a rung's) lora section agrees with its block states; `where` names it in the plan."""
     ranks = {str(i): lora_rank(s) for i, s in enumerate(entry["block_states"]) if lora_rank(s)}
     lora = entry.get("lora")
     if ranks and not lora:
-        raise PlanError(f"{origin}: classes/{name} has LoRA blocks but no lora section; {PLAN_FIX}")
+        raise PlanError(f"{origin}: {where} has LoRA blocks but no lora section; {PLAN_FIX}")
     if lora:
         alpha = lora.get("alpha_per_rank")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise PlanError(f"{origin}: classes/{name}/lora/alpha_per_rank = {alpha!r} must be a finite number > 0; "
+            raise PlanError(f"{origin}: {where}/lora/alpha_per_rank = {alpha!r} must be a finite number > 0; "
                             f"{PLAN_FIX}")
         if {k: v for k, v in lora["ranks"].items()} != ranks:
-            raise PlanError(f"{origin}: classes/{name}/lora/ranks {lora['ranks']} disagree with the block states "
+            raise PlanError(f"{origin}: {where}/lora/ranks {lora['ranks']} disagree with the block states "
                             f"{ranks}; {PLAN_FIX}")
+

@@ -1,7 +1,8 @@
 """The plan: one typed `Plan` that `budgetplan solve` writes and every later stage reads.
 
 Spec: docs/plan-format.md; JSON Schema: budgetplan/schemas/plan.schema.json. `Plan.to_dict` / `Plan.from_dict`
-are the only JSON layout (schema 2.2; 2.0, 2.1 and 1.x files still load). A plan names its model by the profile's
+are the only JSON layout (schema 2.2; 2.0, 2.1 and 1.x files still load, a class without a ladder as a ladder of
+one). A plan names its model by the profile's
 fingerprint (sha256 over parameter names, shapes and dtypes), so a plan applied to another model is refused.
 Every cost says where it comes from: "derived" (composed from the profile's measured parts) or "measured"
 (the profile ran that exact configuration).
@@ -31,7 +32,8 @@ PLAN_KIND = "budgetplan-plan"
 # 2.2: a model path in model.spec is relative to the plan file's folder (or absolute), not to the working directory;
 # an optional "recipe" (plan/recipe.py): server optimizer, aggregation weights, client optimizer state, rates;
 # block states may carry "+int8", each active class names its quantised blocks ("quantized"), and the solver
-# section says whether +int8 states were offered ("quantized"); the solver objective "coverage".
+# section says whether +int8 states were offered ("quantized"); the solver objective "coverage";
+# an active class may carry a "ladder" of smaller configurations a client falls back to (older plans: none).
 PLAN_SCHEMA_VERSION = "2.2"
 DIGEST_SCHEMA = "2.1"  # Plan.digest hashes every plan as version 2.1 did, so older run directories still resume
 READABLE_MAJORS = ("1", "2")  # 1.x: the same layout plus a duplicate 'upload_keys' list per class
@@ -142,6 +144,16 @@ class SolveAnswer:
 
 
 @dataclass(frozen=True)
+class Rung:
+    """A fallback configuration of a class: what a client trains when the class's plan does not fit right now."""
+
+    block_states: tuple[str, ...]
+    trainable_names: tuple[str, ...]
+    predicted: PredictedCosts | None = None  # composed from the profile like the class's own (source "derived")
+    measured_peak_bytes: int | None = None  # source "measured": the profile ran this exact configuration
+
+
+@dataclass(frozen=True)
 class PlanClass:
     """One device class: its configuration, what it trains (and uploads), its budget and predicted costs."""
 
@@ -159,6 +171,23 @@ class PlanClass:
     measured_peak_bytes: int | None = None  # source "measured": the profile ran this exact configuration
     answer: SolveAnswer | None = None
     device: dict | None = None  # the device class as read (budgetplan.devices.DeviceClass fields)
+    ladder: tuple[Rung, ...] = ()  # rungs 1, 2, ...: smaller configurations, the largest first (rung 0 = the plan)
+
+    @property
+    def rungs(self) -> int:
+        """How many configurations a client of this class may train: the plan and its ladder."""
+        return 1 + len(self.ladder) if self.active else 0
+
+    def at_rung(self, rung: int) -> PlanClass:
+        """The class as a client trains it at `rung` (0: itself); PlanError for a rung the class does not have."""
+        if rung == 0:
+            return self
+        if not 0 < rung < self.rungs:
+            raise PlanError(f"class {self.name} has no rung {rung} (it has rungs 0..{self.rungs - 1}); "
+                            "the node ran another plan: give it the server's plan file")
+        r = self.ladder[rung - 1]
+        return replace(self, block_states=r.block_states, trainable_names=r.trainable_names, predicted=r.predicted,
+                       measured_peak_bytes=r.measured_peak_bytes, answer=None, ladder=())
 
 
 @dataclass(frozen=True)
@@ -268,11 +297,26 @@ def class_to_dict(plan: Plan, c: PlanClass) -> dict:
         "quantized": quantized_spec(plan, c.block_states),
         "predicted": None if c.predicted is None else _fields(c.predicted),
         "measured": measured_entry(c),
+        **({"ladder": [rung_to_dict(plan, c, i) for i in range(1, c.rungs)]} if c.ladder else {}),
         **({} if answer is None else {
             "status": answer.status, "objective_value": answer.objective_value, "binding": answer.binding,
             "slack": {"memory_bytes": answer.slack_memory_bytes, "flops_per_round": answer.slack_flops_per_round,
                       "upload_bytes": answer.slack_upload_bytes}}),
     }
+
+
+def rung_to_dict(plan: Plan, c: PlanClass, rung: int) -> dict:
+    r = c.at_rung(rung)
+    return {"block_states": list(r.block_states), "trainable_parameter_names": list(r.trainable_names),
+            "lora": lora_spec(plan, r), "recompute": recompute_spec(r.block_states),
+            "predicted": None if r.predicted is None else _fields(r.predicted), "measured": measured_entry(r)}
+
+
+def rung_from_dict(data: dict) -> Rung:
+    predicted, measured = data.get("predicted"), data.get("measured")
+    return Rung(block_states=tuple(data["block_states"]), trainable_names=tuple(data["trainable_parameter_names"]),
+                predicted=None if predicted is None else PredictedCosts(**_known(PredictedCosts, predicted)),
+                measured_peak_bytes=None if measured is None else measured.get("peak_bytes"))
 
 
 def class_from_dict(name: str, data: dict, context: PlanContext, num_blocks: int) -> PlanClass:
@@ -295,7 +339,8 @@ def class_from_dict(name: str, data: dict, context: PlanContext, num_blocks: int
         int8_embeddings=bool(data.get("int8_embeddings", False)),
         lora_alpha_per_rank=float((data.get("lora") or {}).get("alpha_per_rank", context.lora_alpha_per_rank)),
         predicted=None if predicted is None else PredictedCosts(**_known(PredictedCosts, predicted)),
-        measured_peak_bytes=None if measured is None else measured.get("peak_bytes"), answer=answer)
+        measured_peak_bytes=None if measured is None else measured.get("peak_bytes"), answer=answer,
+        ladder=tuple(rung_from_dict(r) for r in data.get("ladder", ())))
 
 
 def lora_spec(plan: Plan, plan_class: PlanClass) -> dict | None:

@@ -28,11 +28,16 @@ def _fixed(value: float | None, digits: int) -> str:
 
 
 def rounds_table(history: Sequence[RoundRecord], title: str = "Rounds") -> Table:
+    """One row per round; a column of the clients that trained a lower rung of their ladder when any did."""
     table = Table(title=safe(title))
-    for column in ("round", "trained", "dropped", "accuracy", "loss", "upload\nMiB", "GFLOP\nmeasured", "s"):
+    lower = any(t.rung for r in history for t in r.trained)
+    columns = ("round", "trained", *(("on a lower\nrung",) if lower else ()), "dropped", "accuracy", "loss",
+               "upload\nMiB", "GFLOP\nmeasured", "s")
+    for column in columns:
         table.add_column(column, justify="right")
     for r in history:
-        table.add_row(str(r.round), str(len(r.trained)), str(len(r.dropped)), f"{r.accuracy:.4f}",
+        fell_back = (str(sum(1 for t in r.trained if t.rung)),) if lower else ()
+        table.add_row(str(r.round), str(len(r.trained)), *fell_back, str(len(r.dropped)), f"{r.accuracy:.4f}",
                       _fixed(r.loss, 4), _mib(r.upload_bytes), _giga(r.flops_measured), _fixed(r.seconds, 1))
     return table
 

@@ -43,6 +43,18 @@ def _resources(cost: PartCost, base_param_bytes: int) -> tuple[int, int, int, in
             rx + cost.activation_bytes)
 
 
+def _least_rx(profile: ModelProfile, index: int) -> int:
+    """The least change of resident bytes any state of block `index` makes against its frozen full-precision form
+    (compose.place_block's adapters term; negative where weights are held in int8), and at most 0."""
+    block, least = profile.blocks[index], 0
+    for by_boundary in block.states.values():
+        for boundary, cost in by_boundary.items():
+            frozen = FROZEN_IN_PATH if boundary == INPUT_GRAD else FROZEN_OUTSIDE
+            if frozen in block.states:
+                least = min(least, cost.param_bytes - block.states[frozen][boundary].param_bytes)
+    return least
+
+
 def _options(profile: ModelProfile, objective: Objective, index: int) -> list[tuple[tuple[int, ...], int]]:
     """Per state of block `index`: (the least of each resource over its boundaries, the weight it earns)."""
     block = profile.blocks[index]
@@ -108,6 +120,11 @@ class SuffixBound:
         per_part = [_options(profile, objective, i) for i in range(profile.num_blocks)] + [post]
         by_resource = [_curves(per_part, r) for r in range(len(RESOURCES))]
         self.curves: list[tuple[_Curve, ...]] = list(zip(*by_resource))
+        # Weights held in int8 make a later block's resident bytes negative: every event of an earlier part then
+        # ends lower, so "a prefix over the memory cap stays over it" holds only after the most later parts can
+        # save (rx_floor[k], <= 0, for blocks k.. and the head).
+        saves = [_least_rx(profile, i) for i in range(profile.num_blocks)]
+        self.rx_floor: list[int] = [int(sum(saves[k:])) for k in range(profile.num_blocks + 1)]
 
     def most(self, k: int, remaining: tuple) -> np.ndarray:
         """Upper bound per row (-inf where some resource cannot be met) given each resource's remainder."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from budgetplan.errors import ConfigError, InfeasibleError
@@ -42,6 +42,7 @@ class ModelChoice:
     frontier_rows: int | None = None  # rows of the model's frontier (None: planned per class, too large)
     frontier_build_s: float = 0.0
     limit_use: LimitUse | None = None  # with fleet limits: what the plans use of them and whether they bind
+    planner: ProfilePlanner | None = field(default=None, compare=False, repr=False)  # answers the plan's ladders
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def _choice(planner: ProfilePlanner, fleet: Fleet, results: list, use: LimitUse 
     score = sum(c.share * float(s.objective_value) for c, s in zip(fleet.classes, solutions) if s is not None)
     frontier = planner.frontier
     return ModelChoice(planner.profile, score, solutions, tuple(r[1] for r in results),
-                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0, use)
+                       len(frontier) if frontier is not None else None, frontier.build_s if frontier else 0.0, use,
+                       planner)
 
 
 def _use(fleet: Fleet, results: list, own: list, limits: FleetLimits) -> LimitUse:

@@ -295,8 +295,8 @@ def _remaining(profile: ModelProfile, p: Prefix, caps: tuple[int, int, int]) -> 
 def _optimistic(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> np.ndarray:
     """Per row, at most the objective any completion within the caps reaches (-inf: none fits)."""
     p, caps = group.prefix, bound.caps
-    ok = (profile.resident_bytes + p.resident_extra_bytes + np.maximum(np.maximum(p.forward_live, p.backward_live),
-                                                                      p.grad_bytes + p.step_extra_bytes) <= caps[0])
+    floor = profile.resident_bytes + p.resident_extra_bytes + bound.suffix.rx_floor[placed]  # later int8 saves
+    ok = (floor + np.maximum(np.maximum(p.forward_live, p.backward_live), p.grad_bytes + p.step_extra_bytes) <= caps[0])
     ok &= (p.flops_forward + p.flops_backward <= caps[1]) & (p.grad_bytes <= caps[2])
     most = group.objective + bound.suffix.most(placed, _remaining(profile, p, caps))
     return np.where(ok, most, -np.inf)

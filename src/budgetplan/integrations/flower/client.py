@@ -16,13 +16,14 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from budgetplan.errors import BudgetplanError, ConfigError, PlanError, first_line
-from budgetplan.execute.client import global_state_of, train_client
+from budgetplan.execute.client import ClientDropped, global_state_of, train_client
+from budgetplan.execute.ladder import choose_rung, resources_of
 from budgetplan.execute.loop import client_seed, simulated_failure
 from budgetplan.execute.rounds import RunConfig, Setup
 from budgetplan.integrations.flower import records as rec
 from budgetplan.integrations.flower import setups
 from budgetplan.integrations.flower.settings import run_config_from_values
-from budgetplan.plan import Plan, read_plan
+from budgetplan.plan import Plan, PlanClass, read_plan
 
 IDENTIFY_ACTION = rec.IDENTIFY_MESSAGE.split(".", 1)[1]
 _BASES: dict[int, tuple[dict, str]] = {}  # id of a setup's template -> its initial global state and digest
@@ -96,15 +97,26 @@ def train(source: ClientSource, message: Message, context: Context) -> Message:
         round_index = int(slice_config[rec.SERVER_ROUND])
         global_state = _global_state(setup, rec.to_state(message.content.array_records[rec.ARRAYS]),
                                      slice_config.get(rec.BASE_DIGEST))
+        rung = node_rung(class_plan, config, round_index, client, setup.plan.context.device)
         settings = replace(config.train, fail_at_step=simulated_failure(setup, round_index, client))
         data = setup.dataset.train.subset(setup.parts.clients[client])
-        result = train_client(setup.template, global_state, class_plan, data, settings,
+        result = train_client(setup.template, global_state, class_plan.at_rung(rung), data, settings,
                               client_seed(config.seed, round_index, client))
     except (BudgetplanError, RuntimeError, ValueError, MemoryError) as exc:  # the embedded loop drops these too
         return _error_reply(message, exc)
     content = RecordDict({rec.ARRAYS: rec.to_arrays(result.upload),
-                          rec.METRICS: rec.to_metrics(result.num_examples, result.metrics)})
+                          rec.METRICS: rec.to_metrics(result.num_examples, {**result.metrics, "rung": rung})})
     return Message(content, reply_to=message)
+
+
+def node_rung(class_plan: PlanClass, config: RunConfig, round_index: int, client: int, device: str) -> int:
+    """The rung this node trains: the embedded engine's choice (execute/ladder.py) over what this node has free
+    now (or the run's simulated free memory); ClientDropped, with the reason, when no rung fits."""
+    choice = choose_rung(class_plan, resources_of(config, class_plan, round_index, client, device),
+                         config.memory_margin, config.train.local_steps, config.ladder)
+    if choice.rung is None:
+        raise ClientDropped(choice.reason)
+    return choice.rung
 
 
 def _global_state(setup: Setup, received: dict, base_digest) -> dict:

@@ -22,6 +22,7 @@ from budgetplan.integrations.flower import records as rec
 from budgetplan.integrations.flower.registry import Registration
 from budgetplan.integrations.flower.identify import (PREFIX, NodeIdentity, NodeRoster, identify_nodes,
                                                     replied_node, reply_problem, send_and_receive, warn)
+from budgetplan.errors import PlanError
 from budgetplan.plan import Plan
 
 
@@ -29,6 +30,7 @@ class FlowerTrainer:
     """Trains the loop's jobs on the nodes of `grid`; who is who lives in `roster` (identify.py)."""
 
     name = "flower"
+    measures_on_node = True  # each node measures its own free memory and picks its rung (execute/ladder.py)
 
     def __init__(self, grid: Grid, plan: Plan, *, min_nodes: int, reply_timeout_s: float = 3600.0,
                  node_wait_s: float = 0.0, base_state: dict | None = None,
@@ -103,7 +105,11 @@ class FlowerTrainer:
         if not isinstance(count, int) or count < 0:
             return self._problem(node, f"reply has no valid '{rec.NUM_EXAMPLES}' metric (got {count!r})")
         arrays = content.array_records[rec.ARRAYS]
-        mismatch = key_mismatch(set(arrays.keys()), set(self.plan.by_name(node.device_class).trainable_names))
+        try:  # the node trained the rung of its class's ladder that fit what it had free
+            trained = self.plan.by_name(node.device_class).at_rung(int(metrics.get("rung", 0)))
+        except PlanError as exc:
+            return self._problem(node, str(exc))
+        mismatch = key_mismatch(set(arrays.keys()), set(trained.trainable_names))
         if mismatch:
             return self._problem(node, mismatch)
         return Reply(node.client, node.device_class, rec.to_state(arrays), count, metrics)
