@@ -148,9 +148,9 @@ def test_profile_json_1_1_round_trips_head_source_and_1_0_still_reads(tmp_path):
     from budgetplan.profile.io import BUNDLED_PROFILE_PATH, read_profile, write_profile
 
     old = read_profile(BUNDLED_PROFILE_PATH)
-    assert old.schema_version == "1.1" and old.context.head_source == "budgetplan"
+    assert old.context.head_source == "budgetplan"  # the bundled profile (re-measured at 1.3 with +int8 states)
     profile = profile_model(load_model(_save(_classifier(), tmp_path, "dict")), REQUEST)
     write_profile(profile, tmp_path / "p.json")
     again = read_profile(tmp_path / "p.json")
-    assert again.schema_version == SCHEMA_VERSION == "1.2" and again.context.head_source == "model"
+    assert again.schema_version == SCHEMA_VERSION and again.context.head_source == "model"
     assert again.measurement["distinct_blocks"] == 1

@@ -219,6 +219,10 @@ class Plan:
         data["schema_version"] = DIGEST_SCHEMA  # a newer writer of the same plan: the same digest (resume works)
         if not data["recipe"]:
             data.pop("recipe")  # a plan without a recipe hashes as before recipes existed
+        for entry in data["classes"].values():  # nor does a class with no int8 weights and no ladder
+            for key, unset in (("quantized", None), ("int8_embeddings", False), ("ladder", None), ("ladder", [])):
+                if key in entry and entry[key] == unset:
+                    entry.pop(key)
         return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
     def check_model(self, fingerprint: str, model_name: str) -> None:

@@ -53,6 +53,12 @@ class QuantizedLinear(nn.Module):
             bias.requires_grad_(False)
         self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The int8 weight itself, as bitsandbytes' int8 layers expose it: model code that reads a linear's
+        `weight.dtype` to cast its input (T5's feed-forward) sees int8 and leaves the input as it is."""
+        return self.qweight
+
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
@@ -86,7 +92,10 @@ def quantize_block(block: nn.Module, targets: tuple[str, ...]) -> int:
     too: idempotent)."""
     done = 0
     for name in targets:
-        module = block.get_submodule(name)
+        try:
+            module = block.get_submodule(name)
+        except AttributeError:  # a target of the first block this one lacks (Swin's last stage: no downsample)
+            continue
         owner, attr = (module, "base_layer") if hasattr(module, "base_layer") else _parent(block, name)
         layer = getattr(owner, attr)
         if not isinstance(layer, QuantizedLinear):

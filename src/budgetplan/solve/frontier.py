@@ -285,8 +285,15 @@ class Bound:
     suffix: SuffixBound
 
 
+def _clamped(caps: tuple[int, int, int]) -> tuple[int, ...]:
+    """Caps no larger than INT64_SAFE: every cost is below it (or the rows hold Python ints), so nothing changes,
+    but a cap of 1e26 FLOPs (a fast device, a long round) no longer overflows numpy's int64 comparisons."""
+    return tuple(min(int(c), INT64_SAFE) for c in caps)
+
+
 def _remaining(profile: ModelProfile, p: Prefix, caps: tuple[int, int, int]) -> tuple:
     """What is left of each resource of solve/bounds.py (upload, flops, step, kept) after the placed parts."""
+    caps = _clamped(caps)
     memory = caps[0] - profile.resident_bytes - p.resident_extra_bytes
     return (caps[2] - p.grad_bytes, caps[1] - (p.flops_forward + p.flops_backward),
             memory - np.maximum(p.grad_bytes + p.step_extra_bytes, p.backward_live), memory - p.kept_bytes)
@@ -294,7 +301,7 @@ def _remaining(profile: ModelProfile, p: Prefix, caps: tuple[int, int, int]) -> 
 
 def _optimistic(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> np.ndarray:
     """Per row, at most the objective any completion within the caps reaches (-inf: none fits)."""
-    p, caps = group.prefix, bound.caps
+    p, caps = group.prefix, _clamped(bound.caps)
     floor = profile.resident_bytes + p.resident_extra_bytes + bound.suffix.rx_floor[placed]  # later int8 saves
     ok = (floor + np.maximum(np.maximum(p.forward_live, p.backward_live), p.grad_bytes + p.step_extra_bytes) <= caps[0])
     ok &= (p.flops_forward + p.flops_backward <= caps[1]) & (p.grad_bytes <= caps[2])
