@@ -149,6 +149,15 @@ def main(batch_size: int, seq_len: int, verify_device: str, fresh: bool, plan_st
                   f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
                   f"fp32 folder ready in {load_s:.1f} s, loaded in {read_s:.1f} s (measured)")
     profile, t, cached = profiled(loaded, batch_size, seq_len, fresh)
+    print_profile(profile, t, cached)
+    rows = print_plans(profile, plan_states)
+    name, _, _, c, plan = next((r for r in rows if r[0] == verify_device and r[1]), next(r for r in rows if r[1]))
+    print_verify(loaded, plan, c, name)
+    console.print(f"  peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB "
+                  "(measured, getrusage)")
+
+
+def print_profile(profile, t: dict, cached: bool) -> None:
     p_wall, p_cpu, s_wall, s_cpu = t["wall"], t["cpu"], t["step_wall"], t["step_cpu"]
     states = sorted({s for b in profile.blocks for s in b.states})
     table = Table(title="SmolLM2-135M: profile vs one measured step")
@@ -163,6 +172,9 @@ def main(batch_size: int, seq_len: int, verify_device: str, fresh: bool, plan_st
     table.add_row("full step peak (live tensors)", mib(t["step_peak"]), "measured")
     table.add_row("full step FLOPs", f"{t['step_flops']:.3e}", "measured")
     console.print(table)
+
+
+def print_plans(profile, plan_states: str) -> list:
     offer = {"recompute": plan_states == "all", "quantized": plan_states == "all"}
     rows, together, all_wall, fleets = plan_all(profile, offer)
     plans = Table(title=f"plans for {len(rows)} bundled device classes (objective layers, {plan_states} states offered)")
@@ -179,7 +191,10 @@ def main(batch_size: int, seq_len: int, verify_device: str, fresh: bool, plan_st
                   + (f"; {sum(x.active for x in together.classes)} active" if not isinstance(together, Exception) else ""))
     for name, classes, active, wall in fleets:
         console.print(f"  fleet {name}: {active}/{classes} classes active, solved in {wall:.3f} s (measured)")
-    name, _, _, c, plan = next((r for r in rows if r[0] == verify_device and r[1]), next(r for r in rows if r[1]))
+    return rows
+
+
+def print_verify(loaded, plan, c, name: str) -> None:
     measured, v_wall = verify_class(loaded, plan, c, plan.context.batch_size, plan.context.seq_len)
     planned_flops = c.predicted.flops_forward + c.predicted.flops_backward
     flops = measured.flops_forward + measured.flops_backward
@@ -190,8 +205,6 @@ def main(batch_size: int, seq_len: int, verify_device: str, fresh: bool, plan_st
                   f"{(measured.peak_bytes - c.predicted.peak_bytes) / c.predicted.peak_bytes:+.2%} (goal within 3%)")
     check.add_row("FLOPs/step", f"{planned_flops:.3e}", f"{flops:.3e}", f"{(flops - planned_flops) / planned_flops:+.2%}")
     console.print(check)
-    console.print(f"  peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB "
-                  "(measured, getrusage)")
 
 
 if __name__ == "__main__":
