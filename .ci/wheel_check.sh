@@ -33,7 +33,9 @@ unset PYTHONPATH
 export HF_HUB_OFFLINE=1
 "$BIN/python" -c "import budgetplan, sys; f = budgetplan.__file__; sys.exit(0 if '$REPO' not in f else f'imported from the source tree: {f}')"
 "$BIN/budgetplan" --version
-"$BIN/budgetplan" devices list | grep -q jetson-orin-nano-8gb || { echo "wheel check: devices list lacks jetson-orin-nano-8gb"; exit 1; }
+# to a file first: `| grep -q` closes the pipe at the first match, and the rest of the listing then hits a broken pipe
+"$BIN/budgetplan" devices list > devices.txt
+grep -q jetson-orin-nano-8gb devices.txt || { echo "wheel check: devices list lacks jetson-orin-nano-8gb"; exit 1; }
 "$BIN/budgetplan" solve --device jetson-nano --json plan.json
 # the bundled demo fleet names the bundled profile measured at the demo's sizes: every class gets a plan (exit 0)
 "$BIN/budgetplan" solve --fleet demo --json - > fleet-plan.json
