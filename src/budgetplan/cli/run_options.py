@@ -41,10 +41,8 @@ def with_run_options(command: Callable, leave_out: tuple[str, ...] = ()) -> Call
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        values = {s.name: kwargs.pop(s.name) for s in chosen}
+        values = _checked(chosen, kwargs)  # takes the settings out of kwargs: before they are unpacked
         with flags():
-            for item in chosen:
-                item.check(values[item.name])
             return command(**kwargs, settings=values)
 
     wrapper.__signature__ = inspect.Signature(params)
@@ -62,6 +60,16 @@ def _parameter(item: Setting) -> inspect.Parameter:
     annotation = Optional[item.value_type] if default is None else item.value_type
     return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, *decls, help=help_text))
+
+
+def _checked(chosen, kwargs: dict) -> dict:
+    """The chosen settings' values taken out of a command's keyword arguments, each checked by its own rule
+    (an error in the CLI's words: flags())."""
+    values = {s.name: kwargs.pop(s.name) for s in chosen}
+    with flags():
+        for item in chosen:
+            item.check(values[item.name])
+    return values
 
 
 @contextlib.contextmanager
@@ -108,10 +116,7 @@ def with_recipe_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        values = {s.name: kwargs.pop(s.name) for s in chosen}
-        with flags():
-            for item in chosen:
-                item.check(values[item.name])
+        values = _checked(chosen, kwargs)
         given = {s.meta["from_plan"].split(".", 1)[1]: values[s.name] for s in chosen if values[s.name] is not None}
         return command(**kwargs, recipe=Recipe(**given))
 
