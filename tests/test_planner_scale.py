@@ -7,6 +7,7 @@ profiles the whole frontier (no bounds at all) is the reference for the per-clas
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +18,8 @@ from solve_helpers import BruteForce, all_configs, device, fits, flops, random_c
 from budgetplan.profile.compose import compose
 from budgetplan.profile.types import is_recompute
 from budgetplan.solve import ProfilePlanner
+from budgetplan.solve.caps import COMPUTE, MEMORY, UPLOAD
+from budgetplan.solve.planner import NO_CAP
 from budgetplan.solve.bounds import SuffixBound
 from budgetplan.solve.frontier import Bound, build_frontier, most_reachable
 
@@ -114,3 +117,61 @@ def test_per_class_programme_equals_the_whole_frontier_on_large_profiles(num_blo
     nothing = device(head.peak_bytes_predicted - 1, 10**16, 10**12, profile.context.batch_size)
     assert alone.solve_class(nothing)[1] == whole.solve_class(nothing)[1]
     assert np.all(whole.frontier.objective[:-1] >= whole.frontier.objective[1:])
+
+
+@lru_cache(maxsize=None)
+def uneven_case(num_blocks: int, seed: int):
+    """Hidden states of a different size before each block and a head whose events dwarf a block's (as a
+    language model's logits do): the planner's lower bounds on later events must read each block's own size."""
+    base = make_profile(num_blocks=num_blocks, seed=seed, lora_ranks=(4,), recompute=True, quantized=seed % 2 == 0)
+    rng = random.Random(seed)
+    high = base.boundary_bytes * 3 if seed % 3 else base.boundary_bytes  # every third: all below the first's
+    sizes = (base.boundary_bytes,) + tuple(rng.randint(base.boundary_bytes // 8, high) for _ in range(num_blocks))
+    big = 8 * base.boundary_bytes
+    post = {b: replace(c, forward_extra_bytes=c.forward_extra_bytes + big, backward_extra_bytes=c.backward_extra_bytes
+                       + rng.randint(0, big)) for b, c in base.post.items()}
+    profile = replace(base, boundary_sizes=sizes, post=post)
+    return profile, all_configs(profile)
+
+
+@pytest.mark.parametrize("num_blocks,seed", [(n, s) for n in (2, 3) for s in range(6)])
+def test_frontier_and_per_class_programme_equal_brute_force_with_uneven_hidden_states(num_blocks, seed):
+    profile, configs = uneven_case(num_blocks, seed)
+    whole, alone = ProfilePlanner(profile, row_limit=None), ProfilePlanner(profile, row_limit=0)
+    brute, rng = BruteForce(configs, whole.goal), random.Random(seed)
+    for draw in range(12):
+        caps = random_caps(rng, configs) if draw % 2 else (rng.choice([c.peak_bytes_predicted for *_, c in configs]),
+                                                           10**18, 10**15)
+        best = brute.best(caps)
+        expected = best[0] if best else None
+        assert (whole.answer(caps) or (None,))[0] == expected, caps
+        assert (alone.answer(caps) or (None,))[0] == expected, caps
+
+
+@pytest.mark.parametrize("num_blocks,seed", [(3, 0), (3, 1), (4, 2)])
+def test_least_of_each_budget_equals_brute_force(num_blocks, seed):
+    """The least memory, FLOPs and upload any configuration needs (what an infeasible class's message names)."""
+    profile, configs = uneven_case(num_blocks, seed)
+    planner = ProfilePlanner(profile, row_limit=0)
+    columns = {MEMORY: lambda c: c.peak_bytes_predicted, COMPUTE: flops, UPLOAD: lambda c: c.upload_bytes}
+    for name, value in columns.items():
+        states, least = planner.least(name, (NO_CAP,) * 3)
+        assert least == min(value(c) for *_, c in configs) == value(compose(profile, states))
+
+
+def test_least_memory_of_a_large_model_with_int8_states_prunes_to_few_rows():
+    """A 24-block model whose head events are the largest (a language model's) with every recompute and int8
+    state: the least memory alone used to build the uncapped frontier of 24 x 12 states (minutes to hours); the
+    head's events in the suffix bound and head-only in int8 as a known configuration keep the search small."""
+    base = make_profile(num_blocks=24, seed=3, lora_ranks=(4, 8), recompute=True, quantized=True)
+    post = {b: replace(c, forward_extra_bytes=c.forward_extra_bytes + 40 * base.boundary_bytes)
+            for b, c in base.post.items()}
+    profile = replace(base, post=post)
+    planner = ProfilePlanner(profile, row_limit=0)
+    states, least = planner.least(MEMORY, (NO_CAP,) * 3)
+    assert least == compose(profile, states).peak_bytes_predicted
+    frozen = compose(profile, ("frozen_outside+int8",) * 24).peak_bytes_predicted
+    bound = Bound((frozen, NO_CAP, NO_CAP), 0, SuffixBound(profile, planner.goal))
+    within = build_frontier(profile, planner.goal, bound=bound, row_limit=None)
+    assert within.largest_partial_rows < 200, within.largest_partial_rows
+    assert least == min(within.peak_bytes) <= frozen

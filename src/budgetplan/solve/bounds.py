@@ -12,7 +12,9 @@ For blocks k.. and the head, four *resources* are additive over the parts and ea
            backward event of an earlier part grows by the later parts' gradients, so
            peak >= R + rx_placed + max(grads_placed + step_placed, backward_live_placed) + step(later parts)
   kept     adapters + optimizer state + activation bytes: the backward event of the head holds everything
-           every part keeps, so peak >= R + rx_placed + kept_placed + kept(later parts)
+           every part keeps, so peak >= R + rx_placed + kept_placed + kept(later parts); the head's own kept
+           value adds the larger of its two events above the kept bytes (its backward temporaries, or the
+           hidden state and forward temporaries of its forward, which holds what every earlier part keeps)
 (R = resident bytes, rx = adapters beyond the base weights and optimizer state, as in compose.Prefix; a part
 keeps at least its activation_bytes; each per-state value below takes the smaller of its two boundaries).
 Given what is left of a budget, the most the later parts can earn is at most the best weight of any choice
@@ -41,6 +43,16 @@ def _resources(cost: PartCost, base_param_bytes: int) -> tuple[int, int, int, in
     rx = cost.param_bytes - base_param_bytes + cost.optimizer_state_bytes
     return (cost.trainable_bytes, cost.flops_forward + cost.flops_backward, rx + cost.trainable_bytes,
             rx + cost.activation_bytes)
+
+
+def _head_resources(profile: ModelProfile, cost: PartCost) -> tuple[int, int, int, int]:
+    """The head's resources; its kept resource also holds the larger of its own two events above the kept bytes
+    (backward: its activations and backward temporaries; forward: the hidden state entering it and its forward
+    temporaries, e.g. a language model's logits), since both events hold everything the earlier parts keep."""
+    upload, flops, step, kept = _resources(cost, cost.param_bytes)
+    events = max(cost.activation_bytes + cost.backward_extra_bytes, profile.boundary_size(profile.num_blocks)
+                 + cost.forward_extra_bytes)
+    return upload, flops, step, kept - cost.activation_bytes + events
 
 
 def _least_rx(profile: ModelProfile, index: int) -> int:
@@ -115,7 +127,7 @@ class SuffixBound:
     """most(k, remaining): per row, at most the objective blocks k.. and the head can add (module docstring)."""
 
     def __init__(self, profile: ModelProfile, objective: Objective) -> None:
-        post = [(_resources(c, c.param_bytes), objective.params_weight * c.trainable_params)
+        post = [(_head_resources(profile, c), objective.params_weight * c.trainable_params)
                 for c in profile.post.values()]
         per_part = [_options(profile, objective, i) for i in range(profile.num_blocks)] + [post]
         by_resource = [_curves(per_part, r) for r in range(len(RESOURCES))]

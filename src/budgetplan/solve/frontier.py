@@ -17,11 +17,13 @@ same completion of the other partial configuration fits whenever the dropped one
 earlier: no answer is lost.
 
 Fewer distinct rows (_prune): the largest forward and backward events so far enter the comparison as
-max(event, kept + floor), where the floor is at most the next part's own event above the prefix's kept bytes,
-which every completion has (_next_floors: its forward event holds the kept bytes, one hidden state and at least
-its least forward extra; where gradient flows, its backward event holds at least its activations and backward
-extra; a backward event so far is compared less the next part's gradient bytes, which it gains in the same
-step). An event below that floor never sets the peak, so replacing it by the floor changes no completion's
+max(event, kept + floor), where the floor is at most some later part's own event above the prefix's kept bytes,
+which every completion has (_next_floors: the next part's forward event holds the kept bytes, the hidden state
+entering it and at least its least forward extra; where gradient flows, its backward event holds at least its
+activations and backward extra; a backward event so far is compared less the next part's gradient bytes, which
+it gains in the same step; and since kept bytes only grow, every later part's forward event, the head's
+included, floors the forward events too: later_forward_floors. A language model's logits make that floor
+large, so rows that differ only in smaller events merge). An event below that floor never sets the peak, so replacing it by the floor changes no completion's
 peak, and two rows that differ only in such events are equal (the first in answer order stays).
 
 Complete configurations are then kept only if no other is at least as good in objective, peak, FLOPs and
@@ -240,31 +242,59 @@ def _take(group: _Group, rows: np.ndarray) -> _Group:
     return _Group(prefix, group.objective[rows], group.choice[rows], group.started)
 
 
-def _next_floors(profile: ModelProfile, placed: int, grad_flows: bool) -> tuple[int, int | None]:
-    """Lower bounds, above the prefix's kept bytes, on an event the next part has in every completion:
-    (any event: its forward, or its backward where it surely has one; the backward event less the next part's
-    gradient bytes, or None where the next part may run no backward). Parts keep at least activation_bytes."""
-    hidden = profile.boundary_bytes
+def _part_costs(profile: ModelProfile, part: int, grad_flows: bool) -> list:
+    """The costs block `part` (num_blocks: the head) may have after a prefix where gradient flows or not."""
+    boundaries = (INPUT_GRAD,) if grad_flows else (INPUT_GRAD, NO_INPUT_GRAD)
+    if part == profile.num_blocks:
+        return [profile.post[b] for b in boundaries if b in profile.post]
+    boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
+    return [by[boundary] for by in profile.blocks[part].states.values() if boundary in by]
+
+
+def later_forward_floors(profile: ModelProfile) -> dict[bool, list[int]]:
+    """Per grad_flows, per blocks placed: the largest over every later part (the head included) of the least
+    its forward event holds above the kept bytes (the hidden state entering it and its least forward
+    temporaries). Kept bytes only grow, so every completion has an event at least the prefix's kept bytes plus
+    this; an earlier forward event below it never sets the peak."""
+    floors = {}
+    for flows in (False, True):
+        out = [0] * (profile.num_blocks + 2)
+        for part in reversed(range(profile.num_blocks + 1)):
+            costs = _part_costs(profile, part, flows)
+            if not flows and part < profile.num_blocks:  # a block between may start the gradient: either boundary
+                costs = costs + _part_costs(profile, part, True)
+            least = min((c.forward_extra_bytes for c in costs), default=0)
+            out[part] = max(out[part + 1], profile.boundary_size(part) + least)
+        floors[flows] = out[:-1]
+    return floors
+
+
+def _next_floors(profile: ModelProfile, placed: int, grad_flows: bool, later: dict) -> tuple[int, int | None]:
+    """Lower bounds, above the prefix's kept bytes, on an event some later part has in every completion:
+    (any event: the next part's forward, or its backward where it surely has one, or any later part's forward
+    (later_forward_floors); the backward event less the next part's gradient bytes, or None where the next
+    part may run no backward). Parts keep at least activation_bytes."""
+    hidden_in, later_forward = profile.boundary_size(placed), later[grad_flows][placed]
     if placed == profile.num_blocks:  # the head: it always runs a backward, with no incoming hidden gradient
         cost = profile.post[INPUT_GRAD if grad_flows else NO_INPUT_GRAD]
         backward = cost.activation_bytes + cost.backward_extra_bytes
-        return max(hidden + cost.forward_extra_bytes, backward), backward - cost.trainable_bytes
-    boundary = INPUT_GRAD if grad_flows else NO_INPUT_GRAD
-    costs = [by[boundary] for by in profile.blocks[placed].states.values() if boundary in by]
-    forward = hidden + min(c.forward_extra_bytes for c in costs)
+        return max(hidden_in + cost.forward_extra_bytes, backward), backward - cost.trainable_bytes
+    hidden_out = profile.boundary_size(placed + 1)  # the gradient arriving in its backward
+    costs = _part_costs(profile, placed, grad_flows)
+    forward = max(hidden_in + min(c.forward_extra_bytes for c in costs), later_forward)
     if not grad_flows:  # the next block may be frozen_outside: no backward of its own
         return forward, None
-    backward = hidden + min(c.activation_bytes + c.backward_extra_bytes for c in costs)
-    return max(forward, backward), hidden + min(c.activation_bytes + c.backward_extra_bytes - c.trainable_bytes
-                                                for c in costs)
+    backward = hidden_out + min(c.activation_bytes + c.backward_extra_bytes for c in costs)
+    return max(forward, backward), hidden_out + min(c.activation_bytes + c.backward_extra_bytes - c.trainable_bytes
+                                                    for c in costs)
 
 
-def _prune(profile: ModelProfile, group: _Group, placed: int) -> _Group:
+def _prune(profile: ModelProfile, group: _Group, placed: int, later: dict) -> _Group:
     """Keep the rows no earlier row dominates. The largest forward / backward events so far enter as
     max(event, kept + floor) (_next_floors): an event at or below the next part's own event, which every
     completion has, never sets the peak, so rows that differ only there are equal (the first is kept)."""
     p = group.prefix
-    any_event, backward_less_grad = _next_floors(profile, placed, p.grad_flows)
+    any_event, backward_less_grad = _next_floors(profile, placed, p.grad_flows, later)
     forward = np.maximum(p.forward_live, p.kept_bytes + any_event)
     backward = p.backward_live if backward_less_grad is None else np.maximum(
         p.backward_live, p.kept_bytes + backward_less_grad)
@@ -335,7 +365,7 @@ def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int
     return out
 
 
-def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound) -> list[_Group]:
+def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound, later) -> list[_Group]:
     relevant = _held_later(profile, index + 1)
     buckets: dict[tuple, list[_Group]] = {}
     for group in groups:
@@ -347,7 +377,7 @@ def _layer(profile, groups: list[_Group], index: int, objective, contiguous: boo
                 child = _within(profile, child, bound, index + 1)
             if len(child.objective):
                 buckets.setdefault(_key(child, relevant), []).append(child)
-    return [_prune(profile, _concat(bucket), index + 1) for bucket in buckets.values()]
+    return [_prune(profile, _concat(bucket), index + 1, later) for bucket in buckets.values()]
 
 
 def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool = False,
@@ -358,9 +388,9 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
     result is then not the frontier, only some configurations within the caps (a lower bound's source)."""
     start, dtype = time.perf_counter(), _dtype(profile, objective)
     groups, largest, history = [_start(profile, objective, dtype)], 1, [1]
-    caps = bound.caps if bound is not None else None
+    caps, later = (bound.caps if bound is not None else None), later_forward_floors(profile)
     for index in range(profile.num_blocks):
-        groups = _layer(profile, groups, index, objective, contiguous, bound)
+        groups = _layer(profile, groups, index, objective, contiguous, bound, later)
         if beam is not None:
             groups = _beam(profile, groups, bound, index + 1, beam)
         history.append(sum(len(g.objective) for g in groups))

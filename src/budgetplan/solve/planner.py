@@ -24,7 +24,8 @@ import numpy as np
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import InfeasibleError
 from budgetplan.profile.compose import compose, standard_configs
-from budgetplan.profile.types import TRAINED, ConfigCost, ModelProfile, is_trainable
+from budgetplan.profile.types import FROZEN_OUTSIDE as FROZEN, NO_INPUT_GRAD, TRAINED, ConfigCost, ModelProfile, \
+    is_trainable, parse_state
 from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
     format_quantity
 from budgetplan.solve.bounds import SuffixBound
@@ -40,6 +41,14 @@ BEAM = 64  # rows kept after each block by the heuristic pass that finds the per
 # The device-file fields that set each budget, named in the fix.
 BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline_s",
                  UPLOAD: "uplink_bits_per_s or upload_time_budget_s"}
+
+
+def frozen_configs(profile: ModelProfile) -> list[tuple[str, ...]]:
+    """Every block in one stored form of frozen_outside (e.g. +int8): head only at less resident memory, a
+    configuration known to fit that the standard ones may not reach (least() caps its search by it)."""
+    n = profile.num_blocks
+    return [(state,) * n for state in profile.block_state_names
+            if state != FROZEN and parse_state(state).base == FROZEN and all(NO_INPUT_GRAD in b.states.get(state, {}) for b in profile.blocks)]
 
 
 class ProfilePlanner:
@@ -90,7 +99,7 @@ class ProfilePlanner:
         """(objective, peak, FLOPs, upload) per row of the standard configurations and of the answers found so far."""
         if self._standard is None:
             rows = []
-            for states in standard_configs(self.profile):
+            for states in standard_configs(self.profile) + frozen_configs(self.profile):
                 if self.contiguous and any(is_trainable(s) and s != TRAINED for s in states):
                     continue
                 cost = compose(self.profile, states)
