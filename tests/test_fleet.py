@@ -175,7 +175,7 @@ def test_vectorised_lookup_equals_the_per_class_lookup(seed):
 
 def test_a_fleet_of_many_classes_builds_a_larger_frontier(monkeypatch):
     """From FLEET_CLASSES distinct budgets on, the fleet's row limit is FLEET_ROW_LIMIT (one frontier for all
-    classes); below it ROW_LIMIT; the answers are the same either way."""
+    classes), growing with the number of budgets; below it ROW_LIMIT; the answers are the same either way."""
     import budgetplan.solve.frontier as frontier
 
     profile = make_profile(num_blocks=4, seed=2, lora_ranks=(4, 8))
@@ -189,3 +189,5 @@ def test_a_fleet_of_many_classes_builds_a_larger_frontier(monkeypatch):
     assert [s and s.block_states for s in whole.chosen.solutions[:len(few.classes)]] == \
            [s and s.block_states for s in alone.chosen.solutions]
     assert whole.chosen.reasons[:len(few.classes)] == alone.chosen.reasons
+    limits = [frontier.row_limit_for(n) for n in (1, frontier.FLEET_CLASSES, 100, 1000)]
+    assert limits[0] == frontier.ROW_LIMIT < limits[1] == frontier.FLEET_ROW_LIMIT < limits[2] < limits[3]

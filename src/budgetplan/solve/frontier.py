@@ -63,11 +63,13 @@ from budgetplan.solve.objective import Objective
 # classes and runs the same programme per class, pruned by that class's caps (still exact, see planner.py).
 ROW_LIMIT = 500
 PROJECT_FROM = 4  # blocks placed before the growth of the partial rows is projected (see _projected)
-# A fleet answers all its classes from one frontier, so a larger one pays: with at least FLEET_CLASSES
-# distinct budgets the limit is FLEET_ROW_LIMIT. Measured on 2 shared cores (benchmarks/solve_scale.py, BERT-style
-# blocks with +recompute states, 7 per block, CPU time): 16 blocks reach 18,212 partial rows, built in 5.4 s,
-# while one class's pruned programme takes 0.05-0.5 s (0.17 s on average): 1,000 classes take ~170 s per class.
-FLEET_ROW_LIMIT = 25_000
+# A fleet answers all its classes from one frontier, so a larger one pays, the more so the more classes: with
+# at least FLEET_CLASSES distinct budgets the limit is FLEET_ROW_LIMIT x (budgets / FLEET_CLASSES) ** 0.6.
+# Measured on this project's 2 cores (benchmarks/solve_scale.py, BERT-style blocks with +recompute states, 7 per
+# block, CPU time, after the dominance filter of 2026-12-06): whole frontiers of 16, 20, 24, 28, 32 blocks reach
+# 18k, 41k, 81k, 146k, 247k partial rows in 0.75, 2.9, 8.8, 25, 66 s (time ~ rows ** 1.7), while one class's
+# pruned programme takes ~0.1 s at 24-32 blocks: the break-even is ~30k rows at 20 classes, ~320k at 1,000.
+FLEET_ROW_LIMIT = 30_000
 FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
@@ -89,7 +91,9 @@ def _projected(history: list[int], blocks: int) -> float:
 
 def row_limit_for(distinct_budgets: int) -> int:
     """The row limit of a frontier that will answer this many distinct budgets (see FLEET_ROW_LIMIT)."""
-    return FLEET_ROW_LIMIT if distinct_budgets >= FLEET_CLASSES else ROW_LIMIT
+    if distinct_budgets < FLEET_CLASSES:
+        return ROW_LIMIT
+    return int(FLEET_ROW_LIMIT * (distinct_budgets / FLEET_CLASSES) ** 0.6)
 
 
 class FrontierTooLarge(Exception):
