@@ -175,3 +175,30 @@ def test_least_memory_of_a_large_model_with_int8_states_prunes_to_few_rows():
     within = build_frontier(profile, planner.goal, bound=bound, row_limit=None)
     assert within.largest_partial_rows < 200, within.largest_partial_rows
     assert least == min(within.peak_bytes) <= frozen
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_class_inside_an_earlier_class_s_caps_reuses_its_answer_exactly(seed, monkeypatch):
+    """Per class, caps within an earlier class's caps that its answer fits get that answer without a
+    programme (every configuration before it in answer order fails the larger caps); caps inside an earlier
+    class that nothing fits get none; both equal brute force."""
+    import budgetplan.solve.planner as planner_module
+
+    profile, configs = recompute_case(3, seed)
+    planner = ProfilePlanner(profile, "layers", row_limit=0)
+    brute, rng = BruteForce(configs, planner.goal), random.Random(seed)
+    builds = []
+    real_build = planner_module.build_frontier
+    monkeypatch.setattr(planner_module, "build_frontier", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    reused = 0
+    for _ in range(8):
+        larger = random_caps(rng, configs)
+        best = brute.best(larger)
+        assert (planner.answer(larger) or (None,))[0] == (best[0] if best else None)
+        floor = (best[2].peak_bytes_predicted, flops(best[2]), best[2].upload_bytes) if best else (0, 0, 0)
+        inner = tuple(rng.randint(low, high) for low, high in zip(floor, larger))
+        before = len(builds)
+        inner_best = brute.best(inner)
+        assert (planner.answer(inner) or (None,))[0] == (inner_best[0] if inner_best else None), inner
+        reused += len(builds) == before
+    assert reused == 8

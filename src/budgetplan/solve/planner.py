@@ -17,6 +17,7 @@ two budgets needs (a row of least value is always on the frontier: whatever domi
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -69,6 +70,7 @@ class ProfilePlanner:
         self._suffix = SuffixBound(profile, self.goal)
         self._free: tuple | None = None
         self._standard: np.ndarray | None = None
+        self._planned: list[tuple[Caps, tuple | None, tuple[int, int, int] | None]] = []  # per-class answers
 
     def cost(self, states: tuple[str, ...]) -> ConfigCost:
         """compose(profile, states), once per configuration (many classes share an answer)."""
@@ -143,6 +145,7 @@ class ProfilePlanner:
         (guesses step down from the bound, each step twice the last: passes near the bound prune hard and are
         cheap; the last guess is the reached objective itself, which always holds)."""
         low, high = self._reached(caps), most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix))
+        high = min(high, self._ceiling(caps))
         high, step = (int(high), max(1, (int(high) - low) // GUESS_PARTS)) if high > low else (low, 1)
         while True:
             guess = max(low, high - step)
@@ -155,9 +158,35 @@ class ProfilePlanner:
             low = low if row is None else max(low, int(rows.objective[row]))
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
+        if self.frontier is None:
+            nested = self._nested(caps)
+            if nested is not False:
+                return nested
         rows = self.rows(caps)
         row = rows.best(caps)
-        return None if row is None else (rows.states(row), int(rows.objective[row]))
+        found = None if row is None else (rows.states(row), int(rows.objective[row]))
+        if self.frontier is None:
+            costs = None if row is None else (rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
+            self._planned.append((caps, found, costs))
+        return found
+
+    def _nested(self, caps: Caps):
+        """The answer under caps read off a class planned earlier whose caps are at least these (False: none
+        decides it). Its answer, where it fits these caps, is theirs: every configuration before it in answer
+        order fails the larger caps, so these too; where it had none, nothing fits these either."""
+        for larger, found, costs in self._planned:
+            if all(a >= b for a, b in zip(larger, caps)):
+                if found is None:
+                    return None
+                if all(c <= b for c, b in zip(costs, caps)):
+                    return found
+        return False
+
+    def _ceiling(self, caps: Caps) -> float:
+        """The least objective of the answers planned under caps at least these (inf: none): an upper bound,
+        since every configuration within these caps is within those."""
+        return min((found[1] for larger, found, _ in self._planned
+                    if found is not None and all(a >= b for a, b in zip(larger, caps))), default=float("inf"))
 
     def answers(self, caps: list[Caps]) -> list[tuple[tuple[str, ...], int] | None]:
         """answer() for many caps (one grid comparison when the frontier is whole)."""
@@ -176,9 +205,11 @@ class ProfilePlanner:
     def solve_classes(self, devices: list, budgets: list[Budget]) -> list[tuple[DeviceSolution | None, str | None]]:
         """solve_class for many classes: one lookup grid for their answers and one for the least each budget
         needs where nothing fits (the rows and order least() takes, so the same answers and messages)."""
-        if self.frontier is None:
-            return [self.solve_class(d, budget=b) for d, b in zip(devices, budgets)]
         caps = [self.caps(b) for b in budgets]
+        if self.frontier is None:  # the larger caps first: their answers decide many of the smaller (_nested)
+            for c in sorted(set(caps), key=lambda c: -sum(math.log1p(x) for x in c)):
+                self.answer(c)
+            return [self.solve_class(d, budget=b, caps=c) for d, b, c in zip(devices, budgets, caps)]
         found = self.answers(caps)
         missing = [i for i, f in enumerate(found) if f is None]
         least = dict(zip(missing, self.frontier.least_of_many([caps[i] for i in missing], NO_CAP)))
