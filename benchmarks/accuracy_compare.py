@@ -13,7 +13,8 @@ head-only's peak to full fine-tuning's; "compute" binds FLOPs per step (35%, 65%
 and upload per round (10%, 40%, 110%).
 Schemes (same seeds, data, rounds, budgets): a budgetplan's default objective (layers), a' measured importance,
 f the fleet-aware objective coverage, b CAFF last-k, c LoRA on every block where it fits, d full where it fits,
-e head only, g every class trains what the weakest class can. A class a scheme does not fit sits out.
+e head only, g every class trains what the weakest class can, h (on request) what a plans with the +int8 states
+withheld (issue 25: what holding frozen weights in int8 costs or buys). A class a scheme does not fit sits out.
 --scheme-settings gives a scheme extra run settings (RunConfig/TrainSettings field -> value, e.g. a server
 optimizer once it exists); they become part of its runs' identity.
 Each (fleet, scheme) takes the rate with the best mean held-out accuracy over its last three rounds, averaged over
@@ -50,6 +51,7 @@ from budgetplan.models import load_model
 from budgetplan.plan import Plan, build_plan, class_for_states
 from budgetplan.profile.compose import compose
 from budgetplan.profile.io import read_profile, write_profile
+from budgetplan.profile.types import without_quantized
 from budgetplan.profile.profiler import ProfileRequest, profile_model
 from budgetplan.solve import Fleet, FleetClass, solve_device, solve_fleet
 
@@ -76,11 +78,12 @@ FLEETS = {
     "compute": ((None, 0.35, 0.10), (None, 0.65, 0.40), (None, 1.1, 1.1)),
 }
 SHARES = (0.5, 0.3, 0.2)
-SCHEMES = ("a", "a'", "f", "b", "c", "d", "e", "g")
+SCHEMES = ("a", "a'", "f", "b", "c", "d", "e", "g")  # and "h", on request (--schemes a,h: issue 25's comparison)
 LABELS = {"a": "(a) budgetplan layers", "a'": "(a') budgetplan importance", "f": "(f) budgetplan coverage",
           "b": "(b) CAFF last-k",
           "c": "(c) LoRA every block", "d": "(d) full where it fits", "e": "(e) head only",
-          "g": "(g) weakest class's config", "central": "central full fine-tuning",
+          "g": "(g) weakest class's config", "h": "(h) layers without +int8 states",
+          "central": "central full fine-tuning",
           "central-head": "central head only"}
 ALTERNATIVE = {"b": "caff", "c": "lora", "d": "full", "e": "head"}
 # A budget that does not bind, per kind: within the bounds device files are read with (2**50 bytes, 1e18 FLOP/s,
@@ -198,6 +201,8 @@ def scheme_plan(args, scheme: str, profile, loaded, fleet: str) -> Plan:
         return coverage_plan(args, profile, fleet)
     if scheme == "g":
         return solved_plan(args, profile, fleet, "layers", weakest=True)
+    if scheme == "h":
+        return solved_plan(args, without_quantized(profile), fleet, "layers")
     return alternative_plan(base, profile, ALTERNATIVE[scheme], loaded, args.lora_rank)
 
 

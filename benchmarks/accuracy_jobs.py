@@ -105,20 +105,18 @@ def _exit_with_parent(parent: int) -> None:
 
 def _cache_datasets() -> None:
     """Every run of one task reads and encodes the same data slice: do it once per worker and slice."""
-    from budgetplan.execute import rounds as rounds_module
+    from budgetplan.execute import data as data_module  # read at call time by execute/owndata.py
 
-    load = rounds_module.load_dataset
+    load = data_module.load_dataset
 
     @functools.lru_cache(maxsize=8)
-    def cached(name, vocab_size, fingerprint, seq_len, data_dir, max_train, max_test, seed, box):
-        return load(name, box.loaded, seq_len=seq_len, data_dir=data_dir, max_train=max_train, max_test=max_test,
-                    seed=seed)
+    def cached(name, vocab_size, fingerprint, options, box):
+        return load(name, box.loaded, **dict(options))
 
-    def wrapper(name, loaded, *, seq_len=64, data_dir=None, max_train=None, max_test=None, seed=0):
-        return cached(name, loaded.vocab_size, loaded.fingerprint, seq_len, data_dir, max_train, max_test, seed,
-                      _Carry(loaded))
+    def wrapper(name, loaded, **options):  # every keyword load_dataset takes, now or later, is part of the key
+        return cached(name, loaded.vocab_size, loaded.fingerprint, tuple(sorted(options.items())), _Carry(loaded))
 
-    rounds_module.load_dataset = wrapper
+    data_module.load_dataset = wrapper
 
 
 class _Carry:

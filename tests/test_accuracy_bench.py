@@ -114,3 +114,25 @@ def _done_curve(curve) -> Future:
     future: Future = Future()
     future.set_result(curve)
     return future
+
+
+def test_a_worker_s_dataset_cache_is_what_runs_read_and_answers_as_the_loader(monkeypatch):
+    """accuracy_jobs caches the encoded dataset per worker by patching the loader the runs call: the patch must
+    sit where execute/owndata.run_dataset reads it, take every keyword it passes, and give the same data."""
+    import accuracy_jobs
+    from fl_helpers import tiny_bert
+
+    from budgetplan.execute import data as data_module
+    from budgetplan.execute.owndata import run_dataset
+    from budgetplan.execute.settings import RunConfig
+
+    model, config = tiny_bert(), RunConfig(data="drugreview", max_train=40, max_test=8, seed=2)
+    plain = run_dataset(config, None, model, 8)
+    calls = []
+    loader = data_module.load_dataset
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: calls.append(1) or loader(*a, **k))
+    accuracy_jobs._cache_datasets()
+    first, second = run_dataset(config, None, model, 8), run_dataset(config, None, model, 8)
+    assert calls == [1]  # the second run read the cache
+    for got in (first, second):
+        assert (got.test.labels == plain.test.labels).all() and len(got.train.labels) == len(plain.train.labels)
