@@ -46,7 +46,8 @@ def main() -> None:
     found = runs(args.folder, args.rounds)
     seeds = sorted(s for k, s in found if k == "a" and ("h", s) in found)
     print(f"seeds with both runs: {seeds}")
-    for name, score in (("after the last round", lambda c: c[-1]), ("mean of the last three", lambda c: sum(c[-3:]) / 3)):
+    scores = (("after the last round", lambda c: c[-1]), ("mean of the last three", lambda c: sum(c[-3:]) / 3))
+    for name, score in scores:
         a, h = ([score(found[(k, s)]) for s in seeds] for k in ("a", "h"))
         diff = [x - y for x, y in zip(a, h)]
         half = T95[len(diff) - 1] * statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan

@@ -102,7 +102,7 @@ def one_class(blocks: int) -> tuple[float, float]:
 
 def frontier(blocks: int) -> None:
     if blocks > FRONTIER_UP_TO:
-        print(f"  whole frontier: not timed alone above {FRONTIER_UP_TO} blocks (the fleet below builds it when it pays)")
+        print(f"  whole frontier: not timed alone above {FRONTIER_UP_TO} blocks (the fleet below builds it if it pays)")
         return
     profile = profile_of(blocks)
     built, wall, cpu = timed(lambda: build_frontier(profile, make_objective("layers", profile), row_limit=None))

@@ -23,8 +23,9 @@ entering it and at least its least forward extra; where gradient flows, its back
 activations and backward extra; a backward event so far is compared less the next part's gradient bytes, which
 it gains in the same step; and since kept bytes only grow, every later part's forward event, the head's
 included, floors the forward events too: later_forward_floors. A language model's logits make that floor
-large, so rows that differ only in smaller events merge). An event below that floor never sets the peak, so replacing it by the floor changes no completion's
-peak, and two rows that differ only in such events are equal (the first in answer order stays).
+large, so rows that differ only in smaller events merge). An event below that floor never sets the peak, so
+replacing it by the floor changes no completion's peak, and two rows that differ only in such events are equal
+(the first in answer order stays).
 
 Complete configurations are then kept only if no other is at least as good in objective, peak, FLOPs and
 upload and comes first in the answer order (higher objective, then lower peak, then state order).

@@ -25,8 +25,8 @@ import numpy as np
 from budgetplan.devices import DeviceClass
 from budgetplan.errors import InfeasibleError
 from budgetplan.profile.compose import compose, standard_configs
-from budgetplan.profile.types import FROZEN_OUTSIDE as FROZEN, NO_INPUT_GRAD, TRAINED, ConfigCost, ModelProfile, \
-    is_trainable, parse_state
+from budgetplan.profile.types import FROZEN_OUTSIDE, NO_INPUT_GRAD, TRAINED, ConfigCost, ModelProfile, is_trainable, \
+    parse_state
 from budgetplan.solve.caps import BUDGET_NAMES, COMPUTE, MEMORY, UPLOAD, Budget, budget_of, flops_per_round, \
     format_quantity
 from budgetplan.solve.bounds import SuffixBound
@@ -47,9 +47,9 @@ BUDGET_FIELDS = {MEMORY: "memory_bytes", COMPUTE: "flops_per_s or round_deadline
 def frozen_configs(profile: ModelProfile) -> list[tuple[str, ...]]:
     """Every block in one stored form of frozen_outside (e.g. +int8): head only at less resident memory, a
     configuration known to fit that the standard ones may not reach (least() caps its search by it)."""
-    n = profile.num_blocks
-    return [(state,) * n for state in profile.block_state_names
-            if state != FROZEN and parse_state(state).base == FROZEN and all(NO_INPUT_GRAD in b.states.get(state, {}) for b in profile.blocks)]
+    return [(state,) * profile.num_blocks for state in profile.block_state_names
+            if state != FROZEN_OUTSIDE and parse_state(state).base == FROZEN_OUTSIDE
+            and all(NO_INPUT_GRAD in block.states.get(state, {}) for block in profile.blocks)]
 
 
 class ProfilePlanner:
@@ -170,23 +170,25 @@ class ProfilePlanner:
             self._planned.append((caps, found, costs))
         return found
 
+    def _within_earlier(self, caps: Caps) -> list[tuple[tuple | None, tuple | None]]:
+        """(answer, its costs) of every class planned earlier whose caps are at least these."""
+        return [(found, costs) for larger, found, costs in self._planned if all(a >= b for a, b in zip(larger, caps))]
+
     def _nested(self, caps: Caps):
         """The answer under caps read off a class planned earlier whose caps are at least these (False: none
         decides it). Its answer, where it fits these caps, is theirs: every configuration before it in answer
         order fails the larger caps, so these too; where it had none, nothing fits these either."""
-        for larger, found, costs in self._planned:
-            if all(a >= b for a, b in zip(larger, caps)):
-                if found is None:
-                    return None
-                if all(c <= b for c, b in zip(costs, caps)):
-                    return found
+        for found, costs in self._within_earlier(caps):
+            if found is None:
+                return None
+            if all(c <= b for c, b in zip(costs, caps)):
+                return found
         return False
 
     def _ceiling(self, caps: Caps) -> float:
         """The least objective of the answers planned under caps at least these (inf: none): an upper bound,
         since every configuration within these caps is within those."""
-        return min((found[1] for larger, found, _ in self._planned
-                    if found is not None and all(a >= b for a, b in zip(larger, caps))), default=float("inf"))
+        return min((found[1] for found, _ in self._within_earlier(caps) if found is not None), default=float("inf"))
 
     def answers(self, caps: list[Caps]) -> list[tuple[tuple[str, ...], int] | None]:
         """answer() for many caps (one grid comparison when the frontier is whole)."""
@@ -207,9 +209,8 @@ class ProfilePlanner:
         needs where nothing fits (the rows and order least() takes, so the same answers and messages)."""
         caps = [self.caps(b) for b in budgets]
         if self.frontier is None:  # the larger caps first: their answers decide many of the smaller (_nested)
-            for c in sorted(set(caps), key=lambda c: -sum(math.log1p(x) for x in c)):
-                self.answer(c)
-            return [self.solve_class(d, budget=b, caps=c) for d, b, c in zip(devices, budgets, caps)]
+            found = {c: self.answer(c) for c in sorted(set(caps), key=lambda c: -sum(math.log1p(x) for x in c))}
+            return [self.solve_class(d, found[c], b, c) for d, b, c in zip(devices, budgets, caps)]
         found = self.answers(caps)
         missing = [i for i, f in enumerate(found) if f is None]
         least = dict(zip(missing, self.frontier.least_of_many([caps[i] for i in missing], NO_CAP)))
