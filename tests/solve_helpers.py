@@ -53,21 +53,28 @@ def fits(cost, caps) -> bool:
     return cost.peak_bytes_predicted <= caps[0] and flops(cost) <= caps[1] and cost.upload_bytes <= caps[2]
 
 
+def answer_key(goal, config) -> tuple:
+    """The answer order, written out: best objective, then least peak, FLOPs, upload and kept bytes, then the
+    first in state order."""
+    states, indices, cost = config
+    return (-goal.value(states, cost.trainable_params), cost.peak_bytes_predicted, flops(cost), cost.upload_bytes,
+            cost.activation_bytes, indices)
+
+
 def brute_best(configs, goal, caps):
-    """The answer by enumeration: best objective, then least peak, then the first in state order; or None."""
+    """The answer by enumeration: the first configuration within caps in the answer order (answer_key); or None."""
     fitting = [c for c in configs if fits(c[2], caps)]
     if not fitting:
         return None
-    return min(fitting, key=lambda c: (-goal.value(c[0], c[2].trainable_params), c[2].peak_bytes_predicted, c[1]))
+    return min(fitting, key=lambda c: answer_key(goal, c))
 
 
 class BruteForce:
     """brute_best for many caps over one list of configurations: the configurations sorted once by the
-    answer order (best objective, then least peak, then state order); per caps the first that fits."""
+    answer order (answer_key); per caps the first that fits."""
 
     def __init__(self, configs, goal):
-        order = sorted(configs, key=lambda c: (-goal.value(c[0], c[2].trainable_params), c[2].peak_bytes_predicted,
-                                               c[1]))
+        order = sorted(configs, key=lambda c: answer_key(goal, c))
         self.configs = order
         self.columns = np.array([(c.peak_bytes_predicted, flops(c), c.upload_bytes) for *_, c in order],
                                 dtype=object).reshape(-1, 3)

@@ -79,10 +79,12 @@ def fits(cost, caps) -> bool:
 
 
 def brute_best(configs, goal, caps):
-    """The first fitting configuration in the solver's order: best objective, least peak, state indices."""
+    """The first fitting configuration in the solver's order: best objective, least peak, FLOPs, upload and kept
+    bytes, then state indices."""
     fitting = [c for c in configs if fits(c[2], caps)]
     return min(fitting, key=lambda x: (-primary(goal, x[0], x[2].trainable_params), x[2].peak_bytes_predicted,
-                                       x[1]), default=None)
+                                       x[2].flops_forward + x[2].flops_backward, x[2].upload_bytes,
+                                       x[2].activation_bytes, x[1]), default=None)
 
 
 def random_caps(rng: random.Random, configs, goal, memory_bound: bool):

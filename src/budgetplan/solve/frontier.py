@@ -11,10 +11,17 @@ the largest forward / backward / optimizer-step event so far. A partial configur
 - is no worse in every amount: no more kept, adapter, optimizer, gradient bytes and FLOPs, no larger event
   so far, and *at least* the kept size of each shared input (a later part that keeps or holds a shared input
   of n bytes adds max(0, n - kept size): more kept already means less added later), and
-- comes first in the answer order: a higher objective, or the same objective and earlier in state order.
+- comes first in the priority order: a higher objective; at the same objective, fewer FLOPs, then fewer gradient
+  bytes, then fewer kept bytes (the sums the answer order reads after the peak); then earlier in state order.
 Every event of compose.peak_events is non-decreasing in each of these (in the direction given), hence the
-same completion of the other partial configuration fits whenever the dropped one's does, and wins or ties
-earlier: no answer is lost.
+same completion of the other partial configuration fits whenever the dropped one's does, and comes earlier in
+the answer order: its objective is no lower and its peak no higher; where both tie, its FLOPs, upload and kept
+bytes are each no larger (sums: a difference in the prefix stays in every completion), so it is earlier unless
+all three tie too, and then the prefixes' state order decides as the priority order did. No answer is lost.
+Reading the sums before the state order matters: an event difference may vanish in a completion (a later,
+larger event sets the peak) while a sum difference never does, so prefixes that are permutations of each other
+(equal sums, different events) no longer all stay for the sake of a state-order tie (4x fewer rows at
+SmolLM2's widest block, benchmarks/solve_scale.py).
 
 Fewer distinct rows (_prune): the largest forward and backward events so far enter the comparison as
 max(event, kept + floor), where the floor is at most some later part's own event above the prefix's kept bytes,
@@ -28,7 +35,8 @@ replacing it by the floor changes no completion's peak, and two rows that differ
 (the first in answer order stays).
 
 Complete configurations are then kept only if no other is at least as good in objective, peak, FLOPs and
-upload and comes first in the answer order (higher objective, then lower peak, then state order).
+upload and comes first in the answer order (ANSWER_ORDER: higher objective, then lower peak, fewer FLOPs, less
+upload, fewer kept bytes, then state order).
 The answer for any caps is the first row, in that order, that fits. Proof by construction, not by a solver
 status; the planner still re-composes every answer with compose() before returning it (solve/planner.py).
 
@@ -41,7 +49,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -75,6 +83,11 @@ FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 INT64_SAFE = 2**62
+DROPPED_KEPT = 50_000  # the largest optimistic objectives of dropped rows a bounded build reports
+# Among configurations within a class's caps, its answer is the first by: the highest objective, then the least
+# predicted peak, FLOPs, upload and kept (activation) bytes, then the first in the profile's state order from
+# block 0 (unique: no two configurations have the same states).
+ANSWER_ORDER = ("objective (highest)", "peak", "FLOPs", "upload", "kept bytes", "state order")
 
 
 def _projected(history: list[int], blocks: int) -> float:
@@ -103,7 +116,7 @@ class FrontierTooLarge(Exception):
 
 @dataclass(frozen=True)
 class Frontier:
-    """Complete configurations in answer order: the best objective first, then the lower peak, then state order."""
+    """Complete configurations in answer order (ANSWER_ORDER)."""
 
     state_names: tuple[str, ...]  # the profile's state order; choice holds indices into it
     choice: np.ndarray  # rows x blocks, state indices
@@ -113,6 +126,14 @@ class Frontier:
     upload_bytes: np.ndarray
     largest_partial_rows: int  # the most partial configurations alive after one block
     build_s: float
+    # With a bound: the largest optimistic objectives of rows the bound dropped, descending (at most DROPPED_KEPT;
+    # empty: none dropped). No configuration within the caps that is not among the rows reaches more than the
+    # first (see planner._answer_rows).
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def most_dropped(self) -> float:
+        return float(self.dropped[0]) if len(self.dropped) else -math.inf
 
     def __len__(self) -> int:
         return len(self.objective)
@@ -305,7 +326,8 @@ def _prune(profile: ModelProfile, group: _Group, placed: int, later: dict) -> _G
         p.backward_live, p.kept_bytes + backward_less_grad)
     columns = [p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward, backward,
                p.step_extra_bytes, p.flops_forward + p.flops_backward, *(-p.shared[n] for n in sorted(p.shared))]
-    order = np.lexsort((lex_rank(group.choice), -group.objective))
+    order = np.lexsort((lex_rank(group.choice), p.kept_bytes, p.grad_bytes, p.flops_forward + p.flops_backward,
+                        -group.objective))
     keep = undominated(np.column_stack(columns)[order])
     return _take(group, order[keep])
 
@@ -349,11 +371,24 @@ def most_reachable(profile: ModelProfile, objective: Objective, bound: Bound) ->
     return float(_optimistic(profile, _start(profile, objective, _dtype(profile, objective)), bound, 0)[0])
 
 
-def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> _Group:
+def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> tuple[_Group, np.ndarray]:
     """Drop rows that exceed a cap already (costs only grow as parts are added) or that cannot reach the
-    objective of a configuration known to fit (they can never be the answer: its objective is lower)."""
-    ok = _optimistic(profile, group, bound, placed) >= bound.reached
-    return group if ok.all() else _take(group, np.flatnonzero(ok))
+    objective of a configuration known to fit (they can never be the answer: its objective is lower); with
+    the optimistic objectives of the rows dropped for the objective."""
+    most = _optimistic(profile, group, bound, placed)
+    ok = most >= bound.reached
+    if ok.all():
+        return group, most[:0]
+    dropped = most[~ok]
+    return _take(group, np.flatnonzero(ok)), dropped[dropped > -np.inf]
+
+
+def _largest(values: list[np.ndarray]) -> np.ndarray:
+    """The DROPPED_KEPT largest of the values, descending."""
+    joined = np.concatenate(values) if values else np.zeros(0)
+    if len(joined) > DROPPED_KEPT:
+        joined = np.partition(joined, len(joined) - DROPPED_KEPT)[-DROPPED_KEPT:]
+    return np.sort(joined)[::-1]
 
 
 def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int, width: int) -> list[_Group]:
@@ -370,8 +405,10 @@ def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int
     return out
 
 
-def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound, later) -> list[_Group]:
-    relevant = _held_later(profile, index + 1)
+def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound,
+           later) -> tuple[list[_Group], np.ndarray]:
+    """The rows after block `index`, and the largest optimistic objectives of rows the bound dropped."""
+    relevant, dropped = _held_later(profile, index + 1), []
     buckets: dict[tuple, list[_Group]] = {}
     for group in groups:
         for state, name in enumerate(profile.block_state_names):
@@ -379,10 +416,11 @@ def _layer(profile, groups: list[_Group], index: int, objective, contiguous: boo
                 continue
             child = _extend(profile, group, index, state, objective, relevant)
             if bound is not None:
-                child = _within(profile, child, bound, index + 1)
+                child, most = _within(profile, child, bound, index + 1)
+                dropped.append(most)
             if len(child.objective):
                 buckets.setdefault(_key(child, relevant), []).append(child)
-    return [_prune(profile, _concat(bucket), index + 1, later) for bucket in buckets.values()]
+    return [_prune(profile, _concat(bucket), index + 1, later) for bucket in buckets.values()], _largest(dropped)
 
 
 def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool = False,
@@ -393,38 +431,44 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
     result is then not the frontier, only some configurations within the caps (a lower bound's source)."""
     start, dtype = time.perf_counter(), _dtype(profile, objective)
     groups, largest, history = [_start(profile, objective, dtype)], 1, [1]
-    caps, later = (bound.caps if bound is not None else None), later_forward_floors(profile)
+    caps, later, dropped = (bound.caps if bound is not None else None), later_forward_floors(profile), np.zeros(0)
+    if bound is not None:
+        root, dropped = _within(profile, groups[0], bound, 0)
+        groups = [root] if len(root.objective) else []
     for index in range(profile.num_blocks):
-        groups = _layer(profile, groups, index, objective, contiguous, bound, later)
+        groups, most = _layer(profile, groups, index, objective, contiguous, bound, later)
+        dropped = _largest([dropped, most])
         if beam is not None:
             groups = _beam(profile, groups, bound, index + 1, beam)
         history.append(sum(len(g.objective) for g in groups))
         alive, largest = history[-1], max(largest, history[-1])
         if row_limit is not None and max(largest, _projected(history, profile.num_blocks)) > row_limit:
             raise FrontierTooLarge(f"{alive} partial configurations after block {index} (limit {row_limit})")
-    return _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
+    frontier = _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
+    return replace(frontier, dropped=dropped)
 
 
 def _complete(profile: ModelProfile, groups: list[_Group], objective: Objective, caps, largest: int,
               elapsed: float) -> Frontier:
     """Place the head on every partial configuration, keep the complete ones that can be an answer."""
-    columns: list[list] = [[], [], [], [], []]
+    columns: list[list] = [[], [], [], [], [], []]
     for group in groups:
         post = place_post(profile, group.prefix.grad_flows)
         final = advance(profile, group.prefix, post)
         values = (group.objective + objective.params_weight * post.cost.trainable_params, peak_of(profile, final),
-                  final.flops_forward + final.flops_backward, final.grad_bytes, group.choice)
+                  final.flops_forward + final.flops_backward, final.grad_bytes, final.kept_bytes, group.choice)
         for column, value in zip(columns, values):
             column.append(value)
     if not groups:
         empty = np.zeros(0, dtype=np.int64)
         return Frontier(profile.block_state_names, np.zeros((0, profile.num_blocks), dtype=np.int16), empty, empty,
                         empty, empty, largest, elapsed)
-    score, peak, flops, upload, choice = (np.concatenate(c) for c in columns)
+    score, peak, flops, upload, kept, choice = (np.concatenate(c) for c in columns)
     index = np.arange(len(score))
     if caps is not None:
         index = np.flatnonzero((peak <= caps[0]) & (flops <= caps[1]) & (upload <= caps[2]))
-    order = index[np.lexsort((lex_rank(choice[index]), peak[index], -score[index]))]
+    order = index[np.lexsort((lex_rank(choice[index]), kept[index], upload[index], flops[index], peak[index],
+                              -score[index]))]
     order = order[undominated(np.column_stack([peak[order], flops[order], upload[order]]))]
     return Frontier(profile.block_state_names, choice[order], score[order], peak[order], flops[order],
                     upload[order], largest, elapsed)

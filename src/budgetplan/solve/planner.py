@@ -12,13 +12,16 @@ per class. Either way every answer is re-composed with compose() and checked aga
 returned (solution.check_row once per configuration, solution.solution_for per class).
 
 Why nothing fits is read off the same rows: for each budget, the least any configuration within the other
-two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more).
+two budgets needs (a row of least value is always on the frontier: whatever dominates it needs no more). Per
+class that least value comes from the programme with the objective set aside (rows then differ only in costs,
+so few stay), and the configuration named is the answer under the caps with that budget at its least.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -63,7 +66,8 @@ class ProfilePlanner:
             self.frontier: Frontier | None = build_frontier(profile, self.goal, contiguous, row_limit=row_limit)
         except FrontierTooLarge:
             self.frontier = None  # per class (see the module docstring)
-        self._rows: dict[tuple, Frontier] = {}
+        self._rows: dict[Caps, Frontier] = {}
+        self._costs_only: tuple | None = None  # (objective of 0, its SuffixBound): _least_value
         self._costs: dict[tuple[str, ...], ConfigCost] = {}
         self._checked: set[tuple[tuple[str, ...], int]] = set()
         self._row_states: dict[int, tuple[str, ...]] = {}
@@ -123,39 +127,41 @@ class ProfilePlanner:
         row = beam.best(caps)
         return best if row is None else max(best, int(beam.objective[row]))
 
-    def rows(self, caps: Caps, answer_only: bool = True) -> Frontier:
+    def rows(self, caps: Caps) -> Frontier:
         """Rows among which the answer under caps is the first that fits (all of them when the frontier is
-        small; else the class's own, pruned by the objective bound only when `answer_only`)."""
+        small; else the class's own, pruned by the objective bound)."""
         if self.frontier is not None:
             return self.frontier
-        key = (caps, answer_only)
-        if key not in self._rows:
-            self._rows[key] = rows = self._answer_rows(caps) if answer_only else build_frontier(
-                self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), row_limit=None)
-            row = rows.best(caps) if answer_only else None
+        if caps not in self._rows:
+            self._rows[caps] = rows = self._answer_rows(caps)
+            row = rows.best(caps)
             if row is not None:  # a lower bound for the classes planned after this one
                 found = (rows.objective[row], rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
                 self._standard = np.vstack([self._known(), np.array([found], dtype=object)])
-        return self._rows[key]
+        return self._rows[caps]
 
     def _answer_rows(self, caps: Caps) -> Frontier:
-        """The class's programme pruned at a guessed objective g between a reached one and the bound: when a
-        row within the caps reaches g, the best objective is >= g and every configuration reaching it kept all
-        its prefixes, so the answer is among the rows; else the best is below g and the next guess is lower
-        (guesses step down from the bound, each step twice the last: passes near the bound prune hard and are
-        cheap; the last guess is the reached objective itself, which always holds)."""
-        low, high = self._reached(caps), most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix))
-        high = min(high, self._ceiling(caps))
-        high, step = (int(high), max(1, (int(high) - low) // GUESS_PARTS)) if high > low else (low, 1)
+        """The class's programme pruned at a guessed objective g between a reached one (low) and an upper bound
+        (high): when a row within the caps reaches g, the best objective is >= g and every configuration reaching
+        it kept all its prefixes, so the answer is among the rows. Else the best is below g, and no more than the
+        larger of the best row found and the most any dropped row could still reach (a configuration not among
+        the rows lost a prefix whose bound was at least its objective): that is the next high. Guesses step down
+        from each high, each step twice the last (the first 1/GUESS_PARTS of the gap): a guess near the bound
+        is refuted cheaply, one far below the optimum keeps very many rows (near it many configurations differ by
+        a few units of tie-break weight). The last guess is the reached objective itself, which always holds."""
+        low = self._reached(caps)
+        high = min(most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix)), self._ceiling(caps))
+        high = max(low, int(high)) if math.isfinite(high) else low  # -inf: nothing fits
+        step = max(1, (high - low) // GUESS_PARTS)
         while True:
             guess = max(low, high - step)
             rows = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, guess, self._suffix),
                                   row_limit=None)
             row = rows.best(caps)
-            if guess == low or (row is not None and rows.objective[row] >= guess):
-                return rows
-            high, step = guess - 1, step * 2
+            if guess == low or not len(rows.dropped) or (row is not None and rows.objective[row] >= guess):
+                return rows  # (nothing dropped: every configuration within the caps is among the rows)
             low = low if row is None else max(low, int(rows.objective[row]))
+            high, step = max(low, min(guess - 1, math.ceil(rows.dropped[0]))), step * 2
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
         if self.frontier is None:
@@ -249,22 +255,42 @@ class ProfilePlanner:
         return solution
 
     def least(self, name: str, caps: Caps) -> tuple[tuple[str, ...], int] | None:
-        """(a configuration of least `name`, its value) within the caps, or None. A configuration known to fit
-        the caps (standard, or an earlier answer) caps `name` at its value: the least is no larger, so the
-        rows kept under that tighter cap hold it, first in the same order."""
-        b, known = BUDGET_NAMES.index(name), self._known()
-        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
-        if fit.any():
-            caps = tuple(min(c, int(min(known[fit, 1 + b]))) if i == b else c for i, c in enumerate(caps))
-        rows = self.rows(caps, answer_only=False)
-        values = np.stack([rows.peak_bytes, rows.flops_per_step, rows.upload_bytes])
-        limits = np.array(caps, dtype=values.dtype)[:, None]
-        mask = (values <= limits).all(axis=0)
+        """(a configuration of least `name` within the caps, its value), or None: of the configurations of least
+        value, the first in answer order. Off the whole frontier where it is built; else in two passes: the
+        least value (_least_value), then the class's answer under the caps with `name` capped at it (every
+        configuration within those caps has exactly that value, so their answer is the first in answer order)."""
+        b = BUDGET_NAMES.index(name)
+        if self.frontier is None:
+            value = self._least_value(b, caps)
+            if value is None:
+                return None
+            found = self.answer(tuple(value if i == b else c for i, c in enumerate(caps)))
+            return found[0], value  # not None: the configuration of least value fits these caps
+        rows = self.frontier
+        values = (rows.peak_bytes, rows.flops_per_step, rows.upload_bytes)
+        mask = rows.fitting(*caps)
         if not mask.any():
             return None
         index = np.flatnonzero(mask)
-        row = int(index[np.argmin(values[BUDGET_NAMES.index(name)][index])])
-        return rows.states(row), int(values[BUDGET_NAMES.index(name)][row])
+        row = int(index[np.argmin(values[b][index])])
+        return self.row_states(row), int(values[b][row])
+
+    def _least_value(self, b: int, caps: Caps) -> int | None:
+        """The least of budget b (index into BUDGET_NAMES) any configuration within the caps needs, or None: the
+        class's programme with the objective set aside (a row is then dropped by any other no worse in every
+        cost, so few stay; the least value survives, since whatever dominates a row needs no more of anything),
+        its caps tightened to a configuration known to fit (the standard ones, answers found so far)."""
+        known = self._known()
+        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
+        if fit.any():
+            caps = tuple(min(c, int(min(known[fit, 1 + b]))) if i == b else c for i, c in enumerate(caps))
+        if self._costs_only is None:
+            goal = replace(self.goal, state_weights=tuple({} for _ in self.goal.state_weights), params_weight=0)
+            self._costs_only = (goal, SuffixBound(self.profile, goal))
+        goal, suffix = self._costs_only
+        rows = build_frontier(self.profile, goal, self.contiguous, Bound(caps, 0, suffix), row_limit=None)
+        values = (rows.peak_bytes, rows.flops_per_step, rows.upload_bytes)[b][rows.fitting(*caps)]
+        return int(values.min()) if len(values) else None
 
     def infeasible_message(self, device_name: str, budget: Budget, least: list | None = None) -> str:
         """Name the budget no configuration meets and the least it needs, with the other budgets held
@@ -300,6 +326,7 @@ def solve_device(profile: ModelProfile, device, objective: str = "layers", conti
                  importance: tuple[float, ...] | None = None) -> DeviceSolution:
     """The best configuration of `profile` for one device class; InfeasibleError when none fits.
 
-    Among configurations with the best objective the smallest predicted peak wins, then the first in the
-    profile's state order from block 0, so the answer is unique."""
+    Among configurations with the best objective the smallest predicted peak wins, then the fewest FLOPs, the
+    least upload and the fewest kept bytes, then the first in the profile's state order from block 0, so the
+    answer is unique (frontier.ANSWER_ORDER)."""
     return ProfilePlanner(profile, objective, contiguous, importance).solve(device)
