@@ -26,6 +26,17 @@ def _beaten(earlier: np.ndarray, rows: np.ndarray, strictly_before: bool) -> np.
     return beaten
 
 
+def _at_most(rows: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Indices of the rows <= top in every column, narrowed one column at a time (the first columns should
+    be the most selective: each later one only reads the rows still in)."""
+    index = np.flatnonzero(rows[:, 0] <= top[0])
+    for column in range(1, rows.shape[1]):
+        if not len(index):
+            break
+        index = index[rows[index, column] <= top[column]]
+    return index
+
+
 def undominated(values: np.ndarray) -> np.ndarray:
     """Mask of the rows (in priority order) that no earlier row is <= in every column.
 
@@ -37,8 +48,7 @@ def undominated(values: np.ndarray) -> np.ndarray:
     kept, count = np.empty_like(values), 0
     for start in range(0, len(values), _CHUNK):
         chunk = values[start:start + _CHUNK]
-        earlier = kept[:count]
-        earlier = earlier[(earlier <= chunk.max(axis=0)).all(axis=1)] if count else earlier
+        earlier = kept[_at_most(kept[:count], chunk.max(axis=0))] if count else kept[:0]
         mask = ~(_beaten(earlier, chunk, False) | _beaten(chunk, chunk, True))
         keep[start:start + len(chunk)] = mask
         survivors = chunk[mask]

@@ -324,8 +324,8 @@ def _prune(profile: ModelProfile, group: _Group, placed: int, later: dict) -> _G
     forward = np.maximum(p.forward_live, p.kept_bytes + any_event)
     backward = p.backward_live if backward_less_grad is None else np.maximum(
         p.backward_live, p.kept_bytes + backward_less_grad)
-    columns = [p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward, backward,
-               p.step_extra_bytes, p.flops_forward + p.flops_backward, *(-p.shared[n] for n in sorted(p.shared))]
+    columns = [p.flops_forward + p.flops_backward, p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward,
+               backward, p.step_extra_bytes, *(-p.shared[n] for n in sorted(p.shared))]  # the most selective first
     order = np.lexsort((lex_rank(group.choice), p.kept_bytes, p.grad_bytes, p.flops_forward + p.flops_backward,
                         -group.objective))
     keep = undominated(np.column_stack(columns)[order])
