@@ -29,6 +29,15 @@ def case(num_blocks: int, seed: int):
     return profile, all_configs(profile)
 
 
+def drawn(rng: random.Random, configs, brute: BruteForce, draws: int):
+    """(caps, brute force's answer) for each of `draws` random caps that some configuration fits."""
+    for _ in range(draws):
+        caps = random_caps(rng, configs)
+        best = brute.best(caps)
+        if best is not None:
+            yield caps, best
+
+
 def state_order_first(goal, configs, caps):
     """The answer had ties in objective and peak gone to state order alone (the order before this one)."""
     fitting = [c for c in configs if c[2].peak_bytes_predicted <= caps[0] and flops(c[2]) <= caps[1]
@@ -46,11 +55,7 @@ def test_ties_in_objective_and_peak_go_to_fewer_flops_then_upload_then_kept_byte
     whole, per_class = ProfilePlanner(profile, row_limit=None), ProfilePlanner(profile, row_limit=0)
     brute, rng = BruteForce(configs, whole.goal), random.Random(0)
     decided_by_sums = 0
-    for _ in range(300):
-        caps = random_caps(rng, configs)
-        best = brute.best(caps)
-        if best is None:
-            continue
+    for caps, best in drawn(rng, configs, brute, 300):
         decided_by_sums += best[0] != state_order_first(whole.goal, configs, caps)[0]
         assert whole.answer(caps)[0] == per_class.answer(caps)[0] == best[0]
     assert decided_by_sums > 0
@@ -117,11 +122,7 @@ def test_a_refuted_guess_bounds_the_best_by_the_most_a_dropped_row_could_reach(s
     goal = ProfilePlanner(profile).goal
     brute, suffix, rng = BruteForce(configs, goal), SuffixBound(profile, goal), random.Random(seed)
     refuted = 0
-    for _ in range(12):
-        caps = random_caps(rng, configs)
-        best = brute.best(caps)
-        if best is None:
-            continue
+    for caps, best in drawn(rng, configs, brute, 12):
         value = goal.value(best[0], best[2].trainable_params)
         guess = value + rng.randint(1, max(1, value // 4 + 1))
         rows = build_frontier(profile, goal, bound=Bound(caps, guess, suffix), row_limit=None)

@@ -73,12 +73,14 @@ from budgetplan.solve.objective import Objective
 ROW_LIMIT = 500
 PROJECT_FROM = 4  # blocks placed before the growth of the partial rows is projected (see _projected)
 # A fleet answers all its classes from one frontier, so a larger one pays, the more so the more classes: with
-# at least FLEET_CLASSES distinct budgets the limit is FLEET_ROW_LIMIT x (budgets / FLEET_CLASSES) ** 0.6.
-# Measured on this project's 2 cores (benchmarks/solve_scale.py, BERT-style blocks with +recompute states, 7 per
-# block, CPU time, after the dominance filter of 2026-12-06): whole frontiers of 16, 20, 24, 28, 32 blocks reach
-# 18k, 41k, 81k, 146k, 247k partial rows in 0.75, 2.9, 8.8, 25, 66 s (time ~ rows ** 1.7), while one class's
-# pruned programme takes ~0.1 s at 24-32 blocks: the break-even is ~30k rows at 20 classes, ~320k at 1,000.
-FLEET_ROW_LIMIT = 30_000
+# at least FLEET_CLASSES distinct budgets the limit is FLEET_ROW_LIMIT x (budgets / FLEET_CLASSES) ** FLEET_GROWTH.
+# Measured on this project's 2 cores (BERT-style blocks with +recompute states, 7 per block, CPU time, after the
+# sums-first answer order and the column-narrowed dominance filter of 2026-12-06): whole frontiers of 16, 20, 24,
+# 28, 32 blocks reach 13.6k, 29k, 57k, 100k, 167k partial rows in 0.57, 1.5, 3.8, 8.0, 18.7 s (time ~ rows ** 1.46),
+# while one class's pruned programme takes ~0.1 s at 24-32 blocks: the break-even is ~36k rows at 20 classes,
+# ~530k at 1,000.
+FLEET_ROW_LIMIT = 36_000
+FLEET_GROWTH = 0.7
 FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
@@ -107,7 +109,7 @@ def row_limit_for(distinct_budgets: int) -> int:
     """The row limit of a frontier that will answer this many distinct budgets (see FLEET_ROW_LIMIT)."""
     if distinct_budgets < FLEET_CLASSES:
         return ROW_LIMIT
-    return int(FLEET_ROW_LIMIT * (distinct_budgets / FLEET_CLASSES) ** 0.6)
+    return int(FLEET_ROW_LIMIT * (distinct_budgets / FLEET_CLASSES) ** FLEET_GROWTH)
 
 
 class FrontierTooLarge(Exception):
