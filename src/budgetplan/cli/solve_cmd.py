@@ -40,7 +40,9 @@ def _solve_devices(profile, devices, settings, importance, model_spec, rungs: in
     """The plan for named classes; one that fits nothing sits out with the least budget it needs as reason."""
     from budgetplan.api import plan_for_devices
 
-    return plan_for_devices(profile, devices, settings, importance, model_spec, rungs)
+    names = ", ".join(d.name for d in devices)
+    with console.status(f"planning {escape(names)} on {escape(profile.model.name)} ({profile.num_blocks} blocks)"):
+        return plan_for_devices(profile, devices, settings, importance, model_spec, rungs)
 
 
 def _limits(fleet, ingress: Optional[float], clients: Optional[int], coverage: Optional[float]):
