@@ -21,7 +21,7 @@ all three tie too, and then the prefixes' state order decides as the priority or
 Reading the sums before the state order matters: an event difference may vanish in a completion (a later,
 larger event sets the peak) while a sum difference never does, so prefixes that are permutations of each other
 (equal sums, different events) no longer all stay for the sake of a state-order tie (4x fewer rows at
-SmolLM2's widest block, benchmarks/solve_scale.py).
+SmolLM2's widest block; docs/benchmarks.md, issue 22).
 
 Fewer distinct rows (_prune): the largest forward and backward events so far enter the comparison as
 max(event, kept + floor), where the floor is at most some later part's own event above the prefix's kept bytes,
@@ -42,7 +42,9 @@ status; the planner still re-composes every answer with compose() before returni
 
 Per class (a Bound): rows whose costs so far already pass a cap are dropped (costs only grow), and rows whose
 objective plus the most the remaining parts can add within what is left of each budget (solve/bounds.py, an
-upper bound) is below an objective some configuration within the caps reaches: neither can be the answer.
+upper bound) is below an objective some configuration within the caps reaches: neither can be the answer. The
+largest of those upper bounds among the dropped rows is reported (Frontier.dropped): no configuration outside
+the rows reaches more, which tightens the planner's next guess.
 """
 
 from __future__ import annotations
