@@ -43,7 +43,7 @@ status; the planner still re-composes every answer with compose() before returni
 Per class (a Bound): rows whose costs so far already pass a cap are dropped (costs only grow), and rows whose
 objective plus the most the remaining parts can add within what is left of each budget (solve/bounds.py, an
 upper bound) is below an objective some configuration within the caps reaches: neither can be the answer. The
-largest of those upper bounds among the dropped rows is reported (Frontier.dropped): no configuration outside
+largest of those upper bounds among the dropped rows is reported (Frontier.most_dropped): no configuration outside
 the rows reaches more, which tightens the planner's next guess.
 """
 
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -87,7 +87,6 @@ FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 INT64_SAFE = 2**62
-DROPPED_KEPT = 50_000  # the largest optimistic objectives of dropped rows a bounded build reports
 # Among configurations within a class's caps, its answer is the first by: the highest objective, then the least
 # predicted peak, FLOPs, upload and kept (activation) bytes, then the first in the profile's state order from
 # block 0 (unique: no two configurations have the same states).
@@ -130,14 +129,9 @@ class Frontier:
     upload_bytes: np.ndarray
     largest_partial_rows: int  # the most partial configurations alive after one block
     build_s: float
-    # With a bound: the largest optimistic objectives of rows the bound dropped, descending (at most DROPPED_KEPT;
-    # empty: none dropped). No configuration within the caps that is not among the rows reaches more than the
-    # first (see planner._answer_rows).
-    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @property
-    def most_dropped(self) -> float:
-        return float(self.dropped[0]) if len(self.dropped) else -math.inf
+    # With a bound: the largest optimistic objective of a row the bound dropped (-inf: none dropped). No
+    # configuration within the caps that is not among the rows reaches more (see planner._answer_rows).
+    most_dropped: float = -math.inf
 
     def __len__(self) -> int:
         return len(self.objective)
@@ -375,24 +369,15 @@ def most_reachable(profile: ModelProfile, objective: Objective, bound: Bound) ->
     return float(_optimistic(profile, _start(profile, objective, _dtype(profile, objective)), bound, 0)[0])
 
 
-def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> tuple[_Group, np.ndarray]:
+def _within(profile: ModelProfile, group: _Group, bound: Bound, placed: int) -> tuple[_Group, float]:
     """Drop rows that exceed a cap already (costs only grow as parts are added) or that cannot reach the
     objective of a configuration known to fit (they can never be the answer: its objective is lower); with
-    the optimistic objectives of the rows dropped for the objective."""
+    the largest optimistic objective of a row dropped for the objective (-inf: none)."""
     most = _optimistic(profile, group, bound, placed)
     ok = most >= bound.reached
     if ok.all():
-        return group, most[:0]
-    dropped = most[~ok]
-    return _take(group, np.flatnonzero(ok)), dropped[dropped > -np.inf]
-
-
-def _largest(values: list[np.ndarray]) -> np.ndarray:
-    """The DROPPED_KEPT largest of the values, descending."""
-    joined = np.concatenate(values) if values else np.zeros(0)
-    if len(joined) > DROPPED_KEPT:
-        joined = np.partition(joined, len(joined) - DROPPED_KEPT)[-DROPPED_KEPT:]
-    return np.sort(joined)[::-1]
+        return group, -math.inf
+    return _take(group, np.flatnonzero(ok)), float(np.max(most[~ok]))
 
 
 def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int, width: int) -> list[_Group]:
@@ -410,9 +395,9 @@ def _beam(profile: ModelProfile, groups: list[_Group], bound: Bound, placed: int
 
 
 def _layer(profile, groups: list[_Group], index: int, objective, contiguous: bool, bound,
-           later) -> tuple[list[_Group], np.ndarray]:
-    """The rows after block `index`, and the largest optimistic objectives of rows the bound dropped."""
-    relevant, dropped = _held_later(profile, index + 1), []
+           later) -> tuple[list[_Group], float]:
+    """The rows after block `index`, and the largest optimistic objective of a row the bound dropped."""
+    relevant, dropped = _held_later(profile, index + 1), -math.inf
     buckets: dict[tuple, list[_Group]] = {}
     for group in groups:
         for state, name in enumerate(profile.block_state_names):
@@ -421,10 +406,10 @@ def _layer(profile, groups: list[_Group], index: int, objective, contiguous: boo
             child = _extend(profile, group, index, state, objective, relevant)
             if bound is not None:
                 child, most = _within(profile, child, bound, index + 1)
-                dropped.append(most)
+                dropped = max(dropped, most)
             if len(child.objective):
                 buckets.setdefault(_key(child, relevant), []).append(child)
-    return [_prune(profile, _concat(bucket), index + 1, later) for bucket in buckets.values()], _largest(dropped)
+    return [_prune(profile, _concat(bucket), index + 1, later) for bucket in buckets.values()], dropped
 
 
 def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool = False,
@@ -435,13 +420,13 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
     result is then not the frontier, only some configurations within the caps (a lower bound's source)."""
     start, dtype = time.perf_counter(), _dtype(profile, objective)
     groups, largest, history = [_start(profile, objective, dtype)], 1, [1]
-    caps, later, dropped = (bound.caps if bound is not None else None), later_forward_floors(profile), np.zeros(0)
+    caps, later, dropped = (bound.caps if bound is not None else None), later_forward_floors(profile), -math.inf
     if bound is not None:
         root, dropped = _within(profile, groups[0], bound, 0)
         groups = [root] if len(root.objective) else []
     for index in range(profile.num_blocks):
         groups, most = _layer(profile, groups, index, objective, contiguous, bound, later)
-        dropped = _largest([dropped, most])
+        dropped = max(dropped, most)
         if beam is not None:
             groups = _beam(profile, groups, bound, index + 1, beam)
         history.append(sum(len(g.objective) for g in groups))
@@ -449,7 +434,7 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
         if row_limit is not None and max(largest, _projected(history, profile.num_blocks)) > row_limit:
             raise FrontierTooLarge(f"{alive} partial configurations after block {index} (limit {row_limit})")
     frontier = _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
-    return replace(frontier, dropped=dropped)
+    return replace(frontier, most_dropped=dropped)
 
 
 def _complete(profile: ModelProfile, groups: list[_Group], objective: Objective, caps, largest: int,

@@ -158,10 +158,11 @@ class ProfilePlanner:
             rows = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, guess, self._suffix),
                                   row_limit=None)
             row = rows.best(caps)
-            if guess == low or not len(rows.dropped) or (row is not None and rows.objective[row] >= guess):
-                return rows  # (nothing dropped: every configuration within the caps is among the rows)
+            nothing_dropped = rows.most_dropped == -math.inf  # every configuration within the caps is among the rows
+            if guess == low or nothing_dropped or (row is not None and rows.objective[row] >= guess):
+                return rows
             low = low if row is None else max(low, int(rows.objective[row]))
-            high, step = max(low, min(guess - 1, math.ceil(rows.dropped[0]))), step * 2
+            high, step = max(low, min(guess - 1, math.ceil(rows.most_dropped))), step * 2
 
     def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
         if self.frontier is None:
