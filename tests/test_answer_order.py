@@ -1,4 +1,4 @@
-"""The answer order (frontier.ANSWER_ORDER) and what the planner builds on it.
+"""The answer order (solve/frontier.py) and what the planner builds on it.
 
 Among configurations within a class's caps the answer is the first by: the highest objective, then the least
 peak, FLOPs, upload and kept bytes, then the first in state order. Reading the sums (FLOPs, upload, kept bytes)

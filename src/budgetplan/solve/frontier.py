@@ -3,8 +3,8 @@
 A dynamic programme over the parts in forward order, whose step is compose.advance run on numpy arrays of
 partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). What a
 later part can observe of a prefix is its obligations (whether gradient flows into the next block, whether
-the last part keeps its output and the bytes of its extra outputs it does not keep, which hidden states that later blocks hold are kept, and for --contiguous
-whether a block trains already) and a few running amounts: the kept bytes, each shared input's kept size,
+the last part keeps its output and the bytes of its extra outputs it does not keep, which hidden states that
+later blocks hold are kept, and for --contiguous whether a block trains already) and a few running amounts: the kept bytes, each shared input's kept size,
 and for the final costs the sums (adapter and optimizer bytes, gradient bytes, FLOPs, the objective) and
 the largest forward / backward / optimizer-step event so far. A partial configuration is dropped when another
 - has the same obligations, and
@@ -35,8 +35,8 @@ replacing it by the floor changes no completion's peak, and two rows that differ
 (the first in answer order stays).
 
 Complete configurations are then kept only if no other is at least as good in objective, peak, FLOPs and
-upload and comes first in the answer order (ANSWER_ORDER: higher objective, then lower peak, fewer FLOPs, less
-upload, fewer kept bytes, then state order).
+upload and comes first in the answer order (higher objective, then lower peak, fewer FLOPs, less upload, fewer
+kept bytes, then state order: the comment above Frontier).
 The answer for any caps is the first row, in that order, that fits. Proof by construction, not by a solver
 status; the planner still re-composes every answer with compose() before returning it (solve/planner.py).
 
@@ -87,10 +87,6 @@ FLEET_CLASSES = 20
 _AMOUNTS = ("kept_bytes", "resident_extra_bytes", "grad_bytes", "forward_live", "backward_live", "step_extra_bytes",
             "flops_forward", "flops_backward", "trainable_params", "optimizer_state_bytes")
 INT64_SAFE = 2**62
-# Among configurations within a class's caps, its answer is the first by: the highest objective, then the least
-# predicted peak, FLOPs, upload and kept (activation) bytes, then the first in the profile's state order from
-# block 0 (unique: no two configurations have the same states).
-ANSWER_ORDER = ("objective (highest)", "peak", "FLOPs", "upload", "kept bytes", "state order")
 
 
 def _projected(history: list[int], blocks: int) -> float:
@@ -117,9 +113,12 @@ class FrontierTooLarge(Exception):
     """More partial configurations than the row limit (the planner then works per class)."""
 
 
+# The answer order. Among configurations within a class's caps, its answer is the first by: the highest
+# objective, then the least predicted peak, FLOPs, upload and kept (activation) bytes, then the first in the
+# profile's state order from block 0 (unique: no two configurations have the same states).
 @dataclass(frozen=True)
 class Frontier:
-    """Complete configurations in answer order (ANSWER_ORDER)."""
+    """Complete configurations in answer order (the comment above)."""
 
     state_names: tuple[str, ...]  # the profile's state order; choice holds indices into it
     choice: np.ndarray  # rows x blocks, state indices

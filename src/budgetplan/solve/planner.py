@@ -329,5 +329,5 @@ def solve_device(profile: ModelProfile, device, objective: str = "layers", conti
 
     Among configurations with the best objective the smallest predicted peak wins, then the fewest FLOPs, the
     least upload and the fewest kept bytes, then the first in the profile's state order from block 0, so the
-    answer is unique (frontier.ANSWER_ORDER)."""
+    answer is unique (the answer order of solve/frontier.py)."""
     return ProfilePlanner(profile, objective, contiguous, importance).solve(device)
