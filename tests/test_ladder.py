@@ -222,6 +222,22 @@ def test_a_planner_working_per_class_reads_the_same_ladder(tiny_profiles):
     assert ladder_states(whole, budget, states, rungs=1) == []
 
 
+def test_a_middle_rung_past_the_row_limit_is_left_out_and_every_rung_given_is_exact(tiny_profiles, monkeypatch):
+    """Per class, a middle rung whose programme keeps more rows than RUNG_ROW_LIMIT is left out: with the limit at
+    1 only the lowest rung (the least peak) stays, and it and every rung kept are the unlimited ladder's."""
+    import budgetplan.solve.ladder as ladder_module
+
+    _, profile, _ = tiny_profiles["tiny-bert"]
+    budget = budget_of(device(compose(profile, ("trained",) * 4).peak_bytes_predicted))
+    whole = ProfilePlanner(profile, row_limit=None)
+    states = whole.answer(whole.caps(budget))[0]
+    full = ladder_states(whole, budget, states)
+    assert len(full) >= 2
+    monkeypatch.setattr(ladder_module, "RUNG_ROW_LIMIT", 1)
+    limited = ladder_states(ProfilePlanner(profile, row_limit=1), budget, states)
+    assert limited == full[-1:]
+
+
 def test_flower_nodes_pick_the_same_rungs_and_end_with_the_embedded_weights(plain_plan, tmp_path):
     """The Flower ClientApp runs the same choice on its node: a client that falls back, one that sits out."""
     pytest.importorskip("flwr")

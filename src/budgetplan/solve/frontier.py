@@ -430,7 +430,8 @@ def build_frontier(profile: ModelProfile, objective: Objective, contiguous: bool
             groups = _beam(profile, groups, bound, index + 1, beam)
         history.append(sum(len(g.objective) for g in groups))
         alive, largest = history[-1], max(largest, history[-1])
-        if row_limit is not None and max(largest, _projected(history, profile.num_blocks)) > row_limit:
+        projected = _projected(history, profile.num_blocks) if bound is None else alive  # bounded rows shrink late
+        if row_limit is not None and max(largest, projected) > row_limit:
             raise FrontierTooLarge(f"{alive} partial configurations after block {index} (limit {row_limit})")
     frontier = _complete(profile, groups, objective, caps, largest, time.perf_counter() - start)
     return replace(frontier, most_dropped=dropped)

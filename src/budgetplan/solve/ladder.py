@@ -5,15 +5,24 @@ class's own compute and upload caps: caps at geometric steps from the answer's p
 peak of any configuration within those two caps (the smallest configuration that trains anything; its rung is the
 last; when the planner works per class, the least among the standard configurations). Equal answers are kept
 once, so a ladder may have fewer rungs than asked for; each lower rung's peak is strictly below the one above it
-(an answer that fits a smaller cap would have been the answer at the larger one).
+(an answer that fits a smaller cap would have been the answer at the larger one). Where the planner works per
+class, a middle rung whose programme would keep more than RUNG_ROW_LIMIT partial configurations in one pass is
+left out too (every rung given is still the exact answer at its cap): near such a cap thousands of configurations
+of a large model with every state differ by a unit of tie-break weight, and the exact search takes minutes to
+hours (SmolLM2 with int8 and recompute states on jetson-orin-nano-8gb: docs/benchmarks.md, issue 22).
 """
 
 from __future__ import annotations
 
 from budgetplan.solve.caps import MEMORY, Budget
+from budgetplan.solve.frontier import FrontierTooLarge
 from budgetplan.solve.planner import NO_CAP, ProfilePlanner
 
 LADDER_RUNGS = 4  # rungs per class, the plan included (fewer where answers repeat)
+# A middle rung planned per class is left out when one pass keeps more partial configurations than this: the
+# widest pass of the per-class rungs measured on SmolLM2 with every state was 9,531 rows (iphone-class, ~3 s);
+# the rung left out on jetson-orin-nano-8gb passes 230,000 after ten of 30 blocks.
+RUNG_ROW_LIMIT = 40_000
 
 
 def ladder_states(planner: ProfilePlanner, budget: Budget, plan_states: tuple[str, ...],
@@ -29,10 +38,24 @@ def ladder_states(planner: ProfilePlanner, budget: Budget, plan_states: tuple[st
     ratio = (least[1] / top) ** (1 / (rungs - 1))
     memory_caps = [int(top * ratio ** k) for k in range(1, rungs - 1)] + [least[1]]
     out, seen = [], {tuple(plan_states)}
-    for found in planner.answers([(memory, flops, upload) for memory in memory_caps]):
+    for found in _rungs(planner, [(memory, flops, upload) for memory in memory_caps]):
         if found is not None and found[0] not in seen:
             seen.add(found[0])
             out.append(found[0])
+    return out
+
+
+def _rungs(planner: ProfilePlanner, caps: list[tuple[int, int, int]]) -> list:
+    """The planner's answers under each caps; per class, None for a middle rung past RUNG_ROW_LIMIT (the last
+    caps, the least peak, always has its answer: few configurations fit it)."""
+    if planner.frontier is not None:
+        return planner.answers(caps)
+    out = []
+    for i, c in enumerate(caps):
+        try:
+            out.append(planner.answer(c, None if i == len(caps) - 1 else RUNG_ROW_LIMIT))
+        except FrontierTooLarge:
+            out.append(None)
     return out
 
 

@@ -127,20 +127,21 @@ class ProfilePlanner:
         row = beam.best(caps)
         return best if row is None else max(best, int(beam.objective[row]))
 
-    def rows(self, caps: Caps) -> Frontier:
+    def rows(self, caps: Caps, row_limit: int | None = None) -> Frontier:
         """Rows among which the answer under caps is the first that fits (all of them when the frontier is
-        small; else the class's own, pruned by the objective bound)."""
+        small; else the class's own, pruned by the objective bound: FrontierTooLarge when one pass of its
+        programme keeps more than `row_limit` partial configurations)."""
         if self.frontier is not None:
             return self.frontier
         if caps not in self._rows:
-            self._rows[caps] = rows = self._answer_rows(caps)
+            self._rows[caps] = rows = self._answer_rows(caps, row_limit)
             row = rows.best(caps)
             if row is not None:  # a lower bound for the classes planned after this one
                 found = (rows.objective[row], rows.peak_bytes[row], rows.flops_per_step[row], rows.upload_bytes[row])
                 self._standard = np.vstack([self._known(), np.array([found], dtype=object)])
         return self._rows[caps]
 
-    def _answer_rows(self, caps: Caps) -> Frontier:
+    def _answer_rows(self, caps: Caps, row_limit: int | None = None) -> Frontier:
         """The class's programme pruned at a guessed objective g between a reached one (low) and an upper bound
         (high): when a row within the caps reaches g, the best objective is >= g and every configuration reaching
         it kept all its prefixes, so the answer is among the rows. Else the best is below g, and no more than the
@@ -156,7 +157,7 @@ class ProfilePlanner:
         while True:
             guess = max(low, high - step)
             rows = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, guess, self._suffix),
-                                  row_limit=None)
+                                  row_limit=row_limit)
             row = rows.best(caps)
             nothing_dropped = rows.most_dropped == -math.inf  # every configuration within the caps is among the rows
             if guess == low or nothing_dropped or (row is not None and rows.objective[row] >= guess):
@@ -164,12 +165,14 @@ class ProfilePlanner:
             low = low if row is None else max(low, int(rows.objective[row]))
             high, step = max(low, min(guess - 1, math.ceil(rows.most_dropped))), step * 2
 
-    def answer(self, caps: Caps) -> tuple[tuple[str, ...], int] | None:
+    def answer(self, caps: Caps, row_limit: int | None = None) -> tuple[tuple[str, ...], int] | None:
+        """The answer under caps (None: nothing fits); per class, FrontierTooLarge when a pass of the class's
+        programme would keep more than `row_limit` partial configurations (None: no limit)."""
         if self.frontier is None:
             nested = self._nested(caps)
             if nested is not False:
                 return nested
-        rows = self.rows(caps)
+        rows = self.rows(caps, row_limit)
         row = rows.best(caps)
         found = None if row is None else (rows.states(row), int(rows.objective[row]))
         if self.frontier is None:
