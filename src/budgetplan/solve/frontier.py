@@ -4,9 +4,10 @@ A dynamic programme over the parts in forward order, whose step is compose.advan
 partial configurations (the same arithmetic as compose(), so a row's costs are compose's costs). What a
 later part can observe of a prefix is its obligations (whether gradient flows into the next block, whether
 the last part keeps its output and the bytes of its extra outputs it does not keep, which hidden states that
-later blocks hold are kept, and for --contiguous whether a block trains already) and a few running amounts: the kept bytes, each shared input's kept size,
-and for the final costs the sums (adapter and optimizer bytes, gradient bytes, FLOPs, the objective) and
-the largest forward / backward / optimizer-step event so far. A partial configuration is dropped when another
+later blocks hold are kept, and for --contiguous whether a block trains already) and a few running amounts: the
+kept bytes, each shared input's kept size, and for the final costs the sums (adapter and optimizer bytes,
+gradient bytes, FLOPs, the objective) and the largest forward / backward / optimizer-step event so far. A
+partial configuration is dropped when another
 - has the same obligations, and
 - is no worse in every amount: no more kept, adapter, optimizer, gradient bytes and FLOPs, no larger event
   so far, and *at least* the kept size of each shared input (a later part that keeps or holds a shared input
@@ -43,8 +44,8 @@ status; the planner still re-composes every answer with compose() before returni
 Per class (a Bound): rows whose costs so far already pass a cap are dropped (costs only grow), and rows whose
 objective plus the most the remaining parts can add within what is left of each budget (solve/bounds.py, an
 upper bound) is below an objective some configuration within the caps reaches: neither can be the answer. The
-largest of those upper bounds among the dropped rows is reported (Frontier.most_dropped): no configuration outside
-the rows reaches more, which tightens the planner's next guess.
+largest of those upper bounds among the dropped rows is reported (Frontier.most_dropped): no configuration
+outside the rows reaches more, which tightens the planner's next guess.
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ class Frontier:
     def __len__(self) -> int:
         return len(self.objective)
 
+    @property
+    def budget_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row what each budget counts, in caps order: peak, FLOPs of one profiled batch, upload."""
+        return self.peak_bytes, self.flops_per_step, self.upload_bytes
+
     def states(self, row: int) -> tuple[str, ...]:
         return tuple(self.state_names[i] for i in self.choice[row])
 
@@ -161,7 +167,7 @@ class Frontier:
         two caps and b <= no_cap (the first such row in answer order, as argmin takes it), or None."""
         if not caps:
             return []
-        values = (self.peak_bytes, self.flops_per_step, self.upload_bytes)
+        values = self.budget_values
         limits = np.array(caps, dtype=object if self.peak_bytes.dtype == object else np.int64)
         fit = [v[None, :] <= limits[:, i:i + 1] for i, v in enumerate(values)]
         out: list[list[int | None]] = [[None] * 3 for _ in caps]
@@ -321,10 +327,10 @@ def _prune(profile: ModelProfile, group: _Group, placed: int, later: dict) -> _G
     forward = np.maximum(p.forward_live, p.kept_bytes + any_event)
     backward = p.backward_live if backward_less_grad is None else np.maximum(
         p.backward_live, p.kept_bytes + backward_less_grad)
-    columns = [p.flops_forward + p.flops_backward, p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward,
-               backward, p.step_extra_bytes, *(-p.shared[n] for n in sorted(p.shared))]  # the most selective first
-    order = np.lexsort((lex_rank(group.choice), p.kept_bytes, p.grad_bytes, p.flops_forward + p.flops_backward,
-                        -group.objective))
+    flops = p.flops_forward + p.flops_backward
+    columns = [flops, p.kept_bytes, p.resident_extra_bytes, p.grad_bytes, forward, backward, p.step_extra_bytes,
+               *(-p.shared[n] for n in sorted(p.shared))]  # the most selective first
+    order = np.lexsort((lex_rank(group.choice), p.kept_bytes, p.grad_bytes, flops, -group.objective))
     keep = undominated(np.column_stack(columns)[order])
     return _take(group, order[keep])
 

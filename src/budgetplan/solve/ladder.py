@@ -3,7 +3,7 @@
 Rung 0 is the class's answer. The lower rungs are the planner's answers under smaller memory caps, with the
 class's own compute and upload caps: caps at geometric steps from the answer's predicted peak down to the least
 peak of any configuration within those two caps (the smallest configuration that trains anything; its rung is the
-last; when the planner works per class, the least among the standard configurations). Equal answers are kept
+last, exact in both planner modes). Equal answers are kept
 once, so a ladder may have fewer rungs than asked for; each lower rung's peak is strictly below the one above it
 (an answer that fits a smaller cap would have been the answer at the larger one). Where the planner works per
 class, a middle rung whose programme would keep more than RUNG_ROW_LIMIT partial configurations in one pass is
@@ -61,6 +61,6 @@ def _rungs(planner: ProfilePlanner, caps: list[tuple[int, int, int]]) -> list:
 
 def _least_peak(planner: ProfilePlanner, flops: int, upload: int) -> tuple[tuple[str, ...], int] | None:
     """The least-peak configuration within the compute and upload caps (planner.least: off the whole frontier,
-    or per class under a memory cap at the least peak a known configuration has, so the programme stays small)."""
+    or per class the least peak with the objective set aside, then the answer at that peak)."""
     return planner.least(MEMORY, (NO_CAP, flops, upload))
 

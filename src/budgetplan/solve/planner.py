@@ -114,13 +114,16 @@ class ProfilePlanner:
             self._standard = np.array(rows, dtype=object)
         return self._standard
 
+    def _known_within(self, caps: Caps) -> np.ndarray:
+        """The rows of _known() within the caps."""
+        known = self._known()
+        return known[(known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])]
+
     def _reached(self, caps: Caps) -> int:
         """An objective some configuration within caps reaches (0 when none is found): the best of the standard
         configurations and the answers found so far, and unless that already reaches the bound of the whole
         programme, of a narrow beam through the per-class programme (BEAM rows after each block)."""
-        known = self._known()
-        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
-        best = int(max(known[fit, 0], default=0))
+        best = int(max(self._known_within(caps)[:, 0], default=0))
         if best >= most_reachable(self.profile, self.goal, Bound(caps, 0, self._suffix)):
             return best
         beam = build_frontier(self.profile, self.goal, self.contiguous, Bound(caps, 0, self._suffix), None, BEAM)
@@ -234,8 +237,7 @@ class ProfilePlanner:
 
     def _named(self, rows: list[int | None]) -> list[tuple[tuple[str, ...], int] | None]:
         """least_of_many's rows per budget as least() gives them: (states, value) or None."""
-        f = self.frontier
-        values = (f.peak_bytes, f.flops_per_step, f.upload_bytes)
+        values = self.frontier.budget_values
         return [None if r is None else (self.row_states(r), int(values[b][r])) for b, r in enumerate(rows)]
 
     def solve_class(self, device: DeviceClass, found: tuple | None | bool = False, budget: Budget | None = None,
@@ -271,7 +273,7 @@ class ProfilePlanner:
             found = self.answer(tuple(value if i == b else c for i, c in enumerate(caps)))
             return found[0], value  # not None: the configuration of least value fits these caps
         rows = self.frontier
-        values = (rows.peak_bytes, rows.flops_per_step, rows.upload_bytes)
+        values = rows.budget_values
         mask = rows.fitting(*caps)
         if not mask.any():
             return None
@@ -284,16 +286,15 @@ class ProfilePlanner:
         class's programme with the objective set aside (a row is then dropped by any other no worse in every
         cost, so few stay; the least value survives, since whatever dominates a row needs no more of anything),
         its caps tightened to a configuration known to fit (the standard ones, answers found so far)."""
-        known = self._known()
-        fit = (known[:, 1] <= caps[0]) & (known[:, 2] <= caps[1]) & (known[:, 3] <= caps[2])
-        if fit.any():
-            caps = tuple(min(c, int(min(known[fit, 1 + b]))) if i == b else c for i, c in enumerate(caps))
+        known = self._known_within(caps)
+        if len(known):
+            caps = tuple(min(c, int(min(known[:, 1 + b]))) if i == b else c for i, c in enumerate(caps))
         if self._costs_only is None:
             goal = replace(self.goal, state_weights=tuple({} for _ in self.goal.state_weights), params_weight=0)
             self._costs_only = (goal, SuffixBound(self.profile, goal))
         goal, suffix = self._costs_only
         rows = build_frontier(self.profile, goal, self.contiguous, Bound(caps, 0, suffix), row_limit=None)
-        values = (rows.peak_bytes, rows.flops_per_step, rows.upload_bytes)[b][rows.fitting(*caps)]
+        values = rows.budget_values[b][rows.fitting(*caps)]
         return int(values.min()) if len(values) else None
 
     def infeasible_message(self, device_name: str, budget: Budget, least: list | None = None) -> str:
